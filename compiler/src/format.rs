@@ -1,0 +1,1 @@
+//! The canonical layout of `.pol` files (`polc fmt`). Not written yet.

@@ -1,0 +1,15 @@
+//! polc: the policy compiler.
+//!
+//! The pipeline, one layer per module:
+//! - [`syntax`]: source files, spans, the pest grammar (from `lang-spec/`), the AST.
+//! - [`sema`]: named check passes over the AST, producing the checked policy set.
+//! - [`diag`]: diagnostics as values, rendered as `file:line:col` text or JSON.
+//! - [`format`]: the canonical layout (`polc fmt`).
+//!
+//! [`driver`] ties them together for the CLI and for tests.
+
+pub mod diag;
+pub mod driver;
+pub mod format;
+pub mod sema;
+pub mod syntax;

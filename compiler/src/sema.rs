@@ -1,0 +1,47 @@
+//! Checks over the AST, as named passes, producing the checked policy set
+//! ([`model`]) that resolution, the evaluator and codegen consume.
+//!
+//! The pass order is declared once, in [`passes`]. Every pass runs even
+//! after another reported errors, so one run reports all it can; later
+//! stages (resolution, codegen) run only on an error-free set.
+
+pub mod icmp;
+pub mod labels;
+pub mod lower;
+pub mod model;
+pub mod warnings;
+
+use crate::diag::Diagnostics;
+use crate::syntax::ast::Module;
+use crate::syntax::SourceMap;
+
+/// One check pass: reads the modules (and what earlier passes built) and reports diagnostics.
+pub struct Pass {
+    pub name: &'static str,
+    pub run: fn(&mut Context<'_>),
+}
+
+/// What passes share: the input, the checked set being built, the diagnostics.
+pub struct Context<'a> {
+    pub sources: &'a SourceMap,
+    pub modules: &'a [Module],
+    pub checked: model::PolicySet,
+    pub diagnostics: Diagnostics,
+}
+
+/// The check passes, in order.
+pub fn passes() -> &'static [Pass] {
+    &[
+        Pass { name: "lower", run: lower::run },
+        Pass { name: "warnings", run: warnings::run },
+    ]
+}
+
+/// Runs every pass; the checked set is usable only when there are no errors.
+pub fn check(sources: &SourceMap, modules: &[Module]) -> (model::PolicySet, Diagnostics) {
+    let mut cx = Context { sources, modules, checked: model::PolicySet::default(), diagnostics: Diagnostics::default() };
+    for pass in passes() {
+        (pass.run)(&mut cx);
+    }
+    (cx.checked, cx.diagnostics)
+}
