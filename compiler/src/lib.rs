@@ -11,5 +11,6 @@
 pub mod diag;
 pub mod driver;
 pub mod format;
+pub mod ir;
 pub mod sema;
 pub mod syntax;
