@@ -8,6 +8,7 @@
 //!
 //! [`driver`] ties them together for the CLI and for tests.
 
+pub mod codegen;
 pub mod diag;
 pub mod driver;
 pub mod format;

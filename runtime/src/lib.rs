@@ -2,4 +2,12 @@
 //! and swaps them on change. It knows nothing of the policy language; it
 //! takes built artifacts (objects, constants, map entries).
 //!
-//! Not built yet: see issue "polcd: load, attach, hot-swap".
+//! - [`datapath`]: the binary interface of the BPF datapath (map keys and
+//!   values, verdict reasons, events), shared with `templates/bpf/`.
+//! - [`loader`]: the kernel seam: loading an endpoint object with libbpf-rs,
+//!   pins, maps, BPF_PROG_TEST_RUN.
+//!
+//! Attaching and hot swapping: see issue "polcd: load, attach, hot-swap".
+
+pub mod datapath;
+pub mod loader;

@@ -1,0 +1,232 @@
+//! What a header says: the code-shaping features (ENABLE_*), the node-wide
+//! configuration, and one endpoint's constants; rendered with minijinja from
+//! `templates/*.h.j2`.
+
+use super::entries::PolicyEntry;
+use super::CodegenError;
+use crate::ir::{DirectionTable, EndpointPolicy, Identity};
+use crate::syntax::ast::Action;
+use crate::sema::model::EndpointDef;
+use minijinja::{context, Environment};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub const NODE_TEMPLATE: &str = include_str!("../../../templates/node_config.h.j2");
+pub const ENDPOINT_TEMPLATE: &str = include_str!("../../../templates/ep_config.h.j2");
+
+/// A compile-time switch of the datapath; the set of them is the code shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Feature {
+    Ipv4,
+    Ipv6,
+    /// Only when the direction is enforced: otherwise no map, no lookup.
+    IngressPolicy,
+    EgressPolicy,
+    /// Some entry denies: the datapath checks for the deny action.
+    DenyRules,
+    /// Some interval is neither one port nor every port (informational:
+    /// the LPM lookup is the same).
+    PortRanges,
+    /// Some entry is for ICMP or ICMPv6 (informational).
+    IcmpRules,
+    /// Verdicts are reported on the ring buffer.
+    Events,
+}
+
+impl Feature {
+    pub fn define(self) -> &'static str {
+        match self {
+            Feature::Ipv4 => "IPV4",
+            Feature::Ipv6 => "IPV6",
+            Feature::IngressPolicy => "INGRESS_POLICY",
+            Feature::EgressPolicy => "EGRESS_POLICY",
+            Feature::DenyRules => "DENY_RULES",
+            Feature::PortRanges => "PORT_RANGES",
+            Feature::IcmpRules => "ICMP_RULES",
+            Feature::Events => "EVENTS",
+        }
+    }
+}
+
+/// The features, sorted: equal sets give the same object.
+pub type Features = BTreeSet<Feature>;
+
+/// Choices the build makes for every endpoint.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BuildOptions {
+    pub events: bool,
+    /// 0: drops; 1: drops and new connections; 2: every verdict.
+    pub trace_level: u32,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions { events: true, trace_level: 0 }
+    }
+}
+
+/// An endpoint's addresses, from its inventory entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EndpointAddresses {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub mac: Option<[u8; 6]>,
+}
+
+impl EndpointAddresses {
+    pub fn of(def: &EndpointDef) -> EndpointAddresses {
+        EndpointAddresses { ipv4: def.ipv4, ipv6: def.ipv6, mac: def.mac }
+    }
+}
+
+pub fn features_of(policy: &EndpointPolicy, addresses: &EndpointAddresses, options: &BuildOptions) -> Features {
+    let mut features = Features::new();
+    let enforced: Vec<&DirectionTable> = [&policy.ingress, &policy.egress].into_iter().filter(|t| t.enforced).collect();
+    let intervals = || {
+        enforced.iter().flat_map(|t| t.tables.values()).flat_map(|l4| l4.protocols.iter()).flat_map(|(p, v)| v.iter().map(move |e| (*p, e)))
+    };
+    let decisions = || enforced.iter().flat_map(|t| t.tables.values()).flat_map(|l4| l4.other.iter().copied().chain(l4.protocols.values().flatten().map(|e| e.decision)));
+    let switches = [
+        (Feature::Ipv4, addresses.ipv4.is_some()),
+        (Feature::Ipv6, addresses.ipv6.is_some()),
+        (Feature::IngressPolicy, policy.ingress.enforced),
+        (Feature::EgressPolicy, policy.egress.enforced),
+        (Feature::DenyRules, decisions().any(|d| d.action == Action::Deny)),
+        (Feature::PortRanges, intervals().any(|(_, e)| e.low != e.high && (e.low, e.high) != (0, u16::MAX))),
+        (Feature::IcmpRules, intervals().any(|(p, _)| p == 1 || p == 58)),
+        (Feature::Events, options.events),
+    ];
+    features.extend(switches.into_iter().filter(|(_, on)| *on).map(|(f, _)| f));
+    features
+}
+
+/// A short, stable name for a code shape (used in generated comments).
+pub fn shape_name(features: &Features) -> String {
+    let names: Vec<&str> = features.iter().map(|f| f.define()).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join("+")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MapSizes {
+    pub ipcache: u32,
+    pub conntrack: u32,
+    pub events_ringbuf: u32,
+    pub policy: u32,
+    pub metrics: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ConntrackLifetimes {
+    pub tcp: u32,
+    pub non_tcp: u32,
+    pub close: u32,
+}
+
+/// The node header's inputs; part of every object's code shape.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct NodeConfig {
+    pub sizes: MapSizes,
+    pub conntrack: ConntrackLifetimes,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            sizes: MapSizes { ipcache: 65536, conntrack: 262144, events_ringbuf: 1 << 20, policy: 65536, metrics: 16384 },
+            conntrack: ConntrackLifetimes { tcp: 21600, non_tcp: 60, close: 10 },
+        }
+    }
+}
+
+/// One endpoint's constants: `#define`s in its header, `.rodata` values for
+/// the shared object.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointConstants {
+    pub name: String,
+    pub identity: u32,
+    /// The endpoint's number on the node (LXC_ID), from 1.
+    pub id: u32,
+    pub trace_level: u32,
+    pub addresses: EndpointAddresses,
+}
+
+impl EndpointConstants {
+    /// (variable name, bytes) for `.rodata`, as templates/bpf/common.h declares them.
+    pub fn rodata(&self) -> Vec<(String, Vec<u8>)> {
+        let addresses = &self.addresses;
+        vec![
+            ("seclabel".into(), self.identity.to_ne_bytes().to_vec()),
+            ("lxc_id".into(), self.id.to_ne_bytes().to_vec()),
+            ("trace_level".into(), self.trace_level.to_ne_bytes().to_vec()),
+            ("lxc_ipv4".into(), addresses.ipv4.map_or([0; 4], |a| a.octets()).to_vec()),
+            ("lxc_ipv6".into(), addresses.ipv6.map_or([0; 16], |a| a.octets()).to_vec()),
+            ("lxc_mac".into(), addresses.mac.unwrap_or([0; 6]).to_vec()),
+        ]
+    }
+}
+
+/// How many entries each enforced direction's map gets (for the header).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyMapSummary {
+    pub name: &'static str,
+    pub entries: usize,
+    pub tables: usize,
+}
+
+pub fn policy_map_summary(name: &'static str, table: &DirectionTable, entries: &[PolicyEntry]) -> PolicyMapSummary {
+    PolicyMapSummary { name, entries: entries.len(), tables: table.tables.len() }
+}
+
+fn render(name: &str, source: &str, ctx: minijinja::Value) -> Result<String, CodegenError> {
+    let mut env = Environment::new();
+    env.set_keep_trailing_newline(true);
+    let template_error = |source| CodegenError::Template { name: name.to_string(), source };
+    env.add_template(name, source).map_err(template_error)?;
+    env.get_template(name).and_then(|t| t.render(ctx)).map_err(template_error)
+}
+
+pub fn render_node(node: &NodeConfig) -> Result<String, CodegenError> {
+    let reserved = [
+        ("unknown", Identity::UNKNOWN),
+        ("host", Identity::HOST),
+        ("world", Identity::WORLD),
+        ("unmanaged", Identity::UNMANAGED),
+        ("health", Identity::HEALTH),
+        ("init", Identity::INIT),
+    ];
+    let reserved: Vec<_> = reserved.iter().map(|(name, id)| context! { name => name, id => id.0 }).collect();
+    render("node_config.h.j2", NODE_TEMPLATE, context! { reserved, sizes => node.sizes, conntrack => node.conntrack })
+}
+
+/// The header of a code shape: features only (the shared object's build).
+pub fn render_shape(features: &Features) -> Result<String, CodegenError> {
+    let defines: Vec<&str> = features.iter().map(|f| f.define()).collect();
+    render("ep_config.h.j2", ENDPOINT_TEMPLATE, context! { features => defines, shape => shape_name(features) })
+}
+
+/// The endpoint's header: features and constants (the auditable artifact,
+/// and the input of a per-endpoint compile).
+pub fn render_endpoint(
+    constants: &EndpointConstants,
+    features: &Features,
+    policy_maps: &[PolicyMapSummary],
+) -> Result<String, CodegenError> {
+    let defines: Vec<&str> = features.iter().map(|f| f.define()).collect();
+    let addresses = &constants.addresses;
+    let endpoint = context! {
+        name => constants.name,
+        identity => constants.identity,
+        id => constants.id,
+        trace_level => constants.trace_level,
+        ipv4 => addresses.ipv4.map(|a| format!("0x{:08x}", u32::from_ne_bytes(a.octets()))),
+        ipv6 => addresses.ipv6.map(|a| a.octets().iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>()),
+        mac => addresses.mac.map(|m| m.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>()),
+        policy_maps => policy_maps,
+    };
+    render("ep_config.h.j2", ENDPOINT_TEMPLATE, context! { features => defines, endpoint })
+}

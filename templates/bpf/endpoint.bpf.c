@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The endpoint programs, attached to the host side of the endpoint's veth:
+ *   from_ep  (tcx ingress): traffic from the endpoint, its egress policy
+ *   to_ep    (tcx egress):  traffic to the endpoint, its ingress policy
+ * Each entry program looks at the Ethernet header only and tail-calls the
+ * program for the address family through its direction's prog array (tail
+ * call targets must share the entry's attach type). */
+#include "common.h"
+#include "parse.h"
+#include "ipcache.h"
+#include "conntrack.h"
+#include "policy.h"
+#include "events.h"
+
+#define SLOT_IPV4 0
+#define SLOT_IPV6 1
+
+#define PROG_ARRAY(name)                             \
+	struct {                                     \
+		__uint(type, BPF_MAP_TYPE_PROG_ARRAY); \
+		__uint(max_entries, 2);              \
+		__type(key, __u32);                  \
+		__type(value, __u32);                \
+		__uint(pinning, LIBBPF_PIN_BY_NAME); \
+	} name SEC(".maps")
+
+PROG_ARRAY(ep_calls_eg);
+PROG_ARRAY(ep_calls_in);
+
+/* Parsed packet -> peer identity -> conntrack -> policy -> verdict. */
+static __always_inline int decide(struct packet *p, int parsed, __u8 dir)
+{
+	if (parsed != PARSE_OK)
+		return verdict(p, dir, parsed, 0, 0);
+
+	__u32 peer = ipcache_identity(p->family, dir == DIR_EGRESS ? p->daddr : p->saddr);
+	if (p->tracked) {
+		__u32 rule = 0;
+		enum ct_state state = ct_lookup(p, dir, &rule);
+		if (state == CT_ESTABLISHED)
+			return verdict(p, dir, REASON_ESTABLISHED, rule, peer);
+		if (state == CT_REPLY)
+			return verdict(p, dir, REASON_REPLY, rule, peer);
+	}
+
+	struct decision d;
+	policy_decide(dir, peer, p, &d);
+	if (d.reason < REASON_FIRST_DROP && p->tracked)
+		ct_create(p, dir, d.rule);
+	return verdict(p, dir, d.reason, d.rule, peer);
+}
+
+static __always_inline int dispatch(struct __sk_buff *skb, void *calls, __u8 dir)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct packet p = { .len = skb->len };
+
+	if (data + ETH_HLEN > data_end)
+		return verdict(&p, dir, REASON_TRUNCATED, 0, 0);
+	__u16 ethertype = load_be16((__u8 *)data + 12);
+	switch (ethertype) {
+	case ETH_P_ARP:
+		return verdict(&p, dir, REASON_ARP, 0, 0);
+#ifdef ENABLE_IPV4
+	case ETH_P_IP:
+		bpf_tail_call(skb, calls, SLOT_IPV4);
+		return verdict(&p, dir, REASON_NO_TAIL_CALL, 0, 0);
+#endif
+#ifdef ENABLE_IPV6
+	case ETH_P_IPV6:
+		bpf_tail_call(skb, calls, SLOT_IPV6);
+		return verdict(&p, dir, REASON_NO_TAIL_CALL, 0, 0);
+#endif
+	default:
+		return verdict(&p, dir, REASON_UNKNOWN_L3, 0, 0);
+	}
+}
+
+SEC("tcx/ingress")
+int from_ep(struct __sk_buff *skb)
+{
+	return dispatch(skb, &ep_calls_eg, DIR_EGRESS);
+}
+
+SEC("tcx/egress")
+int to_ep(struct __sk_buff *skb)
+{
+	return dispatch(skb, &ep_calls_in, DIR_INGRESS);
+}
+
+#ifdef ENABLE_IPV4
+SEC("tcx/ingress")
+int from_ep_v4(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	int parsed = parse_ipv4(skb, &p);
+	return decide(&p, parsed, DIR_EGRESS);
+}
+
+SEC("tcx/egress")
+int to_ep_v4(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	int parsed = parse_ipv4(skb, &p);
+	return decide(&p, parsed, DIR_INGRESS);
+}
+#endif
+
+#ifdef ENABLE_IPV6
+SEC("tcx/ingress")
+int from_ep_v6(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	int parsed = parse_ipv6(skb, &p);
+	return decide(&p, parsed, DIR_EGRESS);
+}
+
+SEC("tcx/egress")
+int to_ep_v6(struct __sk_buff *skb)
+{
+	struct packet p = {};
+	int parsed = parse_ipv6(skb, &p);
+	return decide(&p, parsed, DIR_INGRESS);
+}
+#endif
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,256 @@
+//! Building and loading one random endpoint, and the reference verdict
+//! model (IR lookup + ipcache + a conntrack model) it is compared with.
+
+use crate::packets::{Parsed, Summary, TCP, TCP_FIN, TCP_RST};
+use polc::codegen::clang::Clang;
+use polc::codegen::entries::{direction_entries, EntryAction, PolicyEntry};
+use polc::codegen::header::{
+    features_of, policy_map_summary, render_endpoint, render_node, render_shape, BuildOptions, EndpointAddresses,
+    EndpointConstants, NodeConfig,
+};
+use polc::ir::{EndpointPolicy, Resolved, TableVerdict};
+use polc::syntax::ast::Action;
+use polc_runtime::datapath::{self, Direction, PolicyAction, Reason};
+use polc_runtime::loader::{LoadSpec, LoadedEndpoint, PinDir};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Whether this process may load BPF programs; the reason if not.
+pub fn bpf_unavailable() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_BPF: u64 = 1 << 39;
+    if caps & (CAP_SYS_ADMIN | CAP_BPF) == 0 {
+        return Some("this process has neither CAP_BPF nor CAP_SYS_ADMIN (run as root)".into());
+    }
+    if std::process::Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into())).arg("--version").output().is_err() {
+        return Some("clang is not installed".into());
+    }
+    None
+}
+
+/// Skips a kernel test where BPF is unavailable, except in CI where that is a failure.
+pub fn require_bpf(test: &str) -> bool {
+    match bpf_unavailable() {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: CI=true but the BPF datapath test cannot run: {why}")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Which object an endpoint runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compile {
+    /// The shared object of its code shape, constants in `.rodata`.
+    Shape,
+    /// Its own object, constants as #defines (`--per-endpoint-compile`).
+    PerEndpoint,
+}
+
+pub struct Case {
+    pub resolved: Resolved,
+    pub policy: EndpointPolicy,
+    pub constants: EndpointConstants,
+}
+
+pub fn node_config() -> NodeConfig {
+    let mut node = NodeConfig::default();
+    // Verdicts must not depend on how long the test takes: a closed TCP
+    // connection stays usable for the whole run (expiry is tested apart).
+    node.conntrack.close = 3600;
+    node.conntrack.non_tcp = 3600;
+    node.sizes.ipcache = 1024;
+    node.sizes.conntrack = 65536;
+    node.sizes.policy = 8192;
+    node.sizes.metrics = 1024;
+    node
+}
+
+pub struct Loaded {
+    pub endpoint: LoadedEndpoint,
+    pub events: polc_runtime::loader::EventReader,
+    // Dropped last: removes every pin of the case.
+    _pins: PinDir,
+}
+
+pub fn encode_action(action: EntryAction) -> PolicyAction {
+    match action {
+        EntryAction::NoMatch => PolicyAction::NoMatch,
+        EntryAction::Allow => PolicyAction::Allow,
+        EntryAction::Deny => PolicyAction::Deny,
+    }
+}
+
+pub fn fill_policy(endpoint: &LoadedEndpoint, map: &str, entries: &[PolicyEntry]) {
+    for e in entries {
+        let key = datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port);
+        let value = datapath::policy_value(encode_action(e.action), e.rule);
+        endpoint.update(map, &key, &value).unwrap_or_else(|err| panic!("{map}: {err}"));
+    }
+}
+
+/// Builds (or finds in the cache) the case's object, loads it under a pin
+/// directory of its own and fills the ipcache and policy maps.
+pub fn load_case(clang: &Clang, case: &Case, compile: Compile, pin_name: &str, options: &BuildOptions) -> Loaded {
+    let node_header = render_node(&node_config()).unwrap_or_else(|e| panic!("{e}"));
+    let features = features_of(&case.policy, &case.constants.addresses, options);
+    let name = &case.policy.name;
+    let ingress = direction_entries(name, &case.policy.ingress).unwrap_or_else(|e| panic!("{e}"));
+    let egress = direction_entries(name, &case.policy.egress).unwrap_or_else(|e| panic!("{e}"));
+    let header = match compile {
+        Compile::Shape => render_shape(&features),
+        Compile::PerEndpoint => {
+            let maps = [
+                policy_map_summary(Direction::Ingress.policy_map(), &case.policy.ingress, &ingress),
+                policy_map_summary(Direction::Egress.policy_map(), &case.policy.egress, &egress),
+            ];
+            render_endpoint(&case.constants, &features, &maps)
+        }
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    let object = clang.compile(&node_header, &header).unwrap_or_else(|e| panic!("{e}"));
+    assert!(object.warnings.is_empty(), "clang warnings:\n{}", object.warnings);
+
+    let pins = PinDir::create(pin_name).unwrap_or_else(|e| panic!("{e}"));
+    let constants = match compile {
+        Compile::Shape => case.constants.rodata(),
+        Compile::PerEndpoint => Vec::new(),
+    };
+    let spec = LoadSpec {
+        object: &object.path,
+        constants: &constants,
+        node_pins: pins.node_maps(),
+        endpoint_pins: pins.endpoint_maps(case.constants.id),
+    };
+    let endpoint = LoadedEndpoint::load(&spec).unwrap_or_else(|e| panic!("load: {e}"));
+    for (net, id) in &case.resolved.ipcache {
+        let key = datapath::ipcache_key(net.network(), net.prefix_len());
+        endpoint.update(datapath::IPCACHE_MAP, &key, &datapath::ipcache_value(id.0)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for (direction, entries) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
+        let map = direction.policy_map();
+        assert_eq!(endpoint.has_map(map), table(&case.policy, direction).enforced, "{map}");
+        fill_policy(&endpoint, map, entries);
+    }
+    let events = endpoint.events().unwrap_or_else(|e| panic!("{e}"));
+    Loaded { endpoint, events, _pins: pins }
+}
+
+pub fn table(policy: &EndpointPolicy, direction: Direction) -> &polc::ir::DirectionTable {
+    match direction {
+        Direction::Ingress => &policy.ingress,
+        Direction::Egress => &policy.egress,
+    }
+}
+
+/// What the datapath must say about one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub reason: Reason,
+    pub rule: u32,
+    /// The peer's identity (0 when decided before the ipcache lookup).
+    pub peer: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    rule: u32,
+    fin_forward: bool,
+    fin_reply: bool,
+    closed: bool,
+}
+
+/// The reference: parse rules, `Resolved::identity_of`, `DirectionTable::lookup`
+/// and a model of connection tracking.
+#[derive(Default)]
+pub struct Model {
+    flows: HashMap<FlowKey, Flow>,
+}
+
+impl Model {
+    pub fn expect(&mut self, case: &Case, direction: Direction, parsed: Parsed) -> Expected {
+        let p = match parsed {
+            Parsed::Early(reason) => return Expected { reason, rule: 0, peer: 0 },
+            Parsed::Packet(p) => p,
+        };
+        let peer_addr = if direction == Direction::Egress { p.dst } else { p.src };
+        let peer = case.resolved.identity_of(peer_addr).0;
+        let forward = FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto, direction };
+        let reverse = FlowKey {
+            src: p.dst,
+            dst: p.src,
+            sport: p.dport,
+            dport: p.sport,
+            proto: p.proto,
+            direction: match direction {
+                Direction::Ingress => Direction::Egress,
+                Direction::Egress => Direction::Ingress,
+            },
+        };
+        if p.tracked {
+            for (key, reply, reason) in [(forward, false, Reason::Established), (reverse, true, Reason::Reply)] {
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    observe(flow, &p, reply);
+                    return Expected { reason, rule: flow.rule, peer };
+                }
+            }
+        }
+        let (reason, rule) = match table(&case.policy, direction).lookup(polc::ir::Identity(peer), p.proto, p.policy_port) {
+            TableVerdict::NotEnforced => (Reason::NotEnforced, 0),
+            TableVerdict::Decided { action: Action::Allow, rule } => (Reason::PolicyAllow, rule.0),
+            TableVerdict::Decided { action: Action::Deny, rule } => (Reason::PolicyDeny, rule.0),
+            TableVerdict::DefaultDeny => (Reason::DefaultDeny, 0),
+        };
+        if !reason.is_drop() && p.tracked {
+            let mut flow = Flow { rule, fin_forward: false, fin_reply: false, closed: false };
+            observe(&mut flow, &p, false);
+            self.flows.insert(forward, flow);
+        }
+        Expected { reason, rule, peer }
+    }
+}
+
+/// conntrack.h's ct_observe, without the clock.
+fn observe(flow: &mut Flow, p: &Summary, reply: bool) {
+    if flow.closed || p.proto != TCP {
+        return;
+    }
+    if p.tcp_flags & TCP_FIN != 0 {
+        if reply {
+            flow.fin_reply = true;
+        } else {
+            flow.fin_forward = true;
+        }
+    }
+    if p.tcp_flags & TCP_RST != 0 || (flow.fin_forward && flow.fin_reply) {
+        flow.closed = true;
+    }
+}
+
+pub fn endpoint_addresses() -> EndpointAddresses {
+    EndpointAddresses {
+        ipv4: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+        ipv6: Some("fd00::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST)),
+        mac: Some([0x02, 0, 0, 0, 0, 0x01]),
+    }
+}
