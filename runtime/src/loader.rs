@@ -191,6 +191,14 @@ impl LoadedEndpoint {
         self.map(map)?.update(key, value, MapFlags::ANY).map_err(bpf_error(format!("update `{map}`")))
     }
 
+    pub fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError> {
+        self.map(map)?.lookup(key, MapFlags::ANY).map_err(bpf_error(format!("lookup in `{map}`")))
+    }
+
+    pub fn delete(&self, map: &str, key: &[u8]) -> Result<(), LoadError> {
+        self.map(map)?.delete(key).map_err(bpf_error(format!("delete from `{map}`")))
+    }
+
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN); the tc action.
     pub fn run(&self, program: &str, packet: &[u8]) -> Result<u32, LoadError> {
         Ok(self.run_repeated(program, packet, 1)?.0)

@@ -102,7 +102,18 @@ pub fn fill_policy(endpoint: &LoadedEndpoint, map: &str, entries: &[PolicyEntry]
 /// Builds (or finds in the cache) the case's object, loads it under a pin
 /// directory of its own and fills the ipcache and policy maps.
 pub fn load_case(clang: &Clang, case: &Case, compile: Compile, pin_name: &str, options: &BuildOptions) -> Loaded {
-    let node_header = render_node(&node_config()).unwrap_or_else(|e| panic!("{e}"));
+    load_case_on(clang, &node_config(), case, compile, pin_name, options)
+}
+
+pub fn load_case_on(
+    clang: &Clang,
+    node: &NodeConfig,
+    case: &Case,
+    compile: Compile,
+    pin_name: &str,
+    options: &BuildOptions,
+) -> Loaded {
+    let node_header = render_node(node).unwrap_or_else(|e| panic!("{e}"));
     let features = features_of(&case.policy, &case.constants.addresses, options);
     let name = &case.policy.name;
     let ingress = direction_entries(name, &case.policy.ingress).unwrap_or_else(|e| panic!("{e}"));

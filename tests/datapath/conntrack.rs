@@ -1,0 +1,136 @@
+//! Conntrack and tail calls on the kernel, step by step: a connection's
+//! lifetime, TCP close, expiry, and a missing tail call.
+
+use crate::harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile};
+use crate::packets::{build, PacketSpec, TCP, TCP_ACK, TCP_FIN, TCP_SYN};
+use polc::codegen::clang::Clang;
+use polc::codegen::header::{BuildOptions, EndpointConstants};
+use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
+use polc::sema::model::RuleId;
+use polc::syntax::ast::Action;
+use polc_runtime::datapath::{Direction, Reason, CONNTRACK_MAP};
+use polc_runtime::loader::LoadedEndpoint;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+const RULE: u32 = 7;
+
+/// Egress may open TCP to port 80; ingress denies everything.
+fn web_client() -> Case {
+    let mut any = L4Table::default();
+    let allow = Decision { action: Action::Allow, rule: RuleId(RULE) };
+    any.protocols.insert(TCP, vec![PortEntry { low: 80, high: 80, decision: allow }]);
+    let egress = DirectionTable { enforced: true, enforced_by: vec![], tables: BTreeMap::from([(PeerKey::Any, any)]) };
+    let ingress = DirectionTable { enforced: true, ..DirectionTable::default() };
+    let policy = EndpointPolicy { name: "client".into(), identity: Identity(300), ingress, egress };
+    let constants = EndpointConstants {
+        name: "client".into(),
+        identity: 300,
+        id: 9,
+        trace_level: 2,
+        addresses: endpoint_addresses(),
+    };
+    Case { resolved: Resolved::default(), policy, constants }
+}
+
+fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> PacketSpec {
+    PacketSpec {
+        src,
+        dst,
+        proto: TCP,
+        sport,
+        dport,
+        icmp_type: 0,
+        icmp_id: 0,
+        tcp_flags: flags,
+        ipv4_options: 0,
+        ipv4_frag: 0,
+        ipv6_ext: Vec::new(),
+        payload: 0,
+    }
+}
+
+fn reason_of(endpoint: &LoadedEndpoint, events: &polc_runtime::loader::EventReader, direction: Direction, spec: &PacketSpec) -> (Reason, u32) {
+    endpoint.run(direction.entry_program(), &build(spec)).unwrap_or_else(|e| panic!("{e}"));
+    let got = events.drain().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.len(), 1);
+    (got[0].reason, got[0].rule)
+}
+
+/// `struct ct_key` of conntrack.h for an IPv4 TCP connection opened by egress.
+fn ct_key(spec: &PacketSpec) -> Vec<u8> {
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut key = vec![0u8; 40];
+    key[0..4].copy_from_slice(&octets(spec.src));
+    key[16..20].copy_from_slice(&octets(spec.dst));
+    key[32..34].copy_from_slice(&spec.sport.to_be_bytes());
+    key[34..36].copy_from_slice(&spec.dport.to_be_bytes());
+    key[36] = TCP;
+    key[37] = 2; // AF_INET
+    key[38] = Direction::Egress as u8;
+    key
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// (seconds until expiry, flags) of the entry.
+fn ct_entry(endpoint: &LoadedEndpoint, key: &[u8]) -> Option<(i64, u8)> {
+    let value = endpoint.lookup(CONNTRACK_MAP, key).unwrap_or_else(|e| panic!("{e}"))?;
+    let expires = u64::from_ne_bytes(value[0..8].try_into().unwrap_or([0; 8]));
+    Some(((expires as i64 - monotonic_ns() as i64) / 1_000_000_000, value[12]))
+}
+
+#[test]
+fn connections_close_expire_and_replies_pass() {
+    if !require_bpf("connections_close_expire_and_replies_pass") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let clang = Clang::new(cache.path()).unwrap_or_else(|e| panic!("{e}"));
+    let node = polc::codegen::header::NodeConfig { conntrack: polc::codegen::header::ConntrackLifetimes { tcp: 3000, non_tcp: 60, close: 10 }, ..node_config() };
+    let case = web_client();
+    let options = BuildOptions { events: true, trace_level: 2 };
+    let pins = format!("test-{}-conntrack", std::process::id());
+    let loaded = load_case_on(&clang, &node, &case, Compile::Shape, &pins, &options);
+    let (ep, events) = (&loaded.endpoint, &loaded.events);
+    let (me, peer): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])), "192.0.2.9".parse().unwrap_or(IpAddr::from([0; 4])));
+
+    let syn = tcp(me, peer, 40000, 80, TCP_SYN);
+    let syn_ack = tcp(peer, me, 80, 40000, TCP_SYN | TCP_ACK);
+    // Ingress denies everything: only as a reply does the SYN-ACK pass.
+    assert_eq!(reason_of(ep, events, Direction::Ingress, &syn_ack), (Reason::DefaultDeny, 0));
+    assert_eq!(reason_of(ep, events, Direction::Egress, &syn), (Reason::PolicyAllow, RULE));
+    assert_eq!(reason_of(ep, events, Direction::Ingress, &syn_ack), (Reason::Reply, RULE));
+    assert_eq!(reason_of(ep, events, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_ACK)), (Reason::Established, RULE));
+    let key = ct_key(&syn);
+    let (lifetime, flags) = ct_entry(ep, &key).unwrap_or_else(|| panic!("no conntrack entry"));
+    assert!((2990..=3000).contains(&lifetime) && flags == 0, "open: {lifetime}s, flags {flags}");
+
+    // FIN from both sides closes: the entry lives the close timeout, no more.
+    assert_eq!(reason_of(ep, events, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_FIN | TCP_ACK)), (Reason::Established, RULE));
+    assert!(ct_entry(ep, &key).is_some_and(|(l, f)| l > 2990 && f == 0x01), "half closed");
+    assert_eq!(reason_of(ep, events, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_FIN | TCP_ACK)), (Reason::Reply, RULE));
+    let (lifetime, flags) = ct_entry(ep, &key).unwrap_or_else(|| panic!("entry gone too early"));
+    assert!(lifetime <= 10 && flags & 0x04 != 0, "closed: {lifetime}s, flags {flags}");
+    // The last ACK still passes within the close timeout.
+    assert_eq!(reason_of(ep, events, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::Reply, RULE));
+
+    // Expired: the entry is deleted when found and the packet is new again.
+    let mut value = ep.lookup(CONNTRACK_MAP, &key).ok().flatten().unwrap_or_default();
+    value[0..8].copy_from_slice(&1u64.to_ne_bytes());
+    ep.update(CONNTRACK_MAP, &key, &value).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reason_of(ep, events, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::DefaultDeny, 0));
+    assert_eq!(ct_entry(ep, &key), None);
+
+    // Without its tail call target the packet is dropped, never passed.
+    ep.delete("ep_calls_eg", &0u32.to_ne_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reason_of(ep, events, Direction::Egress, &syn), (Reason::NoTailCall, 0));
+}
