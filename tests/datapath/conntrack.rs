@@ -1,7 +1,7 @@
 //! Conntrack and tail calls on the kernel, step by step: a connection's
 //! lifetime, TCP close, expiry, and a missing tail call.
 
-use crate::harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile};
+use crate::harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile, Loaded};
 use crate::packets::{build, PacketSpec, TCP, TCP_ACK, TCP_FIN, TCP_SYN};
 use polc::codegen::clang::Clang;
 use polc::codegen::header::{BuildOptions, EndpointConstants};
@@ -50,9 +50,9 @@ fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> PacketSpe
     }
 }
 
-fn reason_of(endpoint: &LoadedEndpoint, events: &polc_runtime::loader::EventReader, direction: Direction, spec: &PacketSpec) -> (Reason, u32) {
-    endpoint.run(direction.entry_program(), &build(spec)).unwrap_or_else(|e| panic!("{e}"));
-    let got = events.drain().unwrap_or_else(|e| panic!("{e}"));
+fn reason_of(loaded: &Loaded, direction: Direction, spec: &PacketSpec) -> (Reason, u32) {
+    loaded.endpoint.run(direction.entry_program(), &build(spec)).unwrap_or_else(|e| panic!("{e}"));
+    let got = loaded.drain_events();
     assert_eq!(got.len(), 1);
     (got[0].reason, got[0].rule)
 }
@@ -100,37 +100,37 @@ fn connections_close_expire_and_replies_pass() {
     let options = BuildOptions { events: true, trace_level: 2 };
     let pins = format!("test-{}-conntrack", std::process::id());
     let loaded = load_case_on(&clang, &node, &case, Compile::Shape, &pins, &options);
-    let (ep, events) = (&loaded.endpoint, &loaded.events);
+    let ep = &loaded.endpoint;
     let (me, peer): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])), "192.0.2.9".parse().unwrap_or(IpAddr::from([0; 4])));
 
     let syn = tcp(me, peer, 40000, 80, TCP_SYN);
     let syn_ack = tcp(peer, me, 80, 40000, TCP_SYN | TCP_ACK);
     // Ingress denies everything: only as a reply does the SYN-ACK pass.
-    assert_eq!(reason_of(ep, events, Direction::Ingress, &syn_ack), (Reason::DefaultDeny, 0));
-    assert_eq!(reason_of(ep, events, Direction::Egress, &syn), (Reason::PolicyAllow, RULE));
-    assert_eq!(reason_of(ep, events, Direction::Ingress, &syn_ack), (Reason::Reply, RULE));
-    assert_eq!(reason_of(ep, events, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_ACK)), (Reason::Established, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &syn_ack), (Reason::DefaultDeny, 0));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &syn), (Reason::PolicyAllow, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &syn_ack), (Reason::Reply, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_ACK)), (Reason::Established, RULE));
     let key = ct_key(&syn);
     let (lifetime, flags) = ct_entry(ep, &key).unwrap_or_else(|| panic!("no conntrack entry"));
     assert!((2990..=3000).contains(&lifetime) && flags == 0, "open: {lifetime}s, flags {flags}");
 
     // FIN from both sides closes: the entry lives the close timeout, no more.
-    assert_eq!(reason_of(ep, events, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_FIN | TCP_ACK)), (Reason::Established, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_FIN | TCP_ACK)), (Reason::Established, RULE));
     assert!(ct_entry(ep, &key).is_some_and(|(l, f)| l > 2990 && f == 0x01), "half closed");
-    assert_eq!(reason_of(ep, events, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_FIN | TCP_ACK)), (Reason::Reply, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_FIN | TCP_ACK)), (Reason::Reply, RULE));
     let (lifetime, flags) = ct_entry(ep, &key).unwrap_or_else(|| panic!("entry gone too early"));
     assert!(lifetime <= 10 && flags & 0x04 != 0, "closed: {lifetime}s, flags {flags}");
     // The last ACK still passes within the close timeout.
-    assert_eq!(reason_of(ep, events, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::Reply, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::Reply, RULE));
 
     // Expired: the entry is deleted when found and the packet is new again.
     let mut value = ep.lookup(CONNTRACK_MAP, &key).ok().flatten().unwrap_or_default();
     value[0..8].copy_from_slice(&1u64.to_ne_bytes());
     ep.update(CONNTRACK_MAP, &key, &value).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reason_of(ep, events, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::DefaultDeny, 0));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::DefaultDeny, 0));
     assert_eq!(ct_entry(ep, &key), None);
 
     // Without its tail call target the packet is dropped, never passed.
     ep.delete("ep_calls_eg", &0u32.to_ne_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reason_of(ep, events, Direction::Egress, &syn), (Reason::NoTailCall, 0));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &syn), (Reason::NoTailCall, 0));
 }

@@ -3,7 +3,7 @@
 
 use crate::packets::{Parsed, Summary, TCP, TCP_FIN, TCP_RST};
 use polc::codegen::clang::Clang;
-use polc::codegen::entries::{direction_entries, EntryAction, PolicyEntry};
+use polc::codegen::entries::{check_capacity, direction_entries, EntryAction, PolicyEntry};
 use polc::codegen::header::{
     features_of, policy_map_summary, render_endpoint, render_node, render_shape, BuildOptions, EndpointAddresses,
     EndpointConstants, NodeConfig,
@@ -78,9 +78,18 @@ pub fn node_config() -> NodeConfig {
 
 pub struct Loaded {
     pub endpoint: LoadedEndpoint,
-    pub events: polc_runtime::loader::EventReader,
+    /// None when the shape has no events.
+    pub events: Option<polc_runtime::loader::EventReader>,
     // Dropped last: removes every pin of the case.
     _pins: PinDir,
+}
+
+impl Loaded {
+    /// The verdict events since the last call (the shape must have events).
+    pub fn drain_events(&self) -> Vec<polc_runtime::datapath::VerdictEvent> {
+        let reader = self.events.as_ref().unwrap_or_else(|| panic!("built without events"));
+        reader.drain().unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
 pub fn encode_action(action: EntryAction) -> PolicyAction {
@@ -118,6 +127,9 @@ pub fn load_case_on(
     let name = &case.policy.name;
     let ingress = direction_entries(name, &case.policy.ingress).unwrap_or_else(|e| panic!("{e}"));
     let egress = direction_entries(name, &case.policy.egress).unwrap_or_else(|e| panic!("{e}"));
+    for (direction, entries) in [("ingress", &ingress), ("egress", &egress)] {
+        check_capacity(name, direction, entries, node.sizes.policy).unwrap_or_else(|e| panic!("{e}"));
+    }
     let header = match compile {
         Compile::Shape => render_shape(&features),
         Compile::PerEndpoint => {
@@ -153,7 +165,7 @@ pub fn load_case_on(
         assert_eq!(endpoint.has_map(map), table(&case.policy, direction).enforced, "{map}");
         fill_policy(&endpoint, map, entries);
     }
-    let events = endpoint.events().unwrap_or_else(|e| panic!("{e}"));
+    let events = endpoint.has_map(datapath::EVENTS_MAP).then(|| endpoint.events().unwrap_or_else(|e| panic!("{e}")));
     Loaded { endpoint, events, _pins: pins }
 }
 

@@ -100,7 +100,7 @@ fn run_case(clang: &Clang, rng: &mut Rng, n: usize, tally: &mut Tally) {
         let parsed = model_parse(&bytes);
         let expected = model.expect(&case, direction, parsed);
         let action = loaded.endpoint.run(direction.entry_program(), &bytes).unwrap_or_else(|e| panic!("{e} len {} {bytes:02x?}", bytes.len()));
-        let events = loaded.events.drain().unwrap_or_else(|e| panic!("{e}"));
+        let events = loaded.drain_events();
         let context = || format!("case {n} ({compile:?}) packet {i} {direction:?} {parsed:?}\n{case:#?}\nbytes {bytes:02x?}", case = case.policy);
         assert_eq!(action, expected.reason.tc_action(), "tc action, expected {expected:?}; {}", context());
         assert_eq!(events.len(), 1, "one event per packet; {}", context());

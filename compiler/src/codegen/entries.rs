@@ -65,6 +65,15 @@ pub fn direction_entries(endpoint: &str, table: &DirectionTable) -> Result<Vec<P
     Ok(out)
 }
 
+/// Fails when a direction needs more entries than the policy map holds:
+/// a build error naming the endpoint, never a runtime drop.
+pub fn check_capacity(endpoint: &str, direction: &'static str, entries: &[PolicyEntry], capacity: u32) -> Result<(), CodegenError> {
+    if entries.len() > capacity as usize {
+        return Err(CodegenError::Capacity { endpoint: endpoint.to_string(), direction, needed: entries.len(), capacity });
+    }
+    Ok(())
+}
+
 fn table_entries(identity: u32, table: &L4Table, out: &mut Vec<PolicyEntry>) {
     let entry = |prefix_len, proto, port, decision: Option<Decision>| PolicyEntry {
         prefix_len,
@@ -184,6 +193,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn capacity_is_checked_at_build_time() {
+        let entries = split_range(1, 65534).into_iter().map(|(port, bits)| PolicyEntry { prefix_len: 48 + bits, identity: 0, proto: 6, port, action: EntryAction::Allow, rule: 1 });
+        let entries: Vec<PolicyEntry> = entries.collect();
+        assert!(check_capacity("web", "ingress", &entries, 30).is_ok());
+        let err = check_capacity("web", "ingress", &entries, 29).map_err(|e| e.to_string());
+        assert_eq!(err, Err("endpoint `web`: ingress policy needs 30 map entries, the map holds 29".to_string()));
     }
 
     #[test]
