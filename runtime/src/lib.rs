@@ -2,4 +2,7 @@
 //! and swaps them on change. It knows nothing of the policy language; it
 //! takes built artifacts (objects, constants, map entries).
 //!
-//! Not built yet: see issue "polcd: load, attach, hot-swap".
+//! - [`netlab`]: network namespaces with veth-attached endpoints, for the
+//!   tests and the demo (the "containers" polcd enforces policy on).
+
+pub mod netlab;
