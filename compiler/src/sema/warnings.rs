@@ -6,7 +6,7 @@
 //! answer depends on the inventory (selectors against labels) or on the
 //! union of several rules, the check stays silent.
 
-use super::model::{L4Match, PeerMatch, Policy, PortMatch, Proto, Rule, Selector};
+use super::model::{L4Match, PeerMatch, Policy, PortMatch, Proto, Requirement, Rule, Selector};
 use super::Context;
 use crate::diag::{codes, Diagnostic, Diagnostics};
 use crate::syntax::ast::{Action, Direction, Entity};
@@ -192,11 +192,24 @@ fn peer_covers(outer: &PeerMatch, inner: &PeerMatch) -> bool {
         (PeerMatch::Entity(Entity::Cluster), Endpoints(_)) => true,
         // `world` is every address outside the cluster; CIDR peers only match those.
         (PeerMatch::Entity(Entity::World), Cidr { .. }) => true,
-        // Fewer requirements select more: `outer` selects a superset when its
-        // requirements are a subset of `inner`'s.
-        (Endpoints(o), Endpoints(i)) => o.requirements.iter().all(|r| i.requirements.contains(r)),
+        // `outer` selects a superset when each of its requirements follows
+        // from one of `inner`'s (fewer or looser requirements select more).
+        (Endpoints(o), Endpoints(i)) => o.requirements.iter().all(|r| i.requirements.iter().any(|ir| implies(ir, r))),
         (Cidr { net: on, except: oe }, Cidr { net: inn, except: ie }) => cidr_covers(on, oe, inn, ie),
         _ => false,
+    }
+}
+
+/// Whether every label set satisfying `inner` satisfies `outer`.
+fn implies(inner: &Requirement, outer: &Requirement) -> bool {
+    use Requirement::{DoesNotExist, Exists, In, NotIn};
+    match (inner, outer) {
+        (In { key: ik, values: iv }, In { key: ok, values: ov }) => ik == ok && iv.is_subset(ov),
+        (In { key: ik, .. }, Exists { key: ok }) => ik == ok,
+        (In { key: ik, values: iv }, NotIn { key: ok, values: ov }) => ik == ok && iv.is_disjoint(ov),
+        (NotIn { key: ik, values: iv }, NotIn { key: ok, values: ov }) => ik == ok && ov.is_subset(iv),
+        (DoesNotExist { key: ik }, NotIn { key: ok, .. }) => ik == ok,
+        _ => inner == outer,
     }
 }
 
@@ -287,7 +300,7 @@ mod tests {
             PeerMatch::Endpoints(Selector {
                 requirements: pairs
                     .iter()
-                    .map(|(k, v)| super::super::model::Requirement::In {
+                    .map(|(k, v)| Requirement::In {
                         key: (*k).into(),
                         values: [(*v).to_string()].into(),
                     })
@@ -303,5 +316,21 @@ mod tests {
         assert!(peer_covers(&PeerMatch::Entity(Entity::World), &cidr));
         assert!(!peer_covers(&cidr, &PeerMatch::Entity(Entity::World)));
         assert!(!peer_covers(&sel(&[]), &PeerMatch::Entity(Entity::Host)));
+    }
+
+    #[test]
+    fn requirement_implication() {
+        let set = |vs: &[&str]| vs.iter().map(|v| (*v).to_string()).collect::<BTreeSet<_>>();
+        let is_in = |vs: &[&str]| Requirement::In { key: "tier".into(), values: set(vs) };
+        let not_in = |vs: &[&str]| Requirement::NotIn { key: "tier".into(), values: set(vs) };
+        assert!(implies(&is_in(&["api"]), &is_in(&["api", "db"])));
+        assert!(!implies(&is_in(&["api", "db"]), &is_in(&["api"])));
+        assert!(implies(&is_in(&["api"]), &Requirement::Exists { key: "tier".into() }));
+        assert!(implies(&is_in(&["api"]), &not_in(&["web"])));
+        assert!(!implies(&is_in(&["api"]), &not_in(&["api"])));
+        assert!(implies(&not_in(&["web", "api"]), &not_in(&["web"])));
+        assert!(!implies(&not_in(&["web"]), &not_in(&["web", "api"])));
+        assert!(implies(&Requirement::DoesNotExist { key: "tier".into() }, &not_in(&["web"])));
+        assert!(!implies(&is_in(&["api"]), &Requirement::In { key: "app".into(), values: set(&["api"]) }));
     }
 }
