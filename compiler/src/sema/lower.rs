@@ -44,6 +44,24 @@ impl Definition<'_> {
             Definition::Peers(d) => d.span,
         }
     }
+
+    /// Where its name is written, for "first defined here" notes.
+    fn name_span(self) -> Span {
+        match self {
+            Definition::Ports(d) => d.name.span,
+            Definition::Selector(d) => d.name.span,
+            Definition::Peers(d) => d.name.span,
+        }
+    }
+
+    /// Where a `$name` of this kind may be used, for help lines.
+    fn usable_where(self) -> &'static str {
+        match self {
+            Definition::Ports(_) => "a `ports` definition goes after `on`",
+            Definition::Selector(_) => "a `selector` definition goes after `select` or among a rule's peers",
+            Definition::Peers(_) => "a `peers` definition goes among a rule's peers",
+        }
+    }
 }
 
 struct Lowerer<'a> {
@@ -77,7 +95,7 @@ impl<'a> Lowerer<'a> {
                 _ => continue,
             };
             if let Some(first) = lowerer.definitions.get(name.name.as_str()) {
-                let first_span = first.span();
+                let first_span = first.name_span();
                 lowerer.error(
                     Diagnostic::error(
                         codes::DUPLICATE_DEFINITION,
@@ -171,8 +189,8 @@ impl<'a> Lowerer<'a> {
                 reference.span,
                 format!("`${}` is a {} definition, but {wanted} is needed here", reference.name, def.kind()),
             )
-            .with_secondary(def.span(), format!("`{}` defined here", reference.name))
-            .with_help(format!("a {} definition cannot be used in this position", def.kind())),
+            .with_secondary(def.name_span(), format!("`{}` defined here", reference.name))
+            .with_help(def.usable_where()),
         );
     }
 
