@@ -365,7 +365,7 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<R>) -> Diagn
             let rule = stack.deepest.get_rule().copied().or(stack.parent);
             if let Some(r) = rule {
                 expected_rules.push(r);
-                if let Some(name) = describe(r) {
+                if let Some(name) = describe(r).filter(|_| !begins_with_rule(r)) {
                     names.push(name.to_string());
                 }
             }
@@ -419,7 +419,7 @@ fn found_token(text: &str, offset: usize) -> String {
 
 fn syntax_help(expected: &[R], found: &str) -> String {
     let expects = |r: R| expected.contains(&r);
-    if expects(R::peer_clause) || expects(R::peer_dir) {
+    if expects(R::peer_clause) || expects(R::peer_dir) || expects(R::rule) {
         "a rule reads `allow NAME: from PEERS [on PORTS]` (`to` in egress sections)".into()
     } else if expects(R::select) {
         "a policy starts with `select {key=value}` naming the endpoints it applies to".into()
@@ -432,6 +432,44 @@ fn syntax_help(expected: &[R], found: &str) -> String {
     } else {
         "see lang-spec/REFERENCE.md for the syntax".into()
     }
+}
+
+/// Rules that begin with another rule. When pest reports one as the deepest
+/// attempt, a token inside it failed (the `:` after a rule's name), not the
+/// rule itself: naming it ("expected `allow` or `deny`") would mislead, and
+/// the token is named from the expected tokens instead.
+fn begins_with_rule(kind: R) -> bool {
+    matches!(
+        kind,
+        R::policy
+            | R::select
+            | R::section
+            | R::rule
+            | R::peer_clause
+            | R::l4_clause
+            | R::peer_list
+            | R::cidr_peer
+            | R::port_list
+            | R::port_spec
+            | R::port_range
+            | R::ports_def
+            | R::selector_def
+            | R::peers_def
+            | R::endpoint
+            | R::node
+            | R::ep_labels
+            | R::label_pair
+            | R::ep_ipv4
+            | R::ep_ipv6
+            | R::ep_mac
+            | R::ep_iface
+            | R::ep_netns
+            | R::ep_port
+            | R::term_in
+            | R::term_not_in
+            | R::term_equals
+            | R::term_not_equals
+    )
 }
 
 /// How an expected rule is named in "expected ..." messages; `None` hides it.
