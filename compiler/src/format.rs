@@ -135,6 +135,12 @@ mod tests {
     }
 
     #[test]
+    fn a_comment_before_an_empty_block_does_not_hide_one_inside() {
+        let src = "endpoint e {\n}\n# about n\nnode {\n  # inside\n}\n";
+        assert_eq!(fmt(src), "endpoint e {}\n\n# about n\nnode {\n  # inside\n}\n");
+    }
+
+    #[test]
     fn quoted_values_and_port_digits_are_kept() {
         let src = "endpoint e { labels {note=\"a # b\", k=v,} port p = tcp/080 }";
         assert_eq!(fmt(src), "endpoint e {\n  labels {note=\"a # b\", k=v}\n  port p = tcp/080\n}\n");

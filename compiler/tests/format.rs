@@ -71,6 +71,9 @@ fn check_formatting(text: &str) -> Result<(), String> {
     if twice != once {
         return Err(format!("not idempotent\n--- once\n{once}\n--- twice\n{twice}"));
     }
+    if let Some(problem) = layout_problem(&once) {
+        return Err(format!("{problem}\n--- output\n{once}"));
+    }
     if comment_texts(&once) != comment_texts(text) {
         return Err(format!("comments changed\n--- input\n{text}\n--- output\n{once}"));
     }
@@ -80,6 +83,30 @@ fn check_formatting(text: &str) -> Result<(), String> {
         return Err(format!("meaning changed\n--- input\n{text}\n--- output\n{once}\n{before:#?}\n{after:#?}"));
     }
     Ok(())
+}
+
+/// What no formatted text may contain, whatever the input's layout.
+fn layout_problem(out: &str) -> Option<String> {
+    if !out.is_empty() && (!out.ends_with('\n') || out.ends_with("\n\n")) {
+        return Some("the text must end in exactly one newline".into());
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if line.ends_with([' ', '\t', '\r']) || line.starts_with('\t') || indent % 2 != 0 {
+            return Some(format!("line {n} has stray whitespace: {line:?}"));
+        }
+        let blank = line.is_empty();
+        let previous = i.checked_sub(1).map(|p| lines[p]);
+        if blank && (i == 0 || previous.is_some_and(|p| p.is_empty() || (p.ends_with('{') && !p.trim_start().starts_with('#')))) {
+            return Some(format!("line {n}: a blank line at the start or after a blank line or `{{`"));
+        }
+        if line.trim_start().starts_with('}') && previous.is_some_and(str::is_empty) {
+            return Some(format!("line {n}: a blank line before `}}`"));
+        }
+    }
+    None
 }
 
 #[test]

@@ -107,7 +107,8 @@ impl<'a> Printer<'a> {
     /// nothing inside (no children, no comments). `open` and `close` are the
     /// offsets of the braces in the source.
     fn block(&mut self, start: usize, header: &str, open: usize, close: usize, empty: bool, body: impl FnOnce(&mut Self)) {
-        let has_comment_inside = self.comments.get(self.next).is_some_and(|c| c.start > open && c.start < close);
+        let pending = self.comments.get(self.next..).unwrap_or_default();
+        let has_comment_inside = pending.iter().any(|c| c.start > open && c.start < close);
         if empty && !has_comment_inside {
             self.element(start, close + 1, &format!("{header} {{}}"));
             return;
