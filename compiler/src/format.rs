@@ -50,7 +50,7 @@ pub fn format_module(module: &Module, text: &str) -> String {
 }
 
 /// The first line where two texts differ.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LineDifference {
     /// 1-based.
     pub line: usize,

@@ -129,3 +129,27 @@ fn check_and_stdout_do_not_go_together() {
     let out = polc_fmt(&["--check", "--stdout", "x.pol"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn json_reports_every_file() {
+    let dir = temp_dir();
+    let messy = dir.path().join("a.pol");
+    let clean = dir.path().join("b.pol");
+    let broken = dir.path().join("c.pol");
+    write(&messy, MESSY);
+    write(&clean, CANONICAL);
+    write(&broken, "policy {");
+    let out = polc_fmt(&["--check", "--format", "json", dir.path().to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)));
+    assert_eq!(report["ok"], false);
+    let files = report["files"].as_array().cloned().unwrap_or_default();
+    let statuses: Vec<_> = files.iter().map(|f| f["status"].as_str().unwrap_or_default()).collect();
+    assert_eq!(statuses, ["not_formatted", "unchanged", "invalid"]);
+    assert_eq!(files[0]["first_difference"]["line"], 1);
+    assert_eq!(files[0]["first_difference"]["after"], "policy p {");
+    assert_eq!(files[2]["diagnostic"]["code"], "E0001");
+    assert_eq!(files[2]["diagnostic"]["line"], 1);
+    assert_eq!(read(&messy), MESSY);
+}

@@ -1,11 +1,13 @@
 //! `polc fmt PATH...`: rewrite `.pol` files in the canonical layout
-//! (see `polc::format`); `--check` only reports, `--stdout` prints.
+//! (see `polc::format` and lang-spec/FORMAT.md); `--check` only reports,
+//! `--stdout` prints.
 
-use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
-use polc::diag::render;
+use super::{Format, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use polc::diag::render::{self, JsonDiagnostic};
 use polc::driver;
-use polc::format;
+use polc::format::{self, LineDifference};
 use polc::syntax::SourceMap;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -19,16 +21,39 @@ pub struct Args {
     /// Print the formatted text instead of rewriting the files
     #[arg(long)]
     stdout: bool,
+    /// `human` or `json` (a report on every file)
+    #[arg(long, value_enum, default_value_t, conflicts_with = "stdout")]
+    format: Format,
 }
 
-/// What happened to one file.
-enum Outcome {
+/// What became of one file.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+enum Status {
+    /// Already in the canonical layout.
     Unchanged,
-    Changed,
-    /// A syntax error (already reported).
-    Invalid,
-    /// Could not be read or written (already reported).
-    IoError,
+    /// Rewritten (or printed, with `--stdout`).
+    Formatted,
+    /// With `--check`: would be rewritten.
+    NotFormatted,
+    /// Does not parse; left as it is.
+    Invalid {
+        diagnostic: JsonDiagnostic,
+        #[serde(skip)]
+        rendered: String,
+    },
+    /// Could not be read or written.
+    IoError { message: String },
+}
+
+#[derive(Serialize)]
+struct FileReport {
+    path: PathBuf,
+    #[serde(flatten)]
+    status: Status,
+    /// Where the file differs from its canonical form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_difference: Option<LineDifference>,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -39,62 +64,87 @@ pub fn run(args: Args) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let outcomes: Vec<Outcome> = files.iter().map(|file| format_file(file, &args)).collect();
-    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
-    let changed = count(|o| matches!(o, Outcome::Changed));
-    if args.check && changed > 0 {
-        let plural = if changed == 1 { "" } else { "s" };
-        eprintln!("{changed} file{plural} not formatted: run `polc fmt` on them");
-    }
-    if count(|o| matches!(o, Outcome::IoError)) > 0 {
+    let reports: Vec<FileReport> = files.iter().map(|path| format_file(path, &args)).collect();
+    let has = |f: fn(&Status) -> bool| reports.iter().any(|r| f(&r.status));
+    let code = if has(|s| matches!(s, Status::IoError { .. })) {
         EXIT_USAGE
-    } else if count(|o| matches!(o, Outcome::Invalid)) > 0 || (args.check && changed > 0) {
+    } else if has(|s| matches!(s, Status::Invalid { .. } | Status::NotFormatted)) {
         EXIT_INVALID
     } else {
         EXIT_OK
+    };
+    match args.format {
+        Format::Human => print_human(&reports, args.stdout),
+        Format::Json => {
+            let out = serde_json::json!({ "ok": code == EXIT_OK, "files": reports });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
     }
+    code
 }
 
-fn format_file(path: &Path, args: &Args) -> Outcome {
+fn format_file(path: &Path, args: &Args) -> FileReport {
+    let report = |status, first_difference| FileReport { path: path.to_path_buf(), status, first_difference };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", path.display());
-            return Outcome::IoError;
-        }
+        Err(e) => return report(Status::IoError { message: format!("cannot read `{}`: {e}", path.display()) }, None),
     };
     let mut sources = SourceMap::default();
     let file = sources.add(path, text);
     let text = &sources.file(file).text;
     let formatted = match format::format_text(file, text) {
         Ok(formatted) => formatted,
-        Err(diagnostic) => {
-            eprint!("{}", render::render_text(&sources, &diagnostic));
-            return Outcome::Invalid;
+        Err(d) => {
+            let rendered = render::render_text(&sources, &d);
+            return report(Status::Invalid { diagnostic: render::to_json(&sources, &d), rendered }, None);
         }
     };
     if args.stdout {
         print!("{formatted}");
     }
     let Some(difference) = format::first_difference(text, &formatted) else {
-        return Outcome::Unchanged;
+        return report(Status::Unchanged, None);
     };
     if args.check {
-        println!("{}: not formatted", path.display());
-        match (&difference.before, &difference.after) {
-            (None, None) => println!("  line endings or the final newline differ"),
-            (before, after) => {
-                println!("  line {}:", difference.line);
-                println!("  - {}", before.as_deref().unwrap_or("(end of file)"));
-                println!("  + {}", after.as_deref().unwrap_or("(end of file)"));
-            }
-        }
-    } else if !args.stdout {
-        if let Err(e) = format::write_atomically(path, &formatted) {
-            eprintln!("error: cannot write `{}`: {e}", path.display());
-            return Outcome::IoError;
-        }
-        println!("formatted {}", path.display());
+        return report(Status::NotFormatted, Some(difference));
     }
-    Outcome::Changed
+    if !args.stdout {
+        if let Err(e) = format::write_atomically(path, &formatted) {
+            return report(Status::IoError { message: format!("cannot write `{}`: {e}", path.display()) }, None);
+        }
+    }
+    report(Status::Formatted, Some(difference))
+}
+
+/// Diagnostics and errors on stderr; the files rewritten, or with `--check`
+/// the files that differ, on stdout.
+fn print_human(reports: &[FileReport], to_stdout: bool) {
+    let mut not_formatted = 0;
+    for report in reports {
+        let path = report.path.display();
+        match &report.status {
+            Status::Unchanged => {}
+            // With `--stdout` the text itself was the output.
+            Status::Formatted if to_stdout => {}
+            Status::Formatted => println!("formatted {path}"),
+            Status::NotFormatted => {
+                not_formatted += 1;
+                println!("{path}: not formatted");
+                match report.first_difference.as_ref() {
+                    Some(LineDifference { line, before, after }) if before.is_some() || after.is_some() => {
+                        println!("  line {line}:");
+                        println!("  - {}", before.as_deref().unwrap_or("(end of file)"));
+                        println!("  + {}", after.as_deref().unwrap_or("(end of file)"));
+                    }
+                    _ => println!("  line endings or the final newline differ"),
+                }
+            }
+            Status::Invalid { rendered, .. } => eprintln!("{rendered}"),
+            Status::IoError { message } => eprintln!("error: {message}"),
+        }
+    }
+    if not_formatted > 0 {
+        let plural = if not_formatted == 1 { "" } else { "s" };
+        eprintln!("{not_formatted} file{plural} not formatted: run `polc fmt` on them");
+    }
 }
