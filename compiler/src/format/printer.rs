@@ -108,7 +108,7 @@ impl<'a> Printer<'a> {
     /// offsets of the braces in the source.
     fn block(&mut self, start: usize, header: &str, open: usize, close: usize, empty: bool, body: impl FnOnce(&mut Self)) {
         let pending = self.comments.get(self.next..).unwrap_or_default();
-        let has_comment_inside = pending.iter().any(|c| c.start > open && c.start < close);
+        let has_comment_inside = pending.iter().take_while(|c| c.start < close).any(|c| c.start > open);
         if empty && !has_comment_inside {
             self.element(start, close + 1, &format!("{header} {{}}"));
             return;
