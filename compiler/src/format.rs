@@ -141,6 +141,39 @@ mod tests {
     }
 
     #[test]
+    fn comments_inside_headers_move_above_the_header() {
+        let src = "policy # a\n p # b\n { select {} egress # c\n { } }";
+        assert_eq!(fmt(src), "# a\n# b\npolicy p {\n  select {}\n\n  # c\n  egress {}\n}\n");
+    }
+
+    #[test]
+    fn comments_after_closing_braces_stay_on_their_line() {
+        let src = "policy p { select {}\n ingress { } # i\n egress { allow a: to world } # e\n} # p\nnode {} # n\n";
+        let want = "policy p {\n  select {}\n\n  ingress {} # i\n\n  egress {\n    allow a: to world\n  } # e\n} # p\n\nnode {} # n\n";
+        assert_eq!(fmt(src), want);
+    }
+
+    #[test]
+    fn blank_lines_around_comments_at_the_end_of_blocks_and_files_are_kept_once() {
+        let src = "policy p {\n  select {}\n  egress {\n    allow a: to world\n\n\n    # later\n\n  }\n}\n\n\n# end\n";
+        let want = "policy p {\n  select {}\n\n  egress {\n    allow a: to world\n\n    # later\n  }\n}\n\n# end\n";
+        assert_eq!(fmt(src), want);
+    }
+
+    #[test]
+    fn crlf_input_comes_out_with_lf_and_its_comments() {
+        let src = "# a\r\nports p = tcp/1 # b\r\n";
+        assert_eq!(fmt(src), "# a\nports p = tcp/1 # b\n");
+    }
+
+    #[test]
+    fn comments_alone_and_empty_files() {
+        assert_eq!(fmt(""), "");
+        assert_eq!(fmt("\n\n"), "");
+        assert_eq!(fmt("  # only\n\n\n# comments   \n"), "# only\n\n# comments\n");
+    }
+
+    #[test]
     fn quoted_values_and_port_digits_are_kept() {
         let src = "endpoint e { labels {note=\"a # b\", k=v,} port p = tcp/080 }";
         assert_eq!(fmt(src), "endpoint e {\n  labels {note=\"a # b\", k=v}\n  port p = tcp/080\n}\n");

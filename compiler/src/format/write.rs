@@ -7,7 +7,10 @@ use std::path::Path;
 /// directory (so the rename stays on one file system), flushes it to disk,
 /// gives it the original's permissions, then renames it over `path`.
 /// On error the original is untouched and the temporary file is removed.
+/// A symbolic link is followed: the file it points to is replaced, the link stays.
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let resolved = std::fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -36,6 +39,20 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path)?, "new\n");
         let names: Vec<_> = std::fs::read_dir(dir.path())?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         assert_eq!(names, [std::ffi::OsString::from("a.pol")]);
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writes_through_a_symbolic_link() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let target = dir.path().join("real.pol");
+        let link = dir.path().join("link.pol");
+        std::fs::write(&target, "old")?;
+        std::os::unix::fs::symlink(&target, &link)?;
+        write_atomically(&link, "new")?;
+        assert!(std::fs::symlink_metadata(&link)?.file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target)?, "new");
         Ok(())
     }
 
