@@ -25,7 +25,8 @@
 //!   before its `}`.
 //!
 //! Formatting is idempotent and preserves meaning: the checked model of the
-//! output equals that of the input (tests/format.rs checks both).
+//! output equals that of the input (compiler/tests/format.rs checks both, and
+//! compiler/tests/format_comments.rs checks where comments and blank lines go).
 
 mod comments;
 mod printer;

@@ -8,6 +8,7 @@ use polc::driver;
 use polc::format::{self, LineDifference};
 use polc::syntax::SourceMap;
 use serde::Serialize;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -77,7 +78,7 @@ pub fn run(args: Args) -> u8 {
         Format::Human => print_human(&reports, args.stdout),
         Format::Json => {
             let out = serde_json::json!({ "ok": code == EXIT_OK, "files": reports });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
     }
     code
@@ -100,7 +101,8 @@ fn format_file(path: &Path, args: &Args) -> FileReport {
         }
     };
     if args.stdout {
-        print!("{formatted}");
+        // A closed pipe (`polc fmt --stdout x.pol | head`) is not an error of this file.
+        let _ = std::io::stdout().write_all(formatted.as_bytes());
     }
     let Some(difference) = format::first_difference(text, &formatted) else {
         return report(Status::Unchanged, None);
@@ -119,6 +121,8 @@ fn format_file(path: &Path, args: &Args) -> FileReport {
 /// Diagnostics and errors on stderr; the files rewritten, or with `--check`
 /// the files that differ, on stdout.
 fn print_human(reports: &[FileReport], to_stdout: bool) {
+    // Written without `println!`, which panics when the reader has gone (`| head`).
+    let mut out = std::io::stdout().lock();
     let mut not_formatted = 0;
     for report in reports {
         let path = report.path.display();
@@ -126,17 +130,21 @@ fn print_human(reports: &[FileReport], to_stdout: bool) {
             Status::Unchanged => {}
             // With `--stdout` the text itself was the output.
             Status::Formatted if to_stdout => {}
-            Status::Formatted => println!("formatted {path}"),
+            Status::Formatted => {
+                let _ = writeln!(out, "formatted {path}");
+            }
             Status::NotFormatted => {
                 not_formatted += 1;
-                println!("{path}: not formatted");
+                let _ = writeln!(out, "{path}: not formatted");
                 match report.first_difference.as_ref() {
                     Some(LineDifference { line, before, after }) if before.is_some() || after.is_some() => {
-                        println!("  line {line}:");
-                        println!("  - {}", before.as_deref().unwrap_or("(end of file)"));
-                        println!("  + {}", after.as_deref().unwrap_or("(end of file)"));
+                        let before = before.as_deref().unwrap_or("(end of file)");
+                        let after = after.as_deref().unwrap_or("(end of file)");
+                        let _ = writeln!(out, "  line {line}:\n  - {before}\n  + {after}");
                     }
-                    _ => println!("  line endings or the final newline differ"),
+                    _ => {
+                        let _ = writeln!(out, "  line endings or the final newline differ");
+                    }
                 }
             }
             Status::Invalid { rendered, .. } => eprintln!("{rendered}"),
