@@ -63,7 +63,7 @@ struct Builder {
 impl Builder {
     fn span(&self, pair: &P<'_>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), s.start() + content_len(pair.as_str()))
     }
 
     fn ident(&self, pair: P<'_>) -> Ident {
@@ -329,6 +329,33 @@ impl Builder {
             }
         }
     }
+}
+
+/// The length of `text` without trailing whitespace and comments. pest lets
+/// a rule ending in an optional part (`on PORTS`, `except ...`) swallow the
+/// whitespace and comments after it; spans should end at the last token.
+fn content_len(text: &str) -> usize {
+    let mut end = text.trim_end().len();
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&text[line_start..end]) {
+            Some(hash) if line_start + hash < end => end = text[..line_start + hash].trim_end().len(),
+            _ => return end,
+        }
+    }
+}
+
+/// Where a `#` comment starts on one line, ignoring `#` inside quotes.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Digits only (the grammar says so); saturates so that huge numbers are still "too large".
