@@ -216,14 +216,17 @@ fn endpoint_label(written: &FlowPeer, name: &str) -> String {
 
 /// The detail line for an end that is not an endpoint of this node.
 fn unpoliced(written: &FlowPeer, peer: &Peer<'_>) -> String {
-    match (written, peer) {
-        (FlowPeer::Address(addr), Peer::Reserved(Reserved::Host)) => {
-            format!("host ({addr}): the node itself, not policed here")
-        }
-        (_, Peer::Outside(addr)) => format!("{addr}: outside the cluster (world), not policed here"),
-        (_, Peer::Reserved(r)) => format!("{}: a reserved identity, not policed here", r.keyword()),
-        (_, Peer::Endpoint(e)) => format!("{}: not policed", e.name),
-    }
+    let who = match written {
+        FlowPeer::Address(addr) if !matches!(peer, Peer::Outside(_)) => format!("{peer} ({addr})"),
+        _ => peer.to_string(),
+    };
+    let what = match peer {
+        Peer::Reserved(Reserved::Host) => "the node itself",
+        Peer::Reserved(Reserved::World) | Peer::Outside(_) => "outside the cluster",
+        Peer::Reserved(_) => "a reserved identity",
+        Peer::Endpoint(_) => "an endpoint",
+    };
+    format!("{who}: {what}, not policed here")
 }
 
 fn join_and(items: &[String]) -> String {

@@ -87,7 +87,7 @@ impl fmt::Display for Peer<'_> {
         match self {
             Peer::Endpoint(e) => f.write_str(&e.name),
             Peer::Reserved(r) => f.write_str(r.keyword()),
-            Peer::Outside(addr) => write!(f, "{addr} (world)"),
+            Peer::Outside(addr) => write!(f, "{addr}"),
         }
     }
 }
