@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::testgen::{scenario, GenPolicy, GenRule, Scenario};
+use common::testgen::{direction_queries, scenario, GenPolicy, GenRule, Scenario};
 use polc::eval::flowspec::parse_peer;
-use polc::eval::{evaluate, Evaluation, Flow, SideVerdict};
+use polc::eval::{evaluate, evaluate_direction, Evaluation, Flow, Peer, SideVerdict};
 use polc::sema::model::PolicySet;
 use polc::syntax::ast::{Action, Direction};
 use proptest::prelude::*;
@@ -167,6 +167,21 @@ proptest! {
             };
             let rewritten = Flow { src: by_address(&flow.src), dst: by_address(&flow.dst), ..flow.clone() };
             prop_assert_eq!(outcome(&eval(set, &flow)), outcome(&eval(set, &rewritten)));
+        }
+    }
+
+    /// Tables are per peer identity: a peer endpoint with the same labels as
+    /// another gets the same answer from every endpoint, in both directions.
+    #[test]
+    fn answers_depend_on_the_peer_identity_only(s in scenario()) {
+        let frontend = s.check();
+        let set = &frontend.checked;
+        for q in direction_queries(set) {
+            let Peer::Endpoint(peer) = q.peer else { continue };
+            for twin in set.inventory.endpoints.iter().filter(|t| t.labels == peer.labels && t.name != peer.name) {
+                let answer = evaluate_direction(set, q.endpoint, q.direction, &Peer::Endpoint(twin), q.proto, q.port);
+                prop_assert_eq!(&answer, &q.expected, "{} {:?} from {} vs {}", q.endpoint.name, q.direction, peer.name, twin.name);
+            }
         }
     }
 }

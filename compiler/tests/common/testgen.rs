@@ -12,16 +12,17 @@
 //! addresses inside the policy CIDRs), ports and named ports that rules
 //! name, every entity, every protocol, and ICMP types.
 //!
-//! Comparing the evaluator with resolved tables: for each flow of
-//! `scenario.flows()`, `polc::eval::evaluate` gives each policed side's
-//! [`SideVerdict`](polc::eval::SideVerdict);
-//! `side.verdict.to_table_verdict()` must equal the endpoint's
-//! `DirectionTable::lookup(identity of the peer, proto, port)`.
+//! Comparing the evaluator with resolved tables: [`direction_queries`]
+//! lists, for every endpoint and direction, every generated peer and packet
+//! with the evaluator's [`SideVerdict`]; `expected.to_table_verdict()` must
+//! equal the endpoint's `DirectionTable::lookup(identity of the peer,
+//! proto, port)`. Whole flows come from [`Scenario::flows`].
 
 use polc::driver::{self, Frontend};
 use polc::eval::flowspec::parse_peer;
-use polc::eval::{Flow, IpProto};
-use polc::syntax::ast::Action;
+use polc::eval::{evaluate_direction, peer, Flow, IpProto, Peer, SideVerdict};
+use polc::sema::model::{EndpointDef, PolicySet};
+use polc::syntax::ast::{Action, Direction};
 use proptest::prelude::*;
 use proptest::sample::select;
 use std::fmt::Write;
@@ -181,18 +182,19 @@ fn named_ports() -> impl Strategy<Value = Vec<(String, String)>> {
 }
 
 fn endpoints() -> impl Strategy<Value = Vec<GenEndpoint>> {
-    prop::collection::vec((labels(), any::<bool>(), named_ports()), 1..=MAX_ENDPOINTS).prop_map(|specs| {
-        specs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (labels, ipv6, named_ports))| GenEndpoint {
-                name: format!("e{i}"),
-                labels,
-                host_byte: i as u8 + 1,
-                ipv6,
-                named_ports,
-            })
-            .collect()
+    // A `twin` takes the labels of the endpoint before it: two endpoints of
+    // one identity, whose named ports may differ.
+    let spec = (labels(), prop::bool::weighted(0.25), any::<bool>(), named_ports());
+    prop::collection::vec(spec, 1..=MAX_ENDPOINTS).prop_map(|specs| {
+        let mut endpoints: Vec<GenEndpoint> = Vec::new();
+        for (i, (labels, twin, ipv6, named_ports)) in specs.into_iter().enumerate() {
+            let labels = match endpoints.last() {
+                Some(previous) if twin => previous.labels.clone(),
+                _ => labels,
+            };
+            endpoints.push(GenEndpoint { name: format!("e{i}"), labels, host_byte: i as u8 + 1, ipv6, named_ports });
+        }
+        endpoints
     })
 }
 
@@ -334,4 +336,39 @@ pub fn scenario() -> impl Strategy<Value = Scenario> {
         let flows = flows.into_iter().map(|f| GenFlow { src: existing(f.src), dst: existing(f.dst), ..f }).collect();
         Scenario { endpoints, node, policies, flows }
     })
+}
+
+/// One question to one endpoint's policy in one direction, and the
+/// evaluator's answer.
+#[derive(Debug, Clone)]
+pub struct DirectionQuery<'a> {
+    pub endpoint: &'a EndpointDef,
+    pub direction: Direction,
+    pub peer: Peer<'a>,
+    pub proto: IpProto,
+    pub port: u16,
+    pub expected: SideVerdict,
+}
+
+/// Every endpoint x direction x peer (each endpoint, every address and
+/// entity of the pools) x packet of the pool, answered by the evaluator.
+pub fn direction_queries(set: &PolicySet) -> Vec<DirectionQuery<'_>> {
+    let mut peers: Vec<Peer<'_>> = set.inventory.endpoints.iter().map(Peer::Endpoint).collect();
+    for text in ENDPOINT_ADDRESSES.iter().chain(&OTHER_PEERS) {
+        let written = parse_peer(text).expect("pool peers parse");
+        peers.push(peer::resolve(&set.inventory, &written).expect("pool peers resolve"));
+    }
+    let mut queries = Vec::new();
+    for endpoint in &set.inventory.endpoints {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for peer in &peers {
+                for (proto, port) in PACKETS {
+                    let proto = IpProto(proto);
+                    let expected = evaluate_direction(set, endpoint, direction, peer, proto, port);
+                    queries.push(DirectionQuery { endpoint, direction, peer: *peer, proto, port, expected });
+                }
+            }
+        }
+    }
+    queries
 }
