@@ -10,7 +10,7 @@
 
 use super::{load_checked, print_error, Format, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use polc::driver::{self, LoadError};
-use polc::eval::testfile::{self, Outcome, TestFile, TestFileError};
+use polc::eval::testfile::{self, Outcome, TestFile};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -42,17 +42,19 @@ pub fn run(args: Args) -> u8 {
     };
     let mut results: Vec<(TestFile, Vec<Outcome>)> = Vec::new();
     for path in test_paths {
-        let outcome = std::fs::read_to_string(&path)
-            .map_err(|e| TestFileError { path: path.clone(), line: 0, col: 0, message: e.to_string(), help: None })
-            .and_then(|text| testfile::parse(&path, &text))
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                print_error(&format!("cannot read `{}`: {e}", path.display()), None);
+                return EXIT_USAGE;
+            }
+        };
+        let outcome = testfile::parse(&path, &text)
             .and_then(|file| testfile::run(&frontend.checked, &frontend.sources, &file).map(|o| (file, o)));
         match outcome {
             Ok(result) => results.push(result),
             Err(e) => {
-                eprintln!("error: {e}");
-                if let Some(help) = &e.help {
-                    eprintln!("  = help: {help}");
-                }
+                print_error(&e, e.help.as_deref());
                 return EXIT_USAGE;
             }
         }

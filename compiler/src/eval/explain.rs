@@ -45,7 +45,7 @@ pub fn to_json(eval: &Evaluation<'_>, sources: &SourceMap) -> Value {
     let explanation = explain(eval, sources);
     let rules: Vec<Value> = eval.deciding_rules().into_iter().map(|r| words.rule_json(r)).collect();
     json!({
-        "verdict": action_word(eval.verdict()),
+        "verdict": eval.verdict().keyword(),
         "rule": eval.rule().map(|r| words.rule_json(r)),
         "rules": rules,
         "reason": explanation.reason,
@@ -60,10 +60,6 @@ pub fn to_json(eval: &Evaluation<'_>, sources: &SourceMap) -> Value {
         "egress": eval.egress.as_ref().map(|s| words.side_json(s)),
         "ingress": eval.ingress.as_ref().map(|s| words.side_json(s)),
     })
-}
-
-fn action_word(action: Action) -> &'static str {
-    action.keyword()
 }
 
 fn peer_json(written: &FlowPeer, peer: &Peer<'_>) -> Value {
@@ -178,7 +174,7 @@ impl Words<'_> {
             "id": rule.id.0,
             "name": rule.name,
             "policy": rule.policy,
-            "action": action_word(rule.action),
+            "action": rule.action.keyword(),
             "location": self.at(rule.span),
         })
     }
