@@ -169,8 +169,8 @@ pub fn matches(m: &PeerMatch, peer: &Peer<'_>) -> bool {
             // Endpoint and node addresses resolve to their own identities,
             // never to a CIDR.
             Peer::Outside(addr) => net.contains(addr) && !except.iter().any(|e| e.contains(addr)),
-            // The world with no address is what `/0` prefixes resolve to.
-            Peer::Reserved(Reserved::World) => net.prefix_len() == 0 && !except.iter().any(|e| e.prefix_len() == 0),
+            // The world with no address has no family, so no prefix holds it:
+            // `0.0.0.0/0` is world-ipv4 and `::/0` world-ipv6 (SEMANTICS.md).
             Peer::Reserved(_) | Peer::Endpoint(_) => false,
         },
         PeerMatch::Entity(entity) => entity_matches(*entity, peer),

@@ -95,7 +95,8 @@ fn three_tier() {
     assert_eq!(decide(set, "api", "8.8.8.8", Udp, 53), (DENY, vec![]));
     assert_eq!(decide(set, "api", "93.184.216.34", Tcp, 443), (ALLOW, vec![8]));
     assert_eq!(decide(set, "api", "2001:db8::1", Tcp, 443), (ALLOW, vec![8]));
-    assert_eq!(decide(set, "api", "world", Tcp, 443), (ALLOW, vec![8]));
+    // `world` without an address has no family: no CIDR (not even a /0) holds it.
+    assert_eq!(decide(set, "api", "world", Tcp, 443), (DENY, vec![]));
     assert_eq!(decide(set, "api", "10.1.2.3", Tcp, 443), (DENY, vec![]));
     assert_eq!(decide(set, "api", "fd00::99", Tcp, 443), (DENY, vec![]));
     assert_eq!(decide(set, "api", "169.254.169.254", Tcp, 80), (DENY, vec![9]));
@@ -181,9 +182,11 @@ fn cidrs_match_only_outside_addresses() {
     // b's address and the node's are inside 10/8 but resolve to b and host.
     assert_eq!(decide(&set, "10.0.0.2", "a", Tcp, 1), (DENY, vec![]));
     assert_eq!(decide(&set, "10.0.0.254", "a", Tcp, 1), (DENY, vec![]));
-    // `world` without an address is what /0 prefixes resolve to.
-    assert_eq!(decide(&set, "world", "a", Tcp, 1), (ALLOW, vec![2]));
+    // `world` without an address has no family, so `::/0` does not hold it;
+    // an outside IPv6 address is held, an outside IPv4 one outside 10/8 is not.
+    assert_eq!(decide(&set, "world", "a", Tcp, 1), (DENY, vec![]));
     assert_eq!(decide(&set, "2001:db8::1", "a", Tcp, 1), (ALLOW, vec![2]));
+    assert_eq!(decide(&set, "192.0.2.1", "a", Tcp, 1), (DENY, vec![]));
 }
 
 #[test]
