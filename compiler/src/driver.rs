@@ -22,7 +22,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
         let meta = std::fs::metadata(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
         if meta.is_dir() {
             let before = files.len();
-            walk(path, &mut files)?;
+            walk(path, "pol", &mut files)?;
             if files.len() == before {
                 return Err(LoadError::NoFiles(path.clone()));
             }
@@ -35,13 +35,21 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// The files under `dir` whose extension is `extension` (e.g. `poltest`), sorted.
+pub fn find_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    walk(dir, extension, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+fn walk(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
         let path = entry.map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?.path();
         if path.is_dir() {
-            walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "pol") {
+            walk(&path, extension, out)?;
+        } else if path.extension().is_some_and(|e| e == extension) {
             out.push(path);
         }
     }

@@ -35,6 +35,10 @@ impl Identity {
     pub const UNMANAGED: Identity = Identity(3);
     pub const HEALTH: Identity = Identity(4);
     pub const INIT: Identity = Identity(5);
+    /// The outside world by address family (what `0.0.0.0/0` and `::/0`
+    /// resolve to); `WORLD` itself is the world of unknown family.
+    pub const WORLD_IPV4: Identity = Identity(9);
+    pub const WORLD_IPV6: Identity = Identity(10);
     /// Endpoint identities are numbered from here.
     pub const FIRST_ENDPOINT: u32 = 256;
     /// Node-local CIDR identities are numbered from here (2^24).
@@ -233,6 +237,6 @@ impl Resolved {
             .iter()
             .filter(|(net, _)| net.contains(&addr))
             .max_by_key(|(net, _)| net.prefix_len())
-            .map_or(Identity::WORLD, |(_, id)| *id)
+            .map_or(if addr.is_ipv4() { Identity::WORLD_IPV4 } else { Identity::WORLD_IPV6 }, |(_, id)| *id)
     }
 }

@@ -5,12 +5,14 @@
 //! - [`sema`]: named check passes over the AST, producing the checked policy set.
 //! - [`diag`]: diagnostics as values, rendered as `file:line:col` text or JSON.
 //! - [`format`]: the canonical layout (`polc fmt`).
+//! - [`eval`]: the reference evaluator (what a policy set means for one flow).
 //!
 //! [`driver`] ties them together for the CLI and for tests.
 
 pub mod codegen;
 pub mod diag;
 pub mod driver;
+pub mod eval;
 pub mod format;
 pub mod ir;
 pub mod sema;

@@ -6,8 +6,11 @@
 //!   values, verdict reasons, events), shared with `templates/bpf/`.
 //! - [`loader`]: the kernel seam: loading an endpoint object with libbpf-rs,
 //!   pins, maps, BPF_PROG_TEST_RUN.
+//! - [`netlab`]: network namespaces with veth-attached endpoints, for the
+//!   tests and the demo (the "containers" polcd enforces policy on).
 //!
 //! Attaching and hot swapping: see issue "polcd: load, attach, hot-swap".
 
 pub mod datapath;
 pub mod loader;
+pub mod netlab;

@@ -1,5 +1,6 @@
 /* Peer identity: the node-wide ipcache, an LPM trie from IP prefix to
- * security identity. An address no prefix covers is `world`. */
+ * security identity. An address no prefix covers is the world of its
+ * family (`world-ipv4` or `world-ipv6`), as Resolved::identity_of says. */
 #ifndef POLC_IPCACHE_H
 #define POLC_IPCACHE_H
 
@@ -35,7 +36,9 @@ static __always_inline __u32 ipcache_identity(__u8 family, const __u32 *addr)
 	};
 	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
 	struct ipcache_value *value = bpf_map_lookup_elem(&node_ipcache, &key);
-	return value ? value->identity : IDENTITY_WORLD;
+	if (value)
+		return value->identity;
+	return family == AF_INET ? IDENTITY_WORLD_IPV4 : IDENTITY_WORLD_IPV6;
 }
 
 #endif

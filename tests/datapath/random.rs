@@ -38,7 +38,7 @@ impl Rng {
 
 /// The identities a case draws from: reserved, endpoint and CIDR ones.
 pub fn identity_pool(rng: &mut Rng) -> Vec<Identity> {
-    let mut pool = vec![Identity::HOST, Identity::WORLD, Identity::UNMANAGED, Identity::HEALTH];
+    let mut pool = vec![Identity::HOST, Identity::WORLD, Identity::WORLD_IPV4, Identity::WORLD_IPV6, Identity::HEALTH];
     for _ in 0..(2 + rng.below(6)) {
         pool.push(Identity(Identity::FIRST_ENDPOINT + rng.below(40) as u32));
     }

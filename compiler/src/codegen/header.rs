@@ -198,6 +198,8 @@ pub fn render_node(node: &NodeConfig) -> Result<String, CodegenError> {
         ("unmanaged", Identity::UNMANAGED),
         ("health", Identity::HEALTH),
         ("init", Identity::INIT),
+        ("world_ipv4", Identity::WORLD_IPV4),
+        ("world_ipv6", Identity::WORLD_IPV6),
     ];
     let reserved: Vec<_> = reserved.iter().map(|(name, id)| context! { name => name, id => id.0 }).collect();
     render("node_config.h.j2", NODE_TEMPLATE, context! { reserved, sizes => node.sizes, conntrack => node.conntrack })

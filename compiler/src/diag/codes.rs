@@ -75,7 +75,7 @@ codes! {
     MIXED_ADDRESS_FAMILY = "E0026", "mixed-address-family";
     /// `node { }` twice in one policy set
     DUPLICATE_NODE = "E0027", "duplicate-node";
-    /// `iface bad/name` (more than 15 bytes, or `/`)
+    /// `iface polc-frontend-primary` (more than 15 bytes)
     INVALID_DEVICE_NAME = "E0028", "invalid-device-name";
 
     /// an `allow` whose every flow a `deny` of the same policy and direction also matches

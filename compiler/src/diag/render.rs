@@ -29,11 +29,14 @@ pub fn render_text(sources: &SourceMap, d: &Diagnostic) -> String {
         .max()
         .unwrap_or(1);
     let pad = " ".repeat(width);
+    // A label on the line just shown only adds its marker line under it.
+    let mut shown: Option<(crate::syntax::FileId, usize)> = None;
     for label in labels {
         let file = sources.file(label.span.file);
         let start = file.line_col(label.span.start as usize);
         let end = file.line_col(label.span.end as usize);
-        if label.span.file != primary.file {
+        let same_line = shown == Some((label.span.file, start.line));
+        if label.span.file != primary.file && !same_line {
             let _ = writeln!(out, "{pad}--> {}", sources.locate(label.span));
         }
         let line = file.line_text(start.line);
@@ -43,8 +46,11 @@ pub fn render_text(sources: &SourceMap, d: &Diagnostic) -> String {
             line.chars().count().saturating_sub(start.col - 1).max(1)
         };
         let marker = if label.primary { "^" } else { "-" };
-        let _ = writeln!(out, "{pad} |");
-        let _ = writeln!(out, "{:>width$} | {line}", start.line);
+        if !same_line {
+            let _ = writeln!(out, "{pad} |");
+            let _ = writeln!(out, "{:>width$} | {line}", start.line);
+            shown = Some((label.span.file, start.line));
+        }
         let note = if label.message.is_empty() { String::new() } else { format!(" {}", label.message) };
         let _ = writeln!(
             out,

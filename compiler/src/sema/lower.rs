@@ -37,16 +37,29 @@ impl Definition<'_> {
         }
     }
 
-    fn name(self) -> &'static str {
-        // Only for messages; the actual name is the map key.
-        self.kind()
-    }
-
     fn span(self) -> Span {
         match self {
             Definition::Ports(d) => d.span,
             Definition::Selector(d) => d.span,
             Definition::Peers(d) => d.span,
+        }
+    }
+
+    /// Where its name is written, for "first defined here" notes.
+    fn name_span(self) -> Span {
+        match self {
+            Definition::Ports(d) => d.name.span,
+            Definition::Selector(d) => d.name.span,
+            Definition::Peers(d) => d.name.span,
+        }
+    }
+
+    /// Where a `$name` of this kind may be used, for help lines.
+    fn usable_where(self) -> &'static str {
+        match self {
+            Definition::Ports(_) => "a `ports` definition goes after `on`",
+            Definition::Selector(_) => "a `selector` definition goes after `select` or among a rule's peers",
+            Definition::Peers(_) => "a `peers` definition goes among a rule's peers",
         }
     }
 }
@@ -58,6 +71,9 @@ struct Lowerer<'a> {
     /// Definitions being expanded right now (for E0022).
     expanding: Vec<&'a str>,
     diagnostics: Diagnostics,
+    /// (code, primary span) of every diagnostic so far: a definition is
+    /// lowered at each use, but its problems are reported once.
+    reported: HashSet<(&'static str, Span)>,
     next_rule: u32,
 }
 
@@ -68,6 +84,7 @@ impl<'a> Lowerer<'a> {
             used: HashSet::new(),
             expanding: Vec::new(),
             diagnostics: Diagnostics::default(),
+            reported: HashSet::new(),
             next_rule: 1,
         };
         for item in modules.iter().flat_map(|m| &m.items) {
@@ -78,7 +95,7 @@ impl<'a> Lowerer<'a> {
                 _ => continue,
             };
             if let Some(first) = lowerer.definitions.get(name.name.as_str()) {
-                let first_span = first.span();
+                let first_span = first.name_span();
                 lowerer.error(
                     Diagnostic::error(
                         codes::DUPLICATE_DEFINITION,
@@ -97,10 +114,25 @@ impl<'a> Lowerer<'a> {
     }
 
     fn error(&mut self, d: Diagnostic) {
-        self.diagnostics.push(d);
+        if self.reported.insert((d.code.id, d.primary_span())) {
+            self.diagnostics.push(d);
+        }
     }
 
+    /// Checks the definitions no policy uses (their errors count too), then
+    /// reports them as unused. One used only by an unused one counts as used.
     fn report_unused(&mut self) {
+        let unused: Vec<(&'a str, Definition<'a>)> =
+            self.definitions.iter().filter(|(name, _)| !self.used.contains(*name)).map(|(n, d)| (*n, *d)).collect();
+        for (name, def) in unused {
+            self.expanding.push(name);
+            match def {
+                Definition::Ports(d) => d.ports.iter().for_each(|item| self.port_item(item, &mut Vec::new())),
+                Definition::Selector(d) => drop(self.selector(&d.selector)),
+                Definition::Peers(d) => d.peers.iter().for_each(|peer| self.peer(peer, peer.span(), &mut Vec::new())),
+            }
+            self.expanding.pop();
+        }
         let unused: Vec<_> = self
             .definitions
             .iter()
@@ -157,8 +189,8 @@ impl<'a> Lowerer<'a> {
                 reference.span,
                 format!("`${}` is a {} definition, but {wanted} is needed here", reference.name, def.kind()),
             )
-            .with_secondary(def.span(), format!("`{}` defined here", reference.name))
-            .with_help(format!("a {} definition cannot be used in this position", def.name())),
+            .with_secondary(def.name_span(), format!("`{}` defined here", reference.name))
+            .with_help(def.usable_where()),
         );
     }
 
@@ -298,23 +330,25 @@ impl<'a> Lowerer<'a> {
                 )
                 .with_label(format!("expected `{wanted}`"))
                 .with_help(format!(
-                    "{} rules name the peers traffic comes {}: write `{wanted}`",
+                    "{} rules name where traffic {}: write `{wanted}`",
                     direction.keyword(),
-                    if direction == Direction::Ingress { "from" } else { "goes to" }
+                    if direction == Direction::Ingress { "comes from" } else { "goes to" }
                 )),
             );
         }
         let mut peers = Vec::new();
         for peer in &rule.peers {
-            self.peer(peer, &mut peers);
+            self.peer(peer, peer.span(), &mut peers);
         }
         let mut l4 = Vec::new();
         for item in &rule.ports {
             self.port_item(item, &mut l4);
         }
         if rule.ports.is_empty() {
-            l4.push(L4Match::ANY);
+            l4.push((L4Match::ANY, rule.span));
         }
+        let (peers, peer_spans) = peers.into_iter().unzip();
+        let (l4, l4_spans) = l4.into_iter().unzip();
         let id = RuleId(self.next_rule);
         self.next_rule += 1;
         model::Rule {
@@ -324,28 +358,33 @@ impl<'a> Lowerer<'a> {
             action: rule.action,
             direction,
             peers,
+            peer_spans,
             l4,
+            l4_spans,
             span: rule.span,
         }
     }
 
     // ------------------------------------------------------------------- peers
 
-    fn peer(&mut self, peer: &'a ast::Peer, out: &mut Vec<PeerMatch>) {
+    /// Lowers one peer into `out`, each with `written`: where the rule names it.
+    fn peer(&mut self, peer: &'a ast::Peer, written: Span, out: &mut Vec<(PeerMatch, Span)>) {
         match peer {
-            ast::Peer::Selector(s) => out.push(PeerMatch::Endpoints(self.selector(s))),
-            ast::Peer::Entity(e) => out.push(PeerMatch::Entity(e.entity)),
+            ast::Peer::Selector(s) => out.push((PeerMatch::Endpoints(self.selector(s)), written)),
+            ast::Peer::Entity(e) => out.push((PeerMatch::Entity(e.entity), written)),
             ast::Peer::Cidr(c) => {
                 if let Some(m) = self.cidr_peer(c) {
-                    out.push(m);
+                    out.push((m, written));
                 }
             }
             ast::Peer::Ref(reference) => match self.lookup(reference) {
-                Some(Definition::Selector(def)) => out.push(PeerMatch::Endpoints(self.selector(&def.selector))),
+                Some(Definition::Selector(def)) => {
+                    out.push((PeerMatch::Endpoints(self.selector(&def.selector)), written));
+                }
                 Some(Definition::Peers(def)) => {
                     if self.enter(reference) {
                         for inner in &def.peers {
-                            self.peer(inner, out);
+                            self.peer(inner, written, out);
                         }
                         self.leave();
                     }
@@ -498,11 +537,12 @@ impl<'a> Lowerer<'a> {
 
     // ------------------------------------------------------------------- ports
 
-    fn port_item(&mut self, item: &'a ast::PortItem, out: &mut Vec<L4Match>) {
+    /// Lowers one port item into `out`, each with the span of its port spec.
+    fn port_item(&mut self, item: &'a ast::PortItem, out: &mut Vec<(L4Match, Span)>) {
         match item {
             ast::PortItem::Spec(spec) => {
                 if let Some(m) = self.port_spec(spec) {
-                    out.push(m);
+                    out.push((m, spec.span));
                 }
             }
             ast::PortItem::Ref(reference) => match self.lookup(reference) {
@@ -793,9 +833,9 @@ impl<'a> Lowerer<'a> {
                     }
                 }
                 EndpointField::Mac(text) => def.mac = self.mac(text),
-                EndpointField::Iface(text) => def.iface = self.device_name(text, "interface"),
-                EndpointField::Netns(text) => def.netns = self.device_name(text, "network namespace"),
-                EndpointField::Port { name, spec, span } => {
+                EndpointField::Iface(text) => def.iface = self.device_name(text, "an interface"),
+                EndpointField::Netns(text) => def.netns = self.device_name(text, "a network namespace"),
+                EndpointField::Port { name, spec, .. } => {
                     if let Some(first) = port_names.get(name.name.as_str()) {
                         self.error(
                             Diagnostic::error(
@@ -809,7 +849,7 @@ impl<'a> Lowerer<'a> {
                         continue;
                     }
                     port_names.insert(&name.name, name.span);
-                    if let Some(port) = self.named_port(spec, *span) {
+                    if let Some(port) = self.named_port(spec) {
                         def.named_ports.insert(name.name.clone(), port);
                     }
                 }
@@ -829,7 +869,7 @@ impl<'a> Lowerer<'a> {
         Some(def)
     }
 
-    fn named_port(&mut self, spec: &ast::PortSpec, span: Span) -> Option<(Proto, u16)> {
+    fn named_port(&mut self, spec: &ast::PortSpec) -> Option<(Proto, u16)> {
         let proto = match spec.protocol {
             Protocol::Tcp => Proto::Tcp,
             Protocol::Udp => Proto::Udp,
@@ -848,11 +888,16 @@ impl<'a> Lowerer<'a> {
         };
         match &spec.port {
             Some(PortSel::Number { value, span }) => self.port_number(*value, *span).map(|p| (proto, p)),
-            _ => {
+            other => {
+                let (at, what) = match other {
+                    Some(PortSel::Range { span, .. }) => (*span, "a range"),
+                    Some(PortSel::Name(name)) => (name.span, "another name"),
+                    _ => (spec.span, "no port"),
+                };
                 self.error(
-                    Diagnostic::error(codes::INVALID_NAMED_PORT, spec.span, "a named port must be a single port number")
-                        .with_secondary(span, "in this named port")
-                        .with_help("write `port NAME = tcp/NUMBER`"),
+                    Diagnostic::error(codes::INVALID_NAMED_PORT, at, "a named port must be a single port number")
+                        .with_label(format!("{what}, not one port"))
+                        .with_help(format!("write `port NAME = {}/NUMBER`", spec.protocol.keyword())),
                 );
                 None
             }
@@ -889,7 +934,7 @@ impl<'a> Lowerer<'a> {
             Diagnostic::error(
                 codes::INVALID_DEVICE_NAME,
                 text.span,
-                format!("`{}` is too long for a {what} name", text.value),
+                format!("`{}` is too long for {what} name", text.value),
             )
             .with_help("Linux limits interface names to 15 characters"),
         );
@@ -928,7 +973,7 @@ fn contradiction(requirements: &[Requirement]) -> Option<String> {
 }
 
 /// Levenshtein distance, for "did you mean" hints on short names.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -62,9 +62,17 @@ pub struct Rule {
     pub direction: Direction,
     /// The rule matches a peer if any of these matches.
     pub peers: Vec<PeerMatch>,
+    /// Where each of `peers` was written in the rule, index for index (a
+    /// `$name` that expands to several peers gives each the reference's span).
+    #[serde(skip)]
+    pub peer_spans: Vec<Span>,
     /// The rule matches a packet if any of these matches; never empty
     /// (a rule without `on` gets [`L4Match::ANY`]).
     pub l4: Vec<L4Match>,
+    /// Where each of `l4` was written, index for index: the port spec itself,
+    /// also inside a `ports` definition (a rule without `on`: the rule's span).
+    #[serde(skip)]
+    pub l4_spans: Vec<Span>,
     #[serde(skip)]
     pub span: Span,
 }

@@ -63,7 +63,7 @@ struct Builder {
 impl Builder {
     fn span(&self, pair: &P<'_>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), s.start() + content_len(pair.as_str()))
     }
 
     fn ident(&self, pair: P<'_>) -> Ident {
@@ -331,6 +331,33 @@ impl Builder {
     }
 }
 
+/// The length of `text` without trailing whitespace and comments. pest lets
+/// a rule ending in an optional part (`on PORTS`, `except ...`) swallow the
+/// whitespace and comments after it; spans should end at the last token.
+fn content_len(text: &str) -> usize {
+    let mut end = text.trim_end().len();
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&text[line_start..end]) {
+            Some(hash) if line_start + hash < end => end = text[..line_start + hash].trim_end().len(),
+            _ => return end,
+        }
+    }
+}
+
+/// Where a `#` comment starts on one line, ignoring `#` inside quotes.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Digits only (the grammar says so); saturates so that huge numbers are still "too large".
 fn number(digits: &str) -> u64 {
     digits.parse().unwrap_or(u64::MAX)
@@ -365,7 +392,7 @@ fn syntax_error(file: FileId, text: &str, error: pest::error::Error<R>) -> Diagn
             let rule = stack.deepest.get_rule().copied().or(stack.parent);
             if let Some(r) = rule {
                 expected_rules.push(r);
-                if let Some(name) = describe(r) {
+                if let Some(name) = describe(r).filter(|_| !begins_with_rule(r)) {
                     names.push(name.to_string());
                 }
             }
@@ -419,7 +446,7 @@ fn found_token(text: &str, offset: usize) -> String {
 
 fn syntax_help(expected: &[R], found: &str) -> String {
     let expects = |r: R| expected.contains(&r);
-    if expects(R::peer_clause) || expects(R::peer_dir) {
+    if expects(R::peer_clause) || expects(R::peer_dir) || expects(R::rule) {
         "a rule reads `allow NAME: from PEERS [on PORTS]` (`to` in egress sections)".into()
     } else if expects(R::select) {
         "a policy starts with `select {key=value}` naming the endpoints it applies to".into()
@@ -432,6 +459,44 @@ fn syntax_help(expected: &[R], found: &str) -> String {
     } else {
         "see lang-spec/REFERENCE.md for the syntax".into()
     }
+}
+
+/// Rules that begin with another rule. When pest reports one as the deepest
+/// attempt, a token inside it failed (the `:` after a rule's name), not the
+/// rule itself: naming it ("expected `allow` or `deny`") would mislead, and
+/// the token is named from the expected tokens instead.
+fn begins_with_rule(kind: R) -> bool {
+    matches!(
+        kind,
+        R::policy
+            | R::select
+            | R::section
+            | R::rule
+            | R::peer_clause
+            | R::l4_clause
+            | R::peer_list
+            | R::cidr_peer
+            | R::port_list
+            | R::port_spec
+            | R::port_range
+            | R::ports_def
+            | R::selector_def
+            | R::peers_def
+            | R::endpoint
+            | R::node
+            | R::ep_labels
+            | R::label_pair
+            | R::ep_ipv4
+            | R::ep_ipv6
+            | R::ep_mac
+            | R::ep_iface
+            | R::ep_netns
+            | R::ep_port
+            | R::term_in
+            | R::term_not_in
+            | R::term_equals
+            | R::term_not_equals
+    )
 }
 
 /// How an expected rule is named in "expected ..." messages; `None` hides it.

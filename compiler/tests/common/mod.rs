@@ -1,0 +1,35 @@
+//! Support shared by the integration tests of `polc`: running the binary
+//! from the workspace root, and the random policy generator ([`testgen`]).
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod testgen;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The workspace root, where `examples/` and `snapshots/` live.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `polc ARGS...` from the workspace root, so paths in its output are
+/// the relative ones given (`examples/l3-l4-rule/policy.pol:8`).
+pub fn polc(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_polc"))
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .expect("polc runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn code(output: &Output) -> Option<i32> {
+    output.status.code()
+}
