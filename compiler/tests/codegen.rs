@@ -1,0 +1,129 @@
+//! Code generation from IR tables: the rendered headers (snapshots), the
+//! object cache keyed by code shape, and clang's diagnostics. The clang
+//! tests need clang: skipped with a message without it, failed with CI=true.
+
+use polc::codegen::clang::Clang;
+use polc::codegen::entries::direction_entries;
+use polc::codegen::header::{
+    features_of, policy_map_summary, render_endpoint, render_node, render_shape, BuildOptions, EndpointAddresses,
+    EndpointConstants, NodeConfig,
+};
+use polc::codegen::CodegenError;
+use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry};
+use polc::sema::model::RuleId;
+use polc::syntax::ast::Action;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Ingress enforced (a deny, a port range, ICMP echo), egress open.
+fn web() -> (EndpointPolicy, EndpointConstants) {
+    let d = |action, rule| Decision { action, rule: RuleId(rule) };
+    let mut frontend = L4Table::default();
+    frontend.protocols.insert(
+        6,
+        vec![
+            PortEntry { low: 22, high: 22, decision: d(Action::Deny, 3) },
+            PortEntry { low: 8000, high: 8099, decision: d(Action::Allow, 1) },
+        ],
+    );
+    let mut any = L4Table::default();
+    any.protocols.insert(1, vec![PortEntry { low: 8, high: 8, decision: d(Action::Allow, 2) }]);
+    let ingress = DirectionTable {
+        enforced: true,
+        enforced_by: vec!["web-ingress".into()],
+        tables: BTreeMap::from([(PeerKey::Identity(Identity(257)), frontend), (PeerKey::Any, any)]),
+    };
+    let policy = EndpointPolicy { name: "web".into(), identity: Identity(256), ingress, egress: DirectionTable::default() };
+    let constants = EndpointConstants {
+        name: "web".into(),
+        identity: 256,
+        id: 3,
+        trace_level: 1,
+        addresses: EndpointAddresses {
+            ipv4: Some("10.0.1.5".parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+            ipv6: Some("fd00::1:5".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED)),
+            mac: Some([0x02, 0, 0, 0, 0x01, 0x05]),
+        },
+    };
+    (policy, constants)
+}
+
+#[test]
+fn rendered_headers() {
+    let (policy, constants) = web();
+    let features = features_of(&policy, &constants.addresses, &BuildOptions::default());
+    let entries = direction_entries("web", &policy.ingress).unwrap_or_default();
+    let maps = [policy_map_summary("ep_pol_in", &policy.ingress, &entries)];
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(workspace_root().join("snapshots/headers"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        insta::assert_snapshot!("node_config", render_node(&NodeConfig::default()).unwrap_or_else(|e| e.to_string()));
+        insta::assert_snapshot!("web_ep_config", render_endpoint(&constants, &features, &maps).unwrap_or_else(|e| e.to_string()));
+        insta::assert_snapshot!("web_shape", render_shape(&features).unwrap_or_else(|e| e.to_string()));
+    });
+}
+
+fn clang_or_skip(test: &str, dir: &std::path::Path) -> Option<Clang> {
+    match Clang::new(dir) {
+        Ok(clang) => Some(clang),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: CI=true but clang is unusable: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn objects_are_compiled_once_per_code_shape() {
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(clang) = clang_or_skip("objects_are_compiled_once_per_code_shape", cache.path()) else { return };
+    let node = render_node(&NodeConfig::default()).unwrap_or_default();
+    let (policy, constants) = web();
+    let options = BuildOptions::default();
+    let features = features_of(&policy, &constants.addresses, &options);
+
+    // Another endpoint, other constants, same features: the same object.
+    let mut other = policy.clone();
+    other.name = "web-2".into();
+    other.identity = Identity(999);
+    let other_features = features_of(&other, &EndpointAddresses { mac: None, ..constants.addresses }, &options);
+    assert_eq!(features, other_features);
+
+    let first = clang.compile(&node, &render_shape(&features).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    let again = clang.compile(&node, &render_shape(&other_features).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.compiled && !again.compiled, "the second endpoint reuses the object");
+    assert_eq!(first.hash, again.hash);
+    assert!(first.warnings.is_empty(), "{}", first.warnings);
+
+    // Enforcing egress changes the code shape; a per-endpoint compile is its own object.
+    let mut enforced = policy.clone();
+    enforced.egress.enforced = true;
+    let shape2 = render_shape(&features_of(&enforced, &constants.addresses, &options)).unwrap_or_default();
+    let second = clang.compile(&node, &shape2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(second.compiled && second.hash != first.hash);
+    let own = render_endpoint(&constants, &features, &[]).unwrap_or_default();
+    let per_endpoint = clang.compile(&node, &own).unwrap_or_else(|e| panic!("{e}"));
+    assert!(per_endpoint.compiled && per_endpoint.hash != first.hash);
+    assert!(per_endpoint.path.is_file());
+}
+
+#[test]
+fn clang_errors_name_the_generated_file_and_line() {
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let Some(clang) = clang_or_skip("clang_errors_name_the_generated_file_and_line", cache.path()) else { return };
+    let node = render_node(&NodeConfig::default()).unwrap_or_default();
+    let broken = "/* a header that does not compile */\n#define ENABLE_IPV4 1\nthis is not C;\n";
+    match clang.compile(&node, broken) {
+        Err(CodegenError::Clang { stderr, dir, .. }) => {
+            assert!(stderr.contains("ep_config.h:3:"), "clang output names the header and line:\n{stderr}");
+            assert!(dir.join("ep_config.h").is_file(), "the generated header is kept for reading");
+        }
+        other => panic!("expected a clang error, got {other:?}"),
+    }
+}
