@@ -11,6 +11,7 @@
 // The test support is shared with tests/datapath; the benchmark uses part of it.
 #![allow(dead_code)]
 
+#![allow(clippy::panic)] // tests report failures by panicking
 #[path = "../tests/datapath/harness.rs"]
 mod harness;
 #[path = "../tests/datapath/packets.rs"]

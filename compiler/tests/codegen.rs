@@ -2,6 +2,7 @@
 //! object cache keyed by code shape, and clang's diagnostics. The clang
 //! tests need clang: skipped with a message without it, failed with CI=true.
 
+#![allow(clippy::panic)] // tests report failures by panicking
 use polc::codegen::clang::Clang;
 use polc::codegen::entries::direction_entries;
 use polc::codegen::header::{

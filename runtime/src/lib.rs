@@ -4,8 +4,10 @@
 //!
 //! - [`datapath`]: the binary interface of the BPF datapath (map keys and
 //!   values, verdict reasons, events), shared with `templates/bpf/`.
-//! - [`loader`]: the kernel seam: loading an endpoint object with libbpf-rs,
-//!   pins, maps, BPF_PROG_TEST_RUN.
+//! - [`loader`]: loading an endpoint object with libbpf-rs: pins, `.rodata`
+//!   constants, tail calls, maps, BPF_PROG_TEST_RUN, events, counters.
+//! - [`seam`]: the kernel seam trait over a loaded endpoint's maps, with an
+//!   in-memory stand-in, and the map-filling logic written against it.
 //! - [`netlab`]: network namespaces with veth-attached endpoints, for the
 //!   tests and the demo (the "containers" polcd enforces policy on).
 //!
@@ -14,3 +16,4 @@
 pub mod datapath;
 pub mod loader;
 pub mod netlab;
+pub mod seam;

@@ -4,6 +4,7 @@
 //! a [`LoadedEndpoint`] whose maps they fill and whose programs they run.
 
 use crate::datapath::{self, Counter, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
+use crate::seam::EndpointMaps;
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{
@@ -183,21 +184,6 @@ impl LoadedEndpoint {
         MapHandle::try_from(&map).map_err(bpf_error(format!("handle of `{name}`")))
     }
 
-    pub fn has_map(&self, name: &str) -> bool {
-        self.object.maps().any(|m| m.name() == name)
-    }
-
-    pub fn update(&self, map: &str, key: &[u8], value: &[u8]) -> Result<(), LoadError> {
-        self.map(map)?.update(key, value, MapFlags::ANY).map_err(bpf_error(format!("update `{map}`")))
-    }
-
-    pub fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError> {
-        self.map(map)?.lookup(key, MapFlags::ANY).map_err(bpf_error(format!("lookup in `{map}`")))
-    }
-
-    pub fn delete(&self, map: &str, key: &[u8]) -> Result<(), LoadError> {
-        self.map(map)?.delete(key).map_err(bpf_error(format!("delete from `{map}`")))
-    }
 
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN); the tc action.
     pub fn run(&self, program: &str, packet: &[u8]) -> Result<u32, LoadError> {
@@ -252,6 +238,24 @@ impl LoadedEndpoint {
             .map_err(bpf_error("ring buffer"))?;
         let ring = builder.build().map_err(bpf_error("ring buffer"))?;
         Ok(EventReader { ring, received })
+    }
+}
+
+impl EndpointMaps for LoadedEndpoint {
+    fn update(&self, map: &str, key: &[u8], value: &[u8]) -> Result<(), LoadError> {
+        self.map(map)?.update(key, value, MapFlags::ANY).map_err(bpf_error(format!("update `{map}`")))
+    }
+
+    fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError> {
+        self.map(map)?.lookup(key, MapFlags::ANY).map_err(bpf_error(format!("lookup in `{map}`")))
+    }
+
+    fn delete(&self, map: &str, key: &[u8]) -> Result<(), LoadError> {
+        self.map(map)?.delete(key).map_err(bpf_error(format!("delete from `{map}`")))
+    }
+
+    fn has_map(&self, name: &str) -> bool {
+        self.object.maps().any(|m| m.name() == name)
     }
 }
 

@@ -10,6 +10,7 @@ use polc::sema::model::RuleId;
 use polc::syntax::ast::Action;
 use polc_runtime::datapath::{Direction, Reason, CONNTRACK_MAP};
 use polc_runtime::loader::LoadedEndpoint;
+use polc_runtime::seam::EndpointMaps;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

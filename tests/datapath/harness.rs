@@ -12,6 +12,7 @@ use polc::ir::{EndpointPolicy, Resolved, TableVerdict};
 use polc::syntax::ast::Action;
 use polc_runtime::datapath::{self, Direction, PolicyAction, Reason};
 use polc_runtime::loader::{LoadSpec, LoadedEndpoint, PinDir};
+use polc_runtime::seam::{self, EndpointMaps};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -100,12 +101,19 @@ pub fn encode_action(action: EntryAction) -> PolicyAction {
     }
 }
 
-pub fn fill_policy(endpoint: &LoadedEndpoint, map: &str, entries: &[PolicyEntry]) {
-    for e in entries {
-        let key = datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port);
-        let value = datapath::policy_value(encode_action(e.action), e.rule);
-        endpoint.update(map, &key, &value).unwrap_or_else(|err| panic!("{map}: {err}"));
-    }
+/// The build's entries as the runtime takes them.
+pub fn runtime_entries(entries: &[PolicyEntry]) -> Vec<seam::PolicyEntry> {
+    entries
+        .iter()
+        .map(|e| seam::PolicyEntry {
+            prefix_len: e.prefix_len,
+            identity: e.identity,
+            proto: e.proto,
+            port: e.port,
+            action: encode_action(e.action),
+            rule: e.rule,
+        })
+        .collect()
 }
 
 /// Builds (or finds in the cache) the case's object, loads it under a pin
@@ -156,14 +164,14 @@ pub fn load_case_on(
         endpoint_pins: pins.endpoint_maps(case.constants.id),
     };
     let endpoint = LoadedEndpoint::load(&spec).unwrap_or_else(|e| panic!("load: {e}"));
-    for (net, id) in &case.resolved.ipcache {
-        let key = datapath::ipcache_key(net.network(), net.prefix_len());
-        endpoint.update(datapath::IPCACHE_MAP, &key, &datapath::ipcache_value(id.0)).unwrap_or_else(|e| panic!("{e}"));
-    }
+    let ipcache: Vec<_> = case.resolved.ipcache.iter().map(|(net, id)| (net.network(), net.prefix_len(), id.0)).collect();
+    seam::fill_ipcache(&endpoint, &ipcache).unwrap_or_else(|e| panic!("{e}"));
     for (direction, entries) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
-        let map = direction.policy_map();
-        assert_eq!(endpoint.has_map(map), table(&case.policy, direction).enforced, "{map}");
-        fill_policy(&endpoint, map, entries);
+        let enforced = table(&case.policy, direction).enforced;
+        assert_eq!(endpoint.has_map(direction.policy_map()), enforced, "{direction:?}");
+        if enforced {
+            seam::fill_policy(&endpoint, direction, &runtime_entries(entries)).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
     let events = endpoint.has_map(datapath::EVENTS_MAP).then(|| endpoint.events().unwrap_or_else(|e| panic!("{e}")));
     Loaded { endpoint, events, _pins: pins }

@@ -4,6 +4,7 @@
 //! per-rule counters. Needs root (CAP_BPF) and clang: skipped with a message
 //! without them, a failure with CI=true.
 
+#![allow(clippy::panic)] // tests report failures by panicking
 mod conntrack;
 mod harness;
 mod packets;

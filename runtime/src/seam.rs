@@ -1,0 +1,117 @@
+//! The kernel seam: what the runtime asks of one loaded endpoint. The real
+//! implementation is [`crate::loader::LoadedEndpoint`] (libbpf-rs); logic
+//! that only fills or reads maps (table swaps, ipcache updates) is written
+//! against this trait so it also runs on [`MemoryMaps`] without a kernel.
+
+use crate::datapath;
+use crate::loader::LoadError;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+pub trait EndpointMaps {
+    fn update(&self, map: &str, key: &[u8], value: &[u8]) -> Result<(), LoadError>;
+    fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError>;
+    fn delete(&self, map: &str, key: &[u8]) -> Result<(), LoadError>;
+    fn has_map(&self, map: &str) -> bool;
+}
+
+/// Writes ipcache entries: (prefix address, prefix length, identity).
+pub fn fill_ipcache(maps: &dyn EndpointMaps, entries: &[(IpAddr, u8, u32)]) -> Result<(), LoadError> {
+    for &(addr, len, identity) in entries {
+        maps.update(datapath::IPCACHE_MAP, &datapath::ipcache_key(addr, len), &datapath::ipcache_value(identity))?;
+    }
+    Ok(())
+}
+
+/// One policy map entry as the build wrote it (see codegen::entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyEntry {
+    pub prefix_len: u32,
+    pub identity: u32,
+    pub proto: u8,
+    pub port: u16,
+    pub action: datapath::PolicyAction,
+    pub rule: u32,
+}
+
+/// Writes a direction's policy entries into its map.
+pub fn fill_policy(maps: &dyn EndpointMaps, direction: datapath::Direction, entries: &[PolicyEntry]) -> Result<(), LoadError> {
+    let map = direction.policy_map();
+    if !maps.has_map(map) {
+        return Err(LoadError::NoMap(map.to_string()));
+    }
+    for e in entries {
+        maps.update(map, &datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port), &datapath::policy_value(e.action, e.rule))?;
+    }
+    Ok(())
+}
+
+/// (map name, key) -> value.
+type Entries = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+/// Maps in memory: a stand-in for the kernel in tests of map-filling logic.
+#[derive(Debug, Default)]
+pub struct MemoryMaps {
+    pub names: BTreeSet<String>,
+    pub contents: RefCell<Entries>,
+}
+
+impl MemoryMaps {
+    pub fn with_maps(names: &[&str]) -> MemoryMaps {
+        MemoryMaps { names: names.iter().map(|n| n.to_string()).collect(), contents: RefCell::default() }
+    }
+
+    fn check(&self, map: &str) -> Result<(), LoadError> {
+        if self.has_map(map) {
+            Ok(())
+        } else {
+            Err(LoadError::NoMap(map.to_string()))
+        }
+    }
+}
+
+impl EndpointMaps for MemoryMaps {
+    fn update(&self, map: &str, key: &[u8], value: &[u8]) -> Result<(), LoadError> {
+        self.check(map)?;
+        self.contents.borrow_mut().insert((map.to_string(), key.to_vec()), value.to_vec());
+        Ok(())
+    }
+
+    fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError> {
+        self.check(map)?;
+        Ok(self.contents.borrow().get(&(map.to_string(), key.to_vec())).cloned())
+    }
+
+    fn delete(&self, map: &str, key: &[u8]) -> Result<(), LoadError> {
+        self.check(map)?;
+        self.contents.borrow_mut().remove(&(map.to_string(), key.to_vec()));
+        Ok(())
+    }
+
+    fn has_map(&self, map: &str) -> bool {
+        self.names.contains(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datapath::{Direction, PolicyAction};
+
+    #[test]
+    fn fills_go_to_the_right_maps_in_the_c_layout() {
+        let maps = MemoryMaps::with_maps(&[datapath::IPCACHE_MAP, "ep_pol_in"]);
+        let addr = IpAddr::from([10, 0, 0, 0]);
+        assert!(fill_ipcache(&maps, &[(addr, 8, 300)]).is_ok());
+        let key = datapath::ipcache_key(addr, 8);
+        assert_eq!(maps.lookup(datapath::IPCACHE_MAP, &key).ok().flatten(), Some(300u32.to_ne_bytes().to_vec()));
+
+        let entry = PolicyEntry { prefix_len: 64, identity: 300, proto: 6, port: 80, action: PolicyAction::Allow, rule: 4 };
+        assert!(fill_policy(&maps, Direction::Ingress, &[entry]).is_ok());
+        let stored = maps.lookup("ep_pol_in", &datapath::policy_key(64, 300, 6, 80)).ok().flatten();
+        assert_eq!(stored, Some(datapath::policy_value(PolicyAction::Allow, 4).to_vec()));
+        // Egress is not enforced in this shape: no map to fill.
+        assert!(matches!(fill_policy(&maps, Direction::Egress, &[entry]), Err(LoadError::NoMap(_))));
+    }
+}
