@@ -8,7 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Node-wide maps (pinned once per node) start with this prefix; every other
 /// pinned map belongs to one endpoint.
 pub const NODE_MAP_PREFIX: &str = "node_";
+/// Prefixes shorter than a host address.
 pub const IPCACHE_MAP: &str = "node_ipcache";
+/// Host addresses (/32, /128): looked up before the trie.
+pub const IPCACHE_HOST_MAP: &str = "node_ipc_host";
 pub const CONNTRACK_MAP: &str = "node_ct";
 pub const EVENTS_MAP: &str = "node_events";
 pub const METRICS_MAP: &str = "ep_metrics";
@@ -149,6 +152,18 @@ pub fn ipcache_key(addr: IpAddr, prefix_len: u8) -> [u8; 24] {
         }
     }
     key
+}
+
+/// `struct ipcache_host_key` (20 bytes): the LPM key's data part.
+pub fn ipcache_host_key(addr: IpAddr) -> [u8; 20] {
+    let full = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let key = ipcache_key(addr, full);
+    let mut host = [0u8; 20];
+    host.copy_from_slice(&key[4..]);
+    host
 }
 
 /// `struct ipcache_value`.

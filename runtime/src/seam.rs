@@ -16,10 +16,17 @@ pub trait EndpointMaps {
     fn has_map(&self, map: &str) -> bool;
 }
 
-/// Writes ipcache entries: (prefix address, prefix length, identity).
+/// Writes ipcache entries: (prefix address, prefix length, identity). Host
+/// addresses go to the exact-match map, shorter prefixes to the trie.
 pub fn fill_ipcache(maps: &dyn EndpointMaps, entries: &[(IpAddr, u8, u32)]) -> Result<(), LoadError> {
     for &(addr, len, identity) in entries {
-        maps.update(datapath::IPCACHE_MAP, &datapath::ipcache_key(addr, len), &datapath::ipcache_value(identity))?;
+        let value = datapath::ipcache_value(identity);
+        let full = if addr.is_ipv4() { 32 } else { 128 };
+        if len == full {
+            maps.update(datapath::IPCACHE_HOST_MAP, &datapath::ipcache_host_key(addr), &value)?;
+        } else {
+            maps.update(datapath::IPCACHE_MAP, &datapath::ipcache_key(addr, len), &value)?;
+        }
     }
     Ok(())
 }
@@ -101,11 +108,14 @@ mod tests {
 
     #[test]
     fn fills_go_to_the_right_maps_in_the_c_layout() {
-        let maps = MemoryMaps::with_maps(&[datapath::IPCACHE_MAP, "ep_pol_in"]);
-        let addr = IpAddr::from([10, 0, 0, 0]);
-        assert!(fill_ipcache(&maps, &[(addr, 8, 300)]).is_ok());
-        let key = datapath::ipcache_key(addr, 8);
+        let maps = MemoryMaps::with_maps(&[datapath::IPCACHE_MAP, datapath::IPCACHE_HOST_MAP, "ep_pol_in"]);
+        let (net, host) = (IpAddr::from([10, 0, 0, 0]), IpAddr::from([10, 0, 0, 7]));
+        assert!(fill_ipcache(&maps, &[(net, 8, 300), (host, 32, 301)]).is_ok());
+        let key = datapath::ipcache_key(net, 8);
         assert_eq!(maps.lookup(datapath::IPCACHE_MAP, &key).ok().flatten(), Some(300u32.to_ne_bytes().to_vec()));
+        let key = datapath::ipcache_host_key(host);
+        assert_eq!(maps.lookup(datapath::IPCACHE_HOST_MAP, &key).ok().flatten(), Some(301u32.to_ne_bytes().to_vec()));
+        assert_eq!(maps.contents.borrow().len(), 2);
 
         let entry = PolicyEntry { prefix_len: 64, identity: 300, proto: 6, port: 80, action: PolicyAction::Allow, rule: 4 };
         assert!(fill_policy(&maps, Direction::Ingress, &[entry]).is_ok());
