@@ -31,8 +31,10 @@ pub enum LoadError {
     Open { path: PathBuf, source: libbpf_rs::Error },
     #[error("object `{path}` has no `.rodata` constant `{name}` of {size} bytes")]
     Constant { path: PathBuf, name: String, size: usize },
-    #[error("the kernel rejected `{path}`: {source}\n{log}")]
-    Load { path: PathBuf, source: libbpf_rs::Error, log: String },
+    /// The verifier (or map creation) refused the object; `log` is the end
+    /// of libbpf's log, with the verifier's reasons.
+    #[error("endpoint `{endpoint}`: the kernel rejected `{path}`: {source}\n{log}")]
+    Load { endpoint: String, path: PathBuf, source: libbpf_rs::Error, log: String },
     #[error("object has no map `{0}`")]
     NoMap(String),
     #[error("object has no program `{0}`")]
@@ -103,6 +105,8 @@ impl Drop for PinDir {
 /// What to load for one endpoint.
 #[derive(Debug, Clone)]
 pub struct LoadSpec<'a> {
+    /// For error messages.
+    pub endpoint: &'a str,
     pub object: &'a Path,
     /// Written into `.rodata` by variable name before load (empty for a
     /// per-endpoint compile, whose constants are #defines).
@@ -136,7 +140,7 @@ pub struct LoadedEndpoint {
 impl LoadedEndpoint {
     pub fn load(spec: &LoadSpec<'_>) -> Result<LoadedEndpoint, LoadError> {
         let path = spec.object.to_path_buf();
-        libbpf_rs::set_print(Some((PrintLevel::Debug, capture_libbpf_log)));
+        libbpf_rs::set_print(Some((PrintLevel::Info, capture_libbpf_log)));
         let _ = take_log_tail(0);
         let mut open = ObjectBuilder::default()
             .open_file(spec.object)
@@ -158,7 +162,12 @@ impl LoadedEndpoint {
             map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
-        let object = open.load().map_err(|source| LoadError::Load { path: path.clone(), source, log: take_log_tail(40) })?;
+        let object = open.load().map_err(|source| LoadError::Load {
+            endpoint: spec.endpoint.to_string(),
+            path: path.clone(),
+            source,
+            log: take_log_tail(40),
+        })?;
         let loaded = LoadedEndpoint { object };
         loaded.fill_tail_calls()?;
         Ok(loaded)

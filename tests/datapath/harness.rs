@@ -158,6 +158,7 @@ pub fn load_case_on(
         Compile::PerEndpoint => Vec::new(),
     };
     let spec = LoadSpec {
+        endpoint: &case.policy.name,
         object: &object.path,
         constants: &constants,
         node_pins: pins.node_maps(),

@@ -9,6 +9,7 @@ mod conntrack;
 mod harness;
 mod packets;
 mod random;
+mod verifier;
 
 use harness::{endpoint_addresses, load_case, require_bpf, Case, Compile, Expected, Model};
 use packets::{build, model_parse, PacketSpec, Parsed};
