@@ -8,11 +8,13 @@
 //!   constants, tail calls, maps, BPF_PROG_TEST_RUN, events, counters.
 //! - [`seam`]: the kernel seam trait over a loaded endpoint's maps, with an
 //!   in-memory stand-in, and the map-filling logic written against it.
+//! - [`bundle`]: reading a build's output and loading an endpoint from it.
 //! - [`netlab`]: network namespaces with veth-attached endpoints, for the
 //!   tests and the demo (the "containers" polcd enforces policy on).
 //!
 //! Attaching and hot swapping: see issue "polcd: load, attach, hot-swap".
 
+pub mod bundle;
 pub mod datapath;
 pub mod loader;
 pub mod netlab;

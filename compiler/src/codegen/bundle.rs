@@ -35,11 +35,13 @@ pub struct BundleOptions {
     /// check it decides like the shared objects).
     pub per_endpoint_compile: bool,
     pub jobs: usize,
+    /// Where clang's inputs and objects are kept between builds (default `OUT/.cache`).
+    pub cache: Option<PathBuf>,
 }
 
 impl Default for BundleOptions {
     fn default() -> Self {
-        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2 }
+        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2, cache: None }
     }
 }
 
@@ -159,7 +161,7 @@ pub fn build_bundle(
     let mut shapes: Vec<String> = planned.iter().map(|p| p.compile_header.clone()).collect();
     shapes.sort();
     shapes.dedup();
-    let clang = Clang::new(&out.join(".cache"))?;
+    let clang = Clang::new(&options.cache.clone().unwrap_or_else(|| out.join(".cache")))?;
     let compiled = compile_all(&clang, &node_header, &shapes, options.jobs.max(1))?;
 
     let mut report = BuildReport { endpoints: planned.len(), ..BuildReport::default() };
