@@ -3,6 +3,7 @@
 //! The pipeline, one layer per module:
 //! - [`syntax`]: source files, spans, the pest grammar (from `lang-spec/`), the AST.
 //! - [`sema`]: named check passes over the AST, producing the checked policy set.
+//! - [`resolve`]: identities, the selector cache and the per-endpoint tables ([`ir`]).
 //! - [`diag`]: diagnostics as values, rendered as `file:line:col` text or JSON.
 //! - [`format`]: the canonical layout (`polc fmt`).
 //!
@@ -12,5 +13,6 @@ pub mod diag;
 pub mod driver;
 pub mod format;
 pub mod ir;
+pub mod resolve;
 pub mod sema;
 pub mod syntax;
