@@ -4,6 +4,7 @@
 //! check/test failed, 2 usage or I/O error.
 
 mod check;
+mod show;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ pub struct Cli {
 enum Command {
     /// Parse and check policy files; report every error and warning
     Check(check::Args),
+    /// Resolve identities and per-endpoint tables, and show them; writes identities.lock
+    Show(show::Args),
 }
 
 /// Output for people or for machines.
@@ -36,6 +39,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Show(args) => show::run(args),
     };
     ExitCode::from(code)
 }

@@ -19,7 +19,8 @@
 //! - [`table`] and [`l4`]: per endpoint and direction, the resolved table;
 //! - [`capacity`]: the per-endpoint entry limit;
 //! - [`ipcache`]: prefix -> identity, and the identity list;
-//! - [`impact`] and [`resolver`]: the impact graph and incremental updates.
+//! - [`impact`] and [`resolver`]: the impact graph and incremental updates;
+//! - [`show`]: what `polc show` prints.
 
 pub mod capacity;
 pub mod identity;
@@ -28,6 +29,7 @@ pub mod ipcache;
 pub mod l4;
 pub mod resolver;
 pub mod selector;
+pub mod show;
 pub mod table;
 
 pub use capacity::CapacityError;
@@ -87,4 +89,15 @@ pub fn resolve(
 ) -> Result<(ir::Resolved, IdentityLock), ResolveError> {
     let resolver = Resolver::new(set.clone(), lock, config.clone())?;
     Ok((resolver.resolved().clone(), resolver.lock().clone()))
+}
+
+/// Where a policy set's lock lives: in the first path if it is a directory,
+/// else next to the first file.
+pub fn lock_path(paths: &[std::path::PathBuf]) -> std::path::PathBuf {
+    let dir = match paths.first() {
+        Some(first) if first.is_dir() => first.clone(),
+        Some(first) => first.parent().map(std::path::Path::to_path_buf).unwrap_or_default(),
+        None => std::path::PathBuf::new(),
+    };
+    dir.join(LOCK_FILE)
 }
