@@ -233,10 +233,13 @@ proptest! {
 
     #[test]
     fn incremental_equals_full(base in spec(), edits in prop::collection::vec(prop::collection::vec(edit(), 1..3), 1..4)) {
-        let config = ResolveConfig::default();
+        // A small capacity, so that some updates fail: a failed update must change nothing.
+        let config = ResolveConfig { max_entries_per_endpoint: 60, ..ResolveConfig::default() };
         let set = base.checked();
         prop_assume!(set.is_some());
-        let mut resolver = Resolver::new(set.unwrap_or_default(), &IdentityLock::default(), config.clone()).expect("resolves");
+        let resolver = Resolver::new(set.unwrap_or_default(), &IdentityLock::default(), config.clone());
+        prop_assume!(resolver.is_ok());
+        let Ok(mut resolver) = resolver else { return Ok(()) };
         let mut spec = base;
         for step in edits {
             for e in &step {
@@ -245,8 +248,17 @@ proptest! {
             let Some(next) = spec.checked() else { continue };
             let before = resolver.resolved().clone();
             let lock_before = resolver.lock().clone();
-            let changes = resolver.update(next.clone()).expect("update");
-            let full = Resolver::new(next, &lock_before, config.clone()).expect("full");
+            let full = Resolver::new(next.clone(), &lock_before, config.clone());
+            let changes = match resolver.update(next) {
+                Ok(changes) => changes,
+                Err(e) => {
+                    prop_assert_eq!(full.map(|_| ()), Err(e));
+                    prop_assert_eq!(resolver.resolved(), &before);
+                    prop_assert_eq!(resolver.lock(), &lock_before);
+                    continue;
+                }
+            };
+            let full = full.expect("full resolution succeeds when the update does");
             prop_assert_eq!(resolver.resolved(), full.resolved(), "{}", spec.text());
             prop_assert_eq!(resolver.lock(), full.lock());
             let expected: Vec<String> = full
@@ -305,4 +317,30 @@ fn a_peer_renaming_its_port_changes_egress_tables_that_name_it() {
     let client = resolver.resolved().endpoint("client").expect("client");
     assert!(client.egress.lookup(web, 6, 8080).allows());
     assert!(!client.egress.lookup(web, 6, 80).allows());
+}
+
+#[test]
+fn a_failed_update_changes_nothing_and_later_updates_stay_exact() {
+    let endpoints = "endpoint a { labels {app=a} ipv4 10.0.0.1 }\n\
+                     endpoint c { labels {app=c} ipv4 10.0.0.3 port http = tcp/80 }\n";
+    let checked = |policy: &str| driver::check_text("t.pol", &format!("{endpoints}{policy}")).checked;
+    let config = ResolveConfig { max_entries_per_endpoint: 4, ..ResolveConfig::default() };
+    let small = "policy p { select {app=a} egress { allow x: to host on tcp/22 } }\n";
+    let mut resolver = Resolver::new(checked(small), &IdentityLock::default(), config.clone()).expect("resolves");
+    let before = resolver.resolved().clone();
+
+    // Five entries for `a`: over the limit of four.
+    let big = "policy p { select {app=a} egress { allow x: to {app=c} on tcp, udp, sctp, icmp, icmpv6 } }\n";
+    let err = resolver.update(checked(big)).expect_err("over capacity");
+    assert!(err.to_string().starts_with("endpoint `a` needs 5 policy entries"), "{err}");
+    assert_eq!(resolver.resolved(), &before);
+
+    // The same peer, within the limit; then `c` renames its port: `a` follows.
+    let named = "policy p { select {app=a} egress { allow x: to {app=c} on tcp/http } }\n";
+    resolver.update(checked(named)).expect("fits");
+    let moved = format!("{endpoints}{named}").replace("tcp/80", "tcp/8080");
+    let changes = resolver.update(driver::check_text("t.pol", &moved).checked).expect("fits");
+    assert_eq!(changes.changed_endpoints, vec!["a".to_string()]);
+    let full = Resolver::new(driver::check_text("t.pol", &moved).checked, &IdentityLock::default(), config).expect("full");
+    assert_eq!(resolver.resolved(), full.resolved());
 }

@@ -16,10 +16,11 @@ use super::l4::NamedPorts;
 use super::selector::{Peer, SelectorCache, RESERVED};
 use super::table::{endpoint_named_ports, Context};
 use super::{capacity, ipcache, ResolveConfig, ResolveError};
-use crate::ir::{EndpointPolicy, Identity, Resolved};
-use crate::sema::model::{Labels, PeerMatch, Policy, PolicySet, Rule};
+use crate::ir::{DirectionTable, EndpointPolicy, Identity, Resolved};
+use crate::sema::model::{EndpointDef, Inventory, Labels, PeerMatch, Policy, PolicySet, Rule};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Resolution state for one node's policy set and inventory.
 #[derive(Debug, Clone)]
@@ -27,9 +28,9 @@ pub struct Resolver {
     config: ResolveConfig,
     set: PolicySet,
     lock: IdentityLock,
-    allocation: Allocation,
+    /// Shared with the next update when the inventory and prefixes stay.
+    inputs: Arc<Inputs>,
     cache: SelectorCache,
-    named_by_identity: BTreeMap<Identity, NamedPorts>,
     graph: ImpactGraph,
     resolved: Resolved,
 }
@@ -51,82 +52,58 @@ pub struct ChangeSet {
 }
 
 /// What an endpoint contributes to resolution besides its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EndpointShape {
     identity: Identity,
     named: NamedPorts,
 }
 
-/// Identities and per-endpoint inputs of a policy set.
+/// Identities and per-endpoint inputs of a policy set: everything that
+/// depends only on the inventory and the policy prefixes.
+#[derive(Debug)]
 struct Inputs {
     allocation: Allocation,
-    lock: IdentityLock,
+    prefixes: BTreeSet<IpNet>,
     /// Per inventory endpoint, in order.
     shapes: Vec<EndpointShape>,
+    /// Endpoint identity -> the union of its endpoints' named ports.
+    named_by_identity: BTreeMap<Identity, NamedPorts>,
 }
 
 impl Inputs {
-    fn of(
-        set: &PolicySet,
-        lock: &IdentityLock,
-        config: &ResolveConfig,
-    ) -> Result<Inputs, ResolveError> {
-        let labels: Vec<Labels> = set
-            .inventory
-            .endpoints
-            .iter()
-            .map(|e| security_labels(&e.labels, &config.ignored_label_keys))
-            .collect();
-        let (allocation, lock) = allocate(
-            lock,
-            &labels.iter().cloned().collect(),
-            &policy_prefixes(set),
-        )?;
-        let shapes = set
+    fn of(set: &PolicySet, lock: &IdentityLock, config: &ResolveConfig) -> Result<(Inputs, IdentityLock), ResolveError> {
+        let labels: Vec<Labels> = set.inventory.endpoints.iter().map(|e| security_labels(&e.labels, &config.ignored_label_keys)).collect();
+        let prefixes = policy_prefixes(set);
+        let (allocation, lock) = allocate(lock, &labels.iter().cloned().collect(), &prefixes)?;
+        let shapes: Vec<EndpointShape> = set
             .inventory
             .endpoints
             .iter()
             .zip(&labels)
             .map(|(e, l)| EndpointShape {
-                identity: allocation
-                    .by_labels
-                    .get(l)
-                    .copied()
-                    .unwrap_or(Identity::UNKNOWN),
+                identity: allocation.by_labels.get(l).copied().unwrap_or(Identity::UNKNOWN),
                 named: endpoint_named_ports(&e.named_ports),
             })
             .collect();
-        Ok(Inputs {
-            allocation,
-            lock,
-            shapes,
-        })
-    }
-
-    fn universe(&self) -> BTreeMap<Identity, Peer> {
-        let reserved = RESERVED.iter().map(|(id, _)| (*id, Peer::Reserved));
-        let endpoints = self
-            .allocation
-            .by_labels
-            .iter()
-            .map(|(l, id)| (*id, Peer::Endpoint(l.clone())));
-        let cidrs = self
-            .allocation
-            .by_prefix
-            .iter()
-            .map(|(p, id)| (*id, Peer::Cidr(*p)));
-        reserved.chain(endpoints).chain(cidrs).collect()
-    }
-
-    fn named_by_identity(&self) -> BTreeMap<Identity, NamedPorts> {
-        let mut out: BTreeMap<Identity, NamedPorts> = BTreeMap::new();
-        for shape in self.shapes.iter().filter(|s| !s.named.is_empty()) {
-            let union = out.entry(shape.identity).or_default();
+        let mut named_by_identity: BTreeMap<Identity, NamedPorts> = BTreeMap::new();
+        for shape in shapes.iter().filter(|s| !s.named.is_empty()) {
+            let union = named_by_identity.entry(shape.identity).or_default();
             for (name, ports) in &shape.named {
                 union.entry(name.clone()).or_default().extend(ports);
             }
         }
-        out
+        Ok((Inputs { allocation, prefixes, shapes, named_by_identity }, lock))
+    }
+
+    fn universe(&self) -> BTreeMap<Identity, Peer> {
+        let reserved = RESERVED.iter().map(|(id, _)| (*id, Peer::Reserved));
+        let endpoints = self.allocation.by_labels.iter().map(|(l, id)| (*id, Peer::Endpoint(l.clone())));
+        let cidrs = self.allocation.by_prefix.iter().map(|(p, id)| (*id, Peer::Cidr(*p)));
+        reserved.chain(endpoints).chain(cidrs).collect()
+    }
+
+    fn identity_by_name<'a>(&self, inventory: &'a Inventory) -> HashMap<&'a str, Identity> {
+        inventory.endpoints.iter().map(|e| e.name.as_str()).zip(self.shapes.iter().map(|s| s.identity)).collect()
     }
 }
 
@@ -135,11 +112,7 @@ fn policy_prefixes(set: &PolicySet) -> BTreeSet<IpNet> {
     let mut out = BTreeSet::new();
     for peer in set.rules().flat_map(|r| &r.peers) {
         if let PeerMatch::Cidr { net, except } = peer {
-            out.extend(
-                std::iter::once(net)
-                    .chain(except)
-                    .filter(|p| p.prefix_len() != 0),
-            );
+            out.extend(std::iter::once(net).chain(except).filter(|p| p.prefix_len() != 0));
         }
     }
     out
@@ -147,13 +120,26 @@ fn policy_prefixes(set: &PolicySet) -> BTreeSet<IpNet> {
 
 /// Every selector the cache must answer: policy selectors and rule peers.
 fn selectors(set: &PolicySet) -> HashSet<PeerMatch> {
-    let subjects = set
-        .policies
-        .iter()
-        .map(|p| PeerMatch::Endpoints(p.selector.clone()));
-    subjects
-        .chain(set.rules().flat_map(|r| r.peers.iter().cloned()))
-        .collect()
+    let subjects = set.policies.iter().map(|p| PeerMatch::Endpoints(p.selector.clone()));
+    subjects.chain(set.rules().flat_map(|r| r.peers.iter().cloned())).collect()
+}
+
+/// The selectors of `set` the cache does not have yet, and those it has that `set` no longer uses.
+fn selector_changes(set: &PolicySet, cache: &SelectorCache) -> (Vec<PeerMatch>, HashSet<PeerMatch>) {
+    let subjects: Vec<PeerMatch> = set.policies.iter().map(|p| PeerMatch::Endpoints(p.selector.clone())).collect();
+    let wanted: HashSet<&PeerMatch> = subjects.iter().chain(set.rules().flat_map(|r| &r.peers)).collect();
+    let unused = cache.selectors().map(|(p, _)| p).filter(|p| !wanted.contains(p)).cloned().collect();
+    let mut new: Vec<PeerMatch> = wanted.into_iter().filter(|p| !cache.contains(p)).cloned().collect();
+    new.sort();
+    (new, unused)
+}
+
+/// Whether two inventories resolve the same (spans aside).
+fn same_inventory(a: &Inventory, b: &Inventory) -> bool {
+    let same_endpoint = |x: &EndpointDef, y: &EndpointDef| {
+        (&x.name, &x.labels, x.ipv4, x.ipv6, &x.named_ports) == (&y.name, &y.labels, y.ipv4, y.ipv6, &y.named_ports)
+    };
+    a.node == b.node && a.endpoints.len() == b.endpoints.len() && a.endpoints.iter().zip(&b.endpoints).all(|(x, y)| same_endpoint(x, y))
 }
 
 /// Tables for the endpoints at `indexes`; endpoints with the same identity
@@ -165,45 +151,22 @@ fn compute_endpoints(
     indexes: impl IntoIterator<Item = usize>,
     config: &ResolveConfig,
 ) -> Result<Vec<(usize, EndpointPolicy)>, ResolveError> {
-    let mut shared: HashMap<
-        &EndpointShape,
-        (crate::ir::DirectionTable, crate::ir::DirectionTable),
-    > = HashMap::new();
+    let mut shared: HashMap<&EndpointShape, (DirectionTable, DirectionTable)> = HashMap::new();
     let mut out = Vec::new();
     for index in indexes {
-        let (Some(shape), Some(def)) = (shapes.get(index), set.inventory.endpoints.get(index))
-        else {
-            continue;
-        };
-        let (ingress, egress) = shared
-            .entry(shape)
-            .or_insert_with(|| cx.endpoint_tables(shape.identity, &shape.named))
-            .clone();
-        let policy = EndpointPolicy {
-            name: def.name.clone(),
-            identity: shape.identity,
-            ingress,
-            egress,
-        };
+        let (Some(shape), Some(def)) = (shapes.get(index), set.inventory.endpoints.get(index)) else { continue };
+        let (ingress, egress) = shared.entry(shape).or_insert_with(|| cx.endpoint_tables(shape.identity, &shape.named)).clone();
+        let policy = EndpointPolicy { name: def.name.clone(), identity: shape.identity, ingress, egress };
         capacity::check(&policy, set, config.max_entries_per_endpoint)?;
         out.push((index, policy));
     }
     Ok(out)
 }
 
-impl std::hash::Hash for EndpointShape {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.identity.hash(state);
-        self.named.hash(state);
-    }
-}
-
 /// Whether two versions of a policy resolve the same (spans aside).
 fn same_policy(a: &Policy, b: &Policy) -> bool {
-    let same_rule = |x: &Rule, y: &Rule| {
-        (x.id, &x.name, x.action, x.direction, &x.peers, &x.l4)
-            == (y.id, &y.name, y.action, y.direction, &y.peers, &y.l4)
-    };
+    let same_rule =
+        |x: &Rule, y: &Rule| (x.id, &x.name, x.action, x.direction, &x.peers, &x.l4) == (y.id, &y.name, y.action, y.direction, &y.peers, &y.l4);
     let same_section = |x: Option<&Vec<Rule>>, y: Option<&Vec<Rule>>| match (x, y) {
         (Some(x), Some(y)) => x.len() == y.len() && x.iter().zip(y).all(|(r, s)| same_rule(r, s)),
         (None, None) => true,
@@ -215,54 +178,58 @@ fn same_policy(a: &Policy, b: &Policy) -> bool {
         && same_section(a.egress.as_ref(), b.egress.as_ref())
 }
 
-/// Policy name -> its versions (one, unless the set has duplicate names).
-fn policies_by_name(set: &PolicySet) -> HashMap<&str, Vec<&Policy>> {
-    let mut out: HashMap<&str, Vec<&Policy>> = HashMap::new();
-    for p in &set.policies {
-        out.entry(p.name.as_str()).or_default().push(p);
-    }
-    out
+/// Names of the policies that differ between two sets (added, removed or edited).
+fn changed_policies<'a>(old: &'a PolicySet, new: &'a PolicySet) -> BTreeSet<&'a str> {
+    let by_name = |set: &'a PolicySet| {
+        let mut out: HashMap<&'a str, Vec<&'a Policy>> = HashMap::new();
+        for p in &set.policies {
+            out.entry(p.name.as_str()).or_default().push(p);
+        }
+        out
+    };
+    let (old, new) = (by_name(old), by_name(new));
+    old.keys()
+        .chain(new.keys())
+        .filter(|name| match (old.get(*name), new.get(*name)) {
+            (Some(a), Some(b)) => !(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_policy(x, y))),
+            _ => true,
+        })
+        .copied()
+        .collect()
+}
+
+/// What moved between the current state and the new set.
+struct Delta<'a> {
+    changed_policies: BTreeSet<&'a str>,
+    /// Selectors whose identities changed (identities came or went).
+    changed_selectors: HashSet<PeerMatch>,
+    /// Selectors the cache did not have.
+    new_selectors: Vec<PeerMatch>,
+    old_ids: BTreeSet<Identity>,
+    new_ids: BTreeSet<Identity>,
+    old_identity: HashMap<&'a str, Identity>,
+    new_identity: HashMap<&'a str, Identity>,
 }
 
 impl Resolver {
     /// A full resolution of `set` against `lock`.
-    pub fn new(
-        set: PolicySet,
-        lock: &IdentityLock,
-        config: ResolveConfig,
-    ) -> Result<Resolver, ResolveError> {
-        let inputs = Inputs::of(&set, lock, &config)?;
+    pub fn new(set: PolicySet, lock: &IdentityLock, config: ResolveConfig) -> Result<Resolver, ResolveError> {
+        let (inputs, lock) = Inputs::of(&set, lock, &config)?;
         let mut cache = SelectorCache::new(inputs.universe());
         for peer in selectors(&set) {
             cache.insert(&peer);
         }
-        let named_by_identity = inputs.named_by_identity();
-        let cx = Context::new(&set.policies, &cache, &named_by_identity);
-        let endpoints =
-            compute_endpoints(&cx, &set, &inputs.shapes, 0..inputs.shapes.len(), &config)?;
+        let cx = Context::new(&set.policies, &cache, &inputs.named_by_identity);
+        let endpoints = compute_endpoints(&cx, &set, &inputs.shapes, 0..inputs.shapes.len(), &config)?;
         let ids: Vec<Identity> = inputs.shapes.iter().map(|s| s.identity).collect();
         let resolved = Resolved {
             identities: ipcache::identities(&inputs.allocation),
             ipcache: ipcache::build(&inputs.allocation, &set.inventory, &ids),
             endpoints: endpoints.into_iter().map(|(_, e)| e).collect(),
         };
-        let names = set
-            .inventory
-            .endpoints
-            .iter()
-            .map(|e| e.name.as_str())
-            .zip(ids.iter().copied());
+        let names = set.inventory.endpoints.iter().map(|e| e.name.as_str()).zip(ids.iter().copied());
         let graph = ImpactGraph::build(&set.policies, &cache, names);
-        Ok(Resolver {
-            config,
-            lock: inputs.lock,
-            allocation: inputs.allocation,
-            cache,
-            named_by_identity,
-            graph,
-            resolved,
-            set,
-        })
+        Ok(Resolver { config, lock, inputs: Arc::new(inputs), cache, graph, resolved, set })
     }
 
     pub fn resolved(&self) -> &Resolved {
@@ -286,274 +253,211 @@ impl Resolver {
     /// endpoints the change can touch. Identity numbers continue from the
     /// current lock. On error nothing changes.
     pub fn update(&mut self, new_set: PolicySet) -> Result<ChangeSet, ResolveError> {
-        let inputs = Inputs::of(&new_set, &self.lock, &self.config)?;
+        // Same inventory and prefixes: same identities, shapes and ipcache.
+        let unchanged_inputs = same_inventory(&self.set.inventory, &new_set.inventory) && policy_prefixes(&new_set) == self.inputs.prefixes;
+        let (inputs, lock) = if unchanged_inputs {
+            (Arc::clone(&self.inputs), None)
+        } else {
+            let (inputs, lock) = Inputs::of(&new_set, &self.lock, &self.config)?;
+            (Arc::new(inputs), Some(lock))
+        };
 
-        // Identities that came or went, and the selectors that saw it.
-        let old_ids: BTreeSet<Identity> = self.allocation.in_use().collect();
+        // The selector cache for the new set. Identities coming or going change
+        // selections: then work on a copy, so that an error leaves `self` as it was.
+        let old_ids: BTreeSet<Identity> = self.inputs.allocation.in_use().collect();
         let new_ids: BTreeSet<Identity> = inputs.allocation.in_use().collect();
-        let universe = inputs.universe();
-        let mut cache = self.cache.clone();
         let mut changed_selectors: HashSet<PeerMatch> = HashSet::new();
-        for id in old_ids.difference(&new_ids) {
-            changed_selectors.extend(cache.remove_identity(*id));
-        }
-        for id in new_ids.difference(&old_ids) {
-            if let Some(peer) = universe.get(id) {
-                changed_selectors.extend(cache.add_identity(*id, peer.clone()));
+        let mut cache = if old_ids == new_ids {
+            std::mem::take(&mut self.cache)
+        } else {
+            let mut cache = self.cache.clone();
+            let universe = inputs.universe();
+            for id in old_ids.difference(&new_ids) {
+                changed_selectors.extend(cache.remove_identity(*id));
             }
-        }
-        let wanted = selectors(&new_set);
-        cache.retain(|p| wanted.contains(p));
-        for peer in &wanted {
+            for id in new_ids.difference(&old_ids) {
+                if let Some(peer) = universe.get(id) {
+                    changed_selectors.extend(cache.add_identity(*id, peer.clone()));
+                }
+            }
+            cache
+        };
+        let (new_selectors, previous_selectors) = selector_changes(&new_set, &cache);
+        for peer in &new_selectors {
             cache.insert(peer);
         }
-        let named_by_identity = inputs.named_by_identity();
 
-        let old_identity: HashMap<String, Identity> = self
-            .resolved
-            .endpoints
-            .iter()
-            .map(|e| (e.name.clone(), e.identity))
-            .collect();
-        let dirty = self.dirty_endpoints(
-            &new_set,
-            &inputs,
-            &cache,
-            &changed_selectors,
-            &named_by_identity,
-            &old_identity,
-        );
-        let cx = Context::new(&new_set.policies, &cache, &named_by_identity);
-        let dirty_indexes: Vec<usize> = new_set
-            .inventory
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| dirty.contains(&e.name))
-            .map(|(i, _)| i)
-            .collect();
-        let recomputed =
-            compute_endpoints(&cx, &new_set, &inputs.shapes, dirty_indexes, &self.config)?;
+        let old_set = std::mem::take(&mut self.set);
+        let delta = Delta {
+            changed_policies: changed_policies(&old_set, &new_set),
+            changed_selectors,
+            new_selectors,
+            old_ids,
+            new_ids,
+            old_identity: self.inputs.identity_by_name(&old_set.inventory),
+            new_identity: inputs.identity_by_name(&new_set.inventory),
+        };
+        let dirty = self.dirty_endpoints(&old_set, &new_set, &inputs, &cache, &delta);
+        let cx = Context::new(&new_set.policies, &cache, &inputs.named_by_identity);
+        let dirty_indexes = new_set.inventory.endpoints.iter().enumerate().filter(|(_, e)| dirty.contains(e.name.as_str())).map(|(i, _)| i);
+        let recomputed = match compute_endpoints(&cx, &new_set, &inputs.shapes, dirty_indexes, &self.config) {
+            Ok(r) => r,
+            Err(e) => {
+                if delta.old_ids == delta.new_ids {
+                    cache.retain(|p| !delta.new_selectors.contains(p));
+                    self.cache = cache;
+                }
+                self.set = old_set;
+                return Err(e);
+            }
+        };
 
         // Nothing can fail from here on: commit.
-        let mut old: HashMap<String, EndpointPolicy> = std::mem::take(&mut self.resolved.endpoints)
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect();
+        let mut changes = ChangeSet { recomputed: recomputed.len(), ..ChangeSet::default() };
+        let same_names = old_set.inventory.endpoints.len() == new_set.inventory.endpoints.len()
+            && old_set.inventory.endpoints.iter().zip(&new_set.inventory.endpoints).all(|(a, b)| a.name == b.name);
+        if same_names {
+            // In place: the common case of a policy edit (`recomputed` is in inventory order).
+            for (index, policy) in recomputed {
+                if self.resolved.endpoints[index] != policy {
+                    changes.changed_endpoints.push(policy.name.clone());
+                    self.resolved.endpoints[index] = policy;
+                }
+            }
+        } else {
+            self.reassemble(&old_set, &new_set, recomputed, &mut changes);
+        }
+        changes.skipped = self.resolved.endpoints.len() - changes.recomputed;
+
+        if !Arc::ptr_eq(&inputs, &self.inputs) {
+            let ids: Vec<Identity> = inputs.shapes.iter().map(|s| s.identity).collect();
+            let identities = ipcache::identities(&inputs.allocation);
+            let ipcache = ipcache::build(&inputs.allocation, &new_set.inventory, &ids);
+            changes.identities_changed = identities != self.resolved.identities;
+            changes.ipcache_changed = ipcache != self.resolved.ipcache;
+            self.resolved.identities = identities;
+            self.resolved.ipcache = ipcache;
+        }
+        for peer in &previous_selectors {
+            self.graph.remove_selector(peer);
+        }
+        cache.retain(|p| !previous_selectors.contains(p));
+        self.update_graph(&new_set, &cache, &delta);
+        drop(delta);
+        self.set = new_set;
+        self.cache = cache;
+        self.inputs = inputs;
+        if let Some(lock) = lock {
+            self.lock = lock;
+        }
+        Ok(changes)
+    }
+
+    /// Builds the endpoint list when the inventory's names changed.
+    fn reassemble(&mut self, old_set: &PolicySet, new_set: &PolicySet, recomputed: Vec<(usize, EndpointPolicy)>, changes: &mut ChangeSet) {
+        let mut old: HashMap<String, EndpointPolicy> = std::mem::take(&mut self.resolved.endpoints).into_iter().map(|e| (e.name.clone(), e)).collect();
         let mut fresh: HashMap<usize, EndpointPolicy> = recomputed.into_iter().collect();
-        let mut changes = ChangeSet {
-            recomputed: fresh.len(),
-            ..ChangeSet::default()
-        };
         let mut endpoints = Vec::with_capacity(new_set.inventory.endpoints.len());
         for (index, def) in new_set.inventory.endpoints.iter().enumerate() {
             let before = old.remove(&def.name);
-            let policy = match (fresh.remove(&index), before) {
+            match (fresh.remove(&index), before) {
                 (Some(new), before) => {
                     if before.as_ref() != Some(&new) {
                         changes.changed_endpoints.push(def.name.clone());
                     }
-                    new
+                    endpoints.push(new);
                 }
-                (None, Some(kept)) => kept,
-                // Unreachable: an endpoint with no old tables is new, hence dirty.
-                (None, None) => continue,
-            };
-            endpoints.push(policy);
+                (None, Some(kept)) => endpoints.push(kept),
+                // Cannot happen: an endpoint without old tables is new, hence recomputed.
+                (None, None) => {}
+            }
         }
-        changes.skipped = endpoints.len() - changes.recomputed;
-        let gone: BTreeSet<&str> = old.keys().map(String::as_str).collect();
-        changes.removed_endpoints = self
-            .set
-            .inventory
-            .endpoints
-            .iter()
-            .filter(|e| gone.contains(e.name.as_str()))
-            .map(|e| e.name.clone())
-            .collect();
-
-        let ids: Vec<Identity> = inputs.shapes.iter().map(|s| s.identity).collect();
-        let identities = ipcache::identities(&inputs.allocation);
-        let ipcache = ipcache::build(&inputs.allocation, &new_set.inventory, &ids);
-        changes.identities_changed = identities != self.resolved.identities;
-        changes.ipcache_changed = ipcache != self.resolved.ipcache;
-
-        let moved = GraphChange {
-            changed_selectors: &changed_selectors,
-            old_ids: &old_ids,
-            new_ids: &new_ids,
-            old_identity: &old_identity,
-        };
-        self.update_graph(&new_set, &inputs, &cache, moved);
-        self.resolved = Resolved {
-            identities,
-            ipcache,
-            endpoints,
-        };
-        self.set = new_set;
-        self.lock = inputs.lock;
-        self.allocation = inputs.allocation;
-        self.cache = cache;
-        self.named_by_identity = named_by_identity;
-        Ok(changes)
+        changes.removed_endpoints = old_set.inventory.endpoints.iter().filter(|e| old.contains_key(&e.name)).map(|e| e.name.clone()).collect();
+        self.resolved.endpoints = endpoints;
     }
 
     /// The names of the endpoints (of the new inventory) to recompute.
-    fn dirty_endpoints(
+    fn dirty_endpoints<'a>(
         &self,
-        new_set: &PolicySet,
+        old_set: &PolicySet,
+        new_set: &'a PolicySet,
         inputs: &Inputs,
         new_cache: &SelectorCache,
-        changed_selectors: &HashSet<PeerMatch>,
-        new_named: &BTreeMap<Identity, NamedPorts>,
-        old_identity: &HashMap<String, Identity>,
-    ) -> BTreeSet<String> {
-        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        delta: &Delta<'_>,
+    ) -> BTreeSet<&'a str> {
+        let mut dirty: BTreeSet<&str> = BTreeSet::new();
         let mut by_identity: HashMap<Identity, Vec<&str>> = HashMap::new();
         for (def, shape) in new_set.inventory.endpoints.iter().zip(&inputs.shapes) {
-            by_identity
-                .entry(shape.identity)
-                .or_default()
-                .push(&def.name);
+            by_identity.entry(shape.identity).or_default().push(&def.name);
         }
+        let mut old_endpoints: BTreeSet<String> = BTreeSet::new();
 
-        // Changed policies: their endpoints before (graph) and after (new cache).
-        let old_policies = policies_by_name(&self.set);
-        let new_policies = policies_by_name(new_set);
-        let mut policies_to_redo: BTreeSet<&str> = BTreeSet::new();
-        for name in old_policies.keys().chain(new_policies.keys()) {
-            let same = match (old_policies.get(name), new_policies.get(name)) {
-                (Some(a), Some(b)) => {
-                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_policy(x, y))
-                }
-                _ => false,
-            };
-            if !same {
-                policies_to_redo.insert(name);
-                for policy in new_policies.get(name).into_iter().flatten() {
-                    for id in new_cache.get(&PeerMatch::Endpoints(policy.selector.clone())) {
-                        dirty.extend(
-                            by_identity
-                                .get(id)
-                                .into_iter()
-                                .flatten()
-                                .map(|n| n.to_string()),
-                        );
-                    }
-                }
+        // Changed policies: their endpoints after (new cache) and before (graph).
+        for policy in new_set.policies.iter().filter(|p| delta.changed_policies.contains(p.name.as_str())) {
+            for id in new_cache.get(&PeerMatch::Endpoints(policy.selector.clone())) {
+                dirty.extend(by_identity.get(id).into_iter().flatten());
             }
         }
+        let mut policies_to_redo: BTreeSet<String> = delta.changed_policies.iter().map(|s| s.to_string()).collect();
 
         // Peers whose identities changed, and identities whose named ports changed:
         // the policies naming them (unchanged ones: the old graph knows them).
-        let named_changed = self
-            .named_by_identity
-            .keys()
-            .chain(new_named.keys())
-            .filter(|id| self.named_by_identity.get(id) != new_named.get(id));
-        let via_named: Vec<PeerMatch> = named_changed
-            .flat_map(|id| self.graph.selectors_of(*id))
-            .collect();
-        let mut policies_to_redo: BTreeSet<String> =
-            policies_to_redo.into_iter().map(str::to_string).collect();
-        for peer in changed_selectors.iter().chain(&via_named) {
+        let (old_named, new_named) = (&self.inputs.named_by_identity, &inputs.named_by_identity);
+        let named_changed = old_named.keys().chain(new_named.keys()).filter(|id| old_named.get(id) != new_named.get(id));
+        let via_named: Vec<PeerMatch> = named_changed.flat_map(|id| self.graph.selectors_of(*id)).collect();
+        for peer in delta.changed_selectors.iter().chain(&via_named) {
             policies_to_redo.extend(self.graph.policies_using(peer));
         }
         for name in &policies_to_redo {
-            dirty.extend(self.graph.endpoints_of_policy(name));
+            old_endpoints.extend(self.graph.endpoints_of_policy(name));
         }
+        let new_names: HashMap<&str, &'a str> = new_set.inventory.endpoints.iter().map(|e| (e.name.as_str(), e.name.as_str())).collect();
+        dirty.extend(old_endpoints.iter().filter_map(|n| new_names.get(n.as_str()).copied()));
 
         // New endpoints, and endpoints whose identity or named ports changed.
-        let old_named: HashMap<&str, NamedPorts> = self
-            .set
-            .inventory
-            .endpoints
-            .iter()
-            .map(|def| (def.name.as_str(), endpoint_named_ports(&def.named_ports)))
-            .collect();
-        for (def, shape) in new_set.inventory.endpoints.iter().zip(&inputs.shapes) {
-            let name = def.name.as_str();
-            let same = old_identity.get(name) == Some(&shape.identity)
-                && old_named.get(name) == Some(&shape.named);
-            if !same {
-                dirty.insert(def.name.clone());
+        if !std::ptr::eq(inputs, &*self.inputs) {
+            let old_named: HashMap<&str, &NamedPorts> =
+                old_set.inventory.endpoints.iter().map(|e| e.name.as_str()).zip(self.inputs.shapes.iter().map(|s| &s.named)).collect();
+            for (def, shape) in new_set.inventory.endpoints.iter().zip(&inputs.shapes) {
+                let name = def.name.as_str();
+                let same = delta.old_identity.get(name) == Some(&shape.identity) && old_named.get(name) == Some(&&shape.named);
+                if !same {
+                    dirty.insert(name);
+                }
             }
         }
         dirty
     }
 
-    fn update_graph(
-        &mut self,
-        new_set: &PolicySet,
-        inputs: &Inputs,
-        new_cache: &SelectorCache,
-        change: GraphChange<'_>,
-    ) {
+    fn update_graph(&mut self, new_set: &PolicySet, new_cache: &SelectorCache, delta: &Delta<'_>) {
         let graph = &mut self.graph;
-        for id in change.old_ids.difference(change.new_ids) {
+        for id in delta.old_ids.difference(&delta.new_ids) {
             graph.remove_identity(*id);
         }
-        for id in change.new_ids.difference(change.old_ids) {
+        for id in delta.new_ids.difference(&delta.old_ids) {
             graph.add_identity(*id);
         }
-        let old_policies = policies_by_name(&self.set);
-        let new_policies = policies_by_name(new_set);
-        let changed: Vec<&str> = old_policies
-            .keys()
-            .chain(new_policies.keys())
-            .filter(
-                |name| match (old_policies.get(*name), new_policies.get(*name)) {
-                    (Some(a), Some(b)) => {
-                        !(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_policy(x, y)))
-                    }
-                    _ => true,
-                },
-            )
-            .copied()
-            .collect();
-        for name in &changed {
+        for name in &delta.changed_policies {
             graph.remove_policy(name);
         }
-        for name in &changed {
-            for policy in new_policies.get(name).into_iter().flatten() {
-                graph.add_policy(policy);
-            }
+        for policy in new_set.policies.iter().filter(|p| delta.changed_policies.contains(p.name.as_str())) {
+            graph.add_policy(policy);
         }
-        for (peer, _) in self.cache.selectors() {
-            if !new_cache.contains(peer) {
-                graph.remove_selector(peer);
-            }
-        }
-        for (peer, ids) in new_cache.selectors() {
-            if !self.cache.contains(peer) || change.changed_selectors.contains(peer) {
-                graph.set_selection(peer, ids);
+        for peer in delta.new_selectors.iter().chain(&delta.changed_selectors) {
+            if new_cache.contains(peer) {
+                graph.set_selection(peer, new_cache.get(peer));
             }
         }
         // Endpoints that left or whose identity moved are re-linked.
-        let new_identity: HashMap<&str, Identity> = new_set
-            .inventory
-            .endpoints
-            .iter()
-            .map(|e| e.name.as_str())
-            .zip(inputs.shapes.iter().map(|s| s.identity))
-            .collect();
-        for (name, id) in change.old_identity {
-            if new_identity.get(name.as_str()) != Some(id) {
+        for (name, id) in &delta.old_identity {
+            if delta.new_identity.get(name) != Some(id) {
                 graph.remove_endpoint(name);
             }
         }
-        for (name, id) in &new_identity {
-            if change.old_identity.get(*name) != Some(id) {
+        for (name, id) in &delta.new_identity {
+            if delta.old_identity.get(name) != Some(id) {
                 graph.add_endpoint(name, *id);
             }
         }
     }
-}
-
-/// What moved in an update, for [`Resolver::update_graph`].
-struct GraphChange<'a> {
-    changed_selectors: &'a HashSet<PeerMatch>,
-    old_ids: &'a BTreeSet<Identity>,
-    new_ids: &'a BTreeSet<Identity>,
-    old_identity: &'a HashMap<String, Identity>,
 }
