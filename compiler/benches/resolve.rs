@@ -88,7 +88,12 @@ fn main() {
     assert!(!frontend.has_errors(), "the workload must check");
     let set = frontend.checked;
     let rules = set.rules().count();
-    println!("workload: {} endpoints, {} label sets, {} policies, {rules} rules", set.inventory.endpoints.len(), LABEL_SETS, set.policies.len());
+    println!(
+        "workload: {} endpoints, {} label sets, {} policies, {rules} rules",
+        set.inventory.endpoints.len(),
+        LABEL_SETS,
+        set.policies.len()
+    );
     println!("front end (parse + check): {:.1} ms", front_time.as_secs_f64() * 1e3);
 
     let config = ResolveConfig::default();
@@ -102,10 +107,20 @@ fn main() {
         resolver = Some(r);
     }
     let mut resolver = resolver.expect("ran");
-    let entries: usize = resolver.resolved().endpoints.iter().map(|e| e.ingress.entry_count() + e.egress.entry_count()).sum();
-    let most = resolver.resolved().endpoints.iter().map(|e| e.ingress.entry_count() + e.egress.entry_count()).max().unwrap_or(0);
-    println!("full resolution: median {:.1} ms of 5 (min {:.1} ms)", median(full_times.clone()).as_secs_f64() * 1e3, full_times.iter().min().expect("runs").as_secs_f64() * 1e3);
-    println!("  {} identities, {} ipcache entries, {entries} table entries ({most} at most per endpoint)", resolver.resolved().identities.len(), resolver.resolved().ipcache.len());
+    let entries: usize =
+        resolver.resolved().endpoints.iter().map(|e| e.ingress.entry_count() + e.egress.entry_count()).sum();
+    let most =
+        resolver.resolved().endpoints.iter().map(|e| e.ingress.entry_count() + e.egress.entry_count()).max().unwrap_or(0);
+    println!(
+        "full resolution: median {:.1} ms of 5 (min {:.1} ms)",
+        median(full_times.clone()).as_secs_f64() * 1e3,
+        full_times.iter().min().expect("runs").as_secs_f64() * 1e3
+    );
+    println!(
+        "  {} identities, {} ipcache entries, {entries} table entries ({most} at most per endpoint)",
+        resolver.resolved().identities.len(),
+        resolver.resolved().ipcache.len()
+    );
     println!("  impact graph: {} nodes, {} edges", resolver.graph().node_count(), resolver.graph().edge_count());
 
     // One changed rule at a time, in 40 different policies, each edit then undone.

@@ -58,8 +58,20 @@ const PEERS: [&str; 14] = [
     "fc00::/7",
     "{app=c, tier}",
 ];
-const PORTS: [&str; 12] =
-    ["tcp/80", "tcp/http", "udp/53", "any/443", "tcp/http", "any/http", "icmp/8", "tcp", "any", "udp/metrics", "tcp/85-100", "any/metrics"];
+const PORTS: [&str; 12] = [
+    "tcp/80",
+    "tcp/http",
+    "udp/53",
+    "any/443",
+    "tcp/http",
+    "any/http",
+    "icmp/8",
+    "tcp",
+    "any",
+    "udp/metrics",
+    "tcp/85-100",
+    "any/metrics",
+];
 const NAMED: [&str; 4] = ["http = tcp/80", "http = tcp/8080", "metrics = udp/9100", "http = udp/80"];
 
 fn endpoint_spec(id: usize) -> impl Strategy<Value = EndpointSpec> {
@@ -124,7 +136,9 @@ impl Spec {
         let ne = self.endpoints.len().max(1);
         match edit.clone() {
             Edit::ReplaceRule { policy, rule, new } => {
-                if let Some(section) = self.policies.get_mut(policy % np).and_then(|p| p.ingress.as_mut().or(p.egress.as_mut())) {
+                if let Some(section) =
+                    self.policies.get_mut(policy % np).and_then(|p| p.ingress.as_mut().or(p.egress.as_mut()))
+                {
                     if !section.is_empty() {
                         let n = section.len();
                         section[rule % n] = new;
@@ -189,7 +203,14 @@ impl Spec {
                 }
             }
             let labels: Vec<_> = labels.into_iter().collect();
-            let _ = write!(out, "endpoint e{} {{ labels {{{}}} ipv4 10.0.{}.{} ", e.id, labels.join(", "), e.id / 200, e.id % 200 + 1);
+            let _ = write!(
+                out,
+                "endpoint e{} {{ labels {{{}}} ipv4 10.0.{}.{} ",
+                e.id,
+                labels.join(", "),
+                e.id / 200,
+                e.id % 200 + 1
+            );
             let mut names = BTreeSet::new();
             for n in &e.named {
                 if names.insert(NAMED[*n].split(' ').next().unwrap_or_default()) {

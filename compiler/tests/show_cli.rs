@@ -6,7 +6,11 @@ use std::process::Command;
 
 fn polc(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_polc")).args(args).output().expect("runs polc");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A copy of an example in a fresh directory, without its lock.
@@ -86,4 +90,5 @@ fn over_capacity_exits_1_naming_the_endpoint() {
     assert_eq!(code, 1);
     assert!(err.contains("endpoint `demo1` needs 36 policy entries, more than the limit of 10"), "{err}");
     assert!(err.contains("rule `from-cluster` of policy `protect-demo1` (30 entries)"), "{err}");
+    assert!(err.contains("policy.pol:7:5: rule `from-cluster` decides 30 entries"), "{err}");
 }

@@ -5,7 +5,7 @@
 use super::{Format, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use polc::diag::render;
 use polc::driver;
-use polc::resolve::{self, show, IdentityLock, ResolveConfig};
+use polc::resolve::{self, show, IdentityLock, ResolveConfig, ResolveError};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -58,11 +58,22 @@ pub fn run(args: Args) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let config = ResolveConfig { ignored_label_keys: args.ignore_labels.into_iter().collect(), max_entries_per_endpoint: args.max_entries };
+    let config = ResolveConfig {
+        ignored_label_keys: args.ignore_labels.into_iter().collect(),
+        max_entries_per_endpoint: args.max_entries,
+    };
     let (resolved, lock) = match resolve::resolve(&frontend.checked, &old_lock, &config) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
+            if let ResolveError::Capacity(capacity) = &e {
+                for rule in &capacity.top_rules {
+                    if let Some(span) = rule.span {
+                        eprintln!("  --> {}: rule `{}` decides {} entries", frontend.sources.locate(span), rule.name, rule.entries);
+                    }
+                }
+                eprintln!("  = help: split the policy, use ranges instead of single ports, or raise --max-entries");
+            }
             return EXIT_INVALID;
         }
     };

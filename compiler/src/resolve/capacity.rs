@@ -25,6 +25,8 @@ pub struct RuleUsage {
     pub policy: String,
     /// Entries whose decision is this rule's.
     pub entries: usize,
+    /// Where the rule is written (for `file:line:col`).
+    pub span: Option<crate::syntax::Span>,
 }
 
 impl std::error::Error for CapacityError {}
@@ -39,12 +41,7 @@ impl fmt::Display for CapacityError {
         let named: Vec<String> = self
             .top_rules
             .iter()
-            .map(|r| {
-                format!(
-                    "rule `{}` of policy `{}` ({} entries)",
-                    r.name, r.policy, r.entries
-                )
-            })
+            .map(|r| format!("rule `{}` of policy `{}` ({} entries)", r.name, r.policy, r.entries))
             .collect();
         if !named.is_empty() {
             write!(f, "; most come from {}", named.join(", "))?;
@@ -67,18 +64,12 @@ fn usage(tables: [&DirectionTable; 2]) -> BTreeMap<RuleId, usize> {
     by_rule
 }
 
-pub fn check(
-    endpoint: &EndpointPolicy,
-    set: &PolicySet,
-    limit: usize,
-) -> Result<(), Box<CapacityError>> {
+pub fn check(endpoint: &EndpointPolicy, set: &PolicySet, limit: usize) -> Result<(), Box<CapacityError>> {
     let entries = endpoint.ingress.entry_count() + endpoint.egress.entry_count();
     if entries <= limit {
         return Ok(());
     }
-    let mut ranked: Vec<(RuleId, usize)> = usage([&endpoint.ingress, &endpoint.egress])
-        .into_iter()
-        .collect();
+    let mut ranked: Vec<(RuleId, usize)> = usage([&endpoint.ingress, &endpoint.egress]).into_iter().collect();
     ranked.sort_by_key(|(rule, count)| (std::cmp::Reverse(*count), *rule));
     let top_rules = ranked
         .into_iter()
@@ -90,13 +81,9 @@ pub fn check(
                 name: found.map_or_else(|| format!("#{}", rule.0), |r| r.name.clone()),
                 policy: found.map(|r| r.policy.clone()).unwrap_or_default(),
                 entries,
+                span: found.map(|r| r.span),
             }
         })
         .collect();
-    Err(Box::new(CapacityError {
-        endpoint: endpoint.name.clone(),
-        entries,
-        limit,
-        top_rules,
-    }))
+    Err(Box::new(CapacityError { endpoint: endpoint.name.clone(), entries, limit, top_rules }))
 }

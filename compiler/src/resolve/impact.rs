@@ -93,9 +93,7 @@ impl ImpactGraph {
 
     pub fn add_policy(&mut self, policy: &Policy) {
         let p = self.node(Node::Policy(policy.name.clone()));
-        let subject = self.node(Node::Selector(PeerMatch::Endpoints(
-            policy.selector.clone(),
-        )));
+        let subject = self.node(Node::Selector(PeerMatch::Endpoints(policy.selector.clone())));
         self.graph.add_edge(p, subject, Edge::Subject);
         for rule in policy.ingress.iter().chain(&policy.egress).flatten() {
             let r = self.node(Node::Rule(rule.id));
@@ -127,11 +125,7 @@ impl ImpactGraph {
     /// Sets the identities a selector selects (adding the selector if new).
     pub fn set_selection(&mut self, peer: &PeerMatch, ids: &BTreeSet<Identity>) {
         let s = self.node(Node::Selector(peer.clone()));
-        let old: Vec<_> = self
-            .graph
-            .edges_directed(s, Outgoing)
-            .map(|e| e.id())
-            .collect();
+        let old: Vec<_> = self.graph.edges_directed(s, Outgoing).map(|e| e.id()).collect();
         for edge in old {
             self.graph.remove_edge(edge);
         }
@@ -164,17 +158,11 @@ impl ImpactGraph {
     }
 
     fn targets(&self, from: NodeIndex, kind: Edge) -> impl Iterator<Item = NodeIndex> + '_ {
-        self.graph
-            .edges_directed(from, Outgoing)
-            .filter(move |e| *e.weight() == kind)
-            .map(|e| e.target())
+        self.graph.edges_directed(from, Outgoing).filter(move |e| *e.weight() == kind).map(|e| e.target())
     }
 
     fn sources(&self, to: NodeIndex, kind: Edge) -> impl Iterator<Item = NodeIndex> + '_ {
-        self.graph
-            .edges_directed(to, Incoming)
-            .filter(move |e| *e.weight() == kind)
-            .map(|e| e.source())
+        self.graph.edges_directed(to, Incoming).filter(move |e| *e.weight() == kind).map(|e| e.source())
     }
 
     fn names(&self, nodes: impl Iterator<Item = NodeIndex>) -> impl Iterator<Item = &str> {
@@ -192,10 +180,7 @@ impl ImpactGraph {
         let mut out = BTreeSet::new();
         for s in self.targets(p, Edge::Subject) {
             for i in self.targets(s, Edge::Selects) {
-                out.extend(
-                    self.names(self.targets(i, Edge::HeldBy))
-                        .map(str::to_string),
-                );
+                out.extend(self.names(self.targets(i, Edge::HeldBy)).map(str::to_string));
             }
         }
         out
@@ -208,10 +193,7 @@ impl ImpactGraph {
         };
         let mut out = BTreeSet::new();
         for r in self.sources(s, Edge::Peer) {
-            out.extend(
-                self.names(self.sources(r, Edge::Contains))
-                    .map(str::to_string),
-            );
+            out.extend(self.names(self.sources(r, Edge::Contains)).map(str::to_string));
         }
         out
     }

@@ -37,10 +37,7 @@ pub struct L4Builder {
 impl L4Builder {
     /// Adds what `rule` says about a destination with these named ports.
     pub fn add_rule(&mut self, rule: &Rule, named: &NamedPorts) {
-        let decision = Decision {
-            action: rule.action,
-            rule: rule.id,
-        };
+        let decision = Decision { action: rule.action, rule: rule.id };
         for l4 in &rule.l4 {
             self.add_match(l4, named, decision);
         }
@@ -72,10 +69,7 @@ impl L4Builder {
     }
 
     fn add(&mut self, proto: Proto, low: u16, high: u16, decision: Decision) {
-        self.intervals
-            .entry(proto.number())
-            .or_default()
-            .push((low, high, decision));
+        self.intervals.entry(proto.number()).or_default().push((low, high, decision));
     }
 
     pub fn build(self) -> L4Table {
@@ -85,10 +79,7 @@ impl L4Builder {
             .map(|(proto, intervals)| (proto, resolve_intervals(&intervals)))
             .filter(|(_, entries)| !entries.is_empty())
             .collect();
-        L4Table {
-            protocols,
-            other: self.other,
-        }
+        L4Table { protocols, other: self.other }
     }
 }
 
@@ -139,14 +130,8 @@ fn resolve_intervals(intervals: &[(u16, u16, Decision)]) -> Vec<PortEntry> {
         // Positions are at most 65536 and `next > pos`, so these fit in u16.
         let (low, high) = (pos as u16, (next - 1) as u16);
         match out.last_mut() {
-            Some(last) if last.decision == *decision && u32::from(last.high) + 1 == pos => {
-                last.high = high
-            }
-            _ => out.push(PortEntry {
-                low,
-                high,
-                decision: *decision,
-            }),
+            Some(last) if last.decision == *decision && u32::from(last.high) + 1 == pos => last.high = high,
+            _ => out.push(PortEntry { low, high, decision: *decision }),
         }
     }
     out
@@ -158,16 +143,11 @@ mod tests {
     use crate::sema::model::RuleId;
 
     fn d(action: Action, rule: u32) -> Decision {
-        Decision {
-            action,
-            rule: RuleId(rule),
-        }
+        Decision { action, rule: RuleId(rule) }
     }
 
     fn entries(v: &[PortEntry]) -> Vec<(u16, u16, Action, u32)> {
-        v.iter()
-            .map(|e| (e.low, e.high, e.decision.action, e.decision.rule.0))
-            .collect()
+        v.iter().map(|e| (e.low, e.high, e.decision.action, e.decision.rule.0)).collect()
     }
 
     #[test]
@@ -175,12 +155,7 @@ mod tests {
         let allow1 = d(Action::Allow, 1);
         let allow2 = d(Action::Allow, 2);
         let deny9 = d(Action::Deny, 9);
-        let got = resolve_intervals(&[
-            (80, 90, allow2),
-            (85, 100, allow1),
-            (88, 88, deny9),
-            (101, 200, allow1),
-        ]);
+        let got = resolve_intervals(&[(80, 90, allow2), (85, 100, allow1), (88, 88, deny9), (101, 200, allow1)]);
         assert_eq!(
             entries(&got),
             vec![
@@ -207,17 +182,10 @@ mod tests {
             action: Action::Allow,
             direction: crate::syntax::ast::Direction::Ingress,
             peers: vec![],
-            l4: vec![L4Match {
-                proto,
-                ports: PortMatch::Named("http".into()),
-            }],
+            l4: vec![L4Match { proto, ports: PortMatch::Named("http".into()) }],
             span: Default::default(),
         };
-        let named: NamedPorts = [(
-            "http".to_string(),
-            BTreeSet::from([(Proto::Tcp, 8080), (Proto::Udp, 53)]),
-        )]
-        .into();
+        let named: NamedPorts = [("http".to_string(), BTreeSet::from([(Proto::Tcp, 8080), (Proto::Udp, 53)]))].into();
         let mut b = L4Builder::default();
         b.add_rule(&rule(Some(Proto::Tcp)), &named);
         let table = b.build();
@@ -225,17 +193,9 @@ mod tests {
         assert!(table.lookup(6, 8080).is_some());
         let mut b = L4Builder::default();
         b.add_rule(&rule(None), &named);
-        assert_eq!(
-            b.build().entry_count(),
-            2,
-            "`any/http` takes each protocol from the name"
-        );
+        assert_eq!(b.build().entry_count(), 2, "`any/http` takes each protocol from the name");
         let mut b = L4Builder::default();
         b.add_rule(&rule(Some(Proto::Tcp)), &NamedPorts::new());
-        assert_eq!(
-            b.build(),
-            L4Table::default(),
-            "an unknown name matches nothing"
-        );
+        assert_eq!(b.build(), L4Table::default(), "an unknown name matches nothing");
     }
 }

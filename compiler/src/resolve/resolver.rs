@@ -72,7 +72,8 @@ struct Inputs {
 
 impl Inputs {
     fn of(set: &PolicySet, lock: &IdentityLock, config: &ResolveConfig) -> Result<(Inputs, IdentityLock), ResolveError> {
-        let labels: Vec<Labels> = set.inventory.endpoints.iter().map(|e| security_labels(&e.labels, &config.ignored_label_keys)).collect();
+        let labels: Vec<Labels> =
+            set.inventory.endpoints.iter().map(|e| security_labels(&e.labels, &config.ignored_label_keys)).collect();
         let prefixes = policy_prefixes(set);
         let (allocation, lock) = allocate(lock, &labels.iter().cloned().collect(), &prefixes)?;
         let shapes: Vec<EndpointShape> = set
@@ -139,7 +140,9 @@ fn same_inventory(a: &Inventory, b: &Inventory) -> bool {
     let same_endpoint = |x: &EndpointDef, y: &EndpointDef| {
         (&x.name, &x.labels, x.ipv4, x.ipv6, &x.named_ports) == (&y.name, &y.labels, y.ipv4, y.ipv6, &y.named_ports)
     };
-    a.node == b.node && a.endpoints.len() == b.endpoints.len() && a.endpoints.iter().zip(&b.endpoints).all(|(x, y)| same_endpoint(x, y))
+    a.node == b.node
+        && a.endpoints.len() == b.endpoints.len()
+        && a.endpoints.iter().zip(&b.endpoints).all(|(x, y)| same_endpoint(x, y))
 }
 
 /// Tables for the endpoints at `indexes`; endpoints with the same identity
@@ -155,7 +158,8 @@ fn compute_endpoints(
     let mut out = Vec::new();
     for index in indexes {
         let (Some(shape), Some(def)) = (shapes.get(index), set.inventory.endpoints.get(index)) else { continue };
-        let (ingress, egress) = shared.entry(shape).or_insert_with(|| cx.endpoint_tables(shape.identity, &shape.named)).clone();
+        let (ingress, egress) =
+            shared.entry(shape).or_insert_with(|| cx.endpoint_tables(shape.identity, &shape.named)).clone();
         let policy = EndpointPolicy { name: def.name.clone(), identity: shape.identity, ingress, egress };
         capacity::check(&policy, set, config.max_entries_per_endpoint)?;
         out.push((index, policy));
@@ -165,8 +169,9 @@ fn compute_endpoints(
 
 /// Whether two versions of a policy resolve the same (spans aside).
 fn same_policy(a: &Policy, b: &Policy) -> bool {
-    let same_rule =
-        |x: &Rule, y: &Rule| (x.id, &x.name, x.action, x.direction, &x.peers, &x.l4) == (y.id, &y.name, y.action, y.direction, &y.peers, &y.l4);
+    let same_rule = |x: &Rule, y: &Rule| {
+        (x.id, &x.name, x.action, x.direction, &x.peers, &x.l4) == (y.id, &y.name, y.action, y.direction, &y.peers, &y.l4)
+    };
     let same_section = |x: Option<&Vec<Rule>>, y: Option<&Vec<Rule>>| match (x, y) {
         (Some(x), Some(y)) => x.len() == y.len() && x.iter().zip(y).all(|(r, s)| same_rule(r, s)),
         (None, None) => true,
@@ -254,7 +259,8 @@ impl Resolver {
     /// current lock. On error nothing changes.
     pub fn update(&mut self, new_set: PolicySet) -> Result<ChangeSet, ResolveError> {
         // Same inventory and prefixes: same identities, shapes and ipcache.
-        let unchanged_inputs = same_inventory(&self.set.inventory, &new_set.inventory) && policy_prefixes(&new_set) == self.inputs.prefixes;
+        let unchanged_inputs =
+            same_inventory(&self.set.inventory, &new_set.inventory) && policy_prefixes(&new_set) == self.inputs.prefixes;
         let (inputs, lock) = if unchanged_inputs {
             (Arc::clone(&self.inputs), None)
         } else {
@@ -299,7 +305,8 @@ impl Resolver {
         };
         let dirty = self.dirty_endpoints(&old_set, &new_set, &inputs, &cache, &delta);
         let cx = Context::new(&new_set.policies, &cache, &inputs.named_by_identity);
-        let dirty_indexes = new_set.inventory.endpoints.iter().enumerate().filter(|(_, e)| dirty.contains(e.name.as_str())).map(|(i, _)| i);
+        let dirty_indexes =
+            new_set.inventory.endpoints.iter().enumerate().filter(|(_, e)| dirty.contains(e.name.as_str())).map(|(i, _)| i);
         let recomputed = match compute_endpoints(&cx, &new_set, &inputs.shapes, dirty_indexes, &self.config) {
             Ok(r) => r,
             Err(e) => {
@@ -354,8 +361,15 @@ impl Resolver {
     }
 
     /// Builds the endpoint list when the inventory's names changed.
-    fn reassemble(&mut self, old_set: &PolicySet, new_set: &PolicySet, recomputed: Vec<(usize, EndpointPolicy)>, changes: &mut ChangeSet) {
-        let mut old: HashMap<String, EndpointPolicy> = std::mem::take(&mut self.resolved.endpoints).into_iter().map(|e| (e.name.clone(), e)).collect();
+    fn reassemble(
+        &mut self,
+        old_set: &PolicySet,
+        new_set: &PolicySet,
+        recomputed: Vec<(usize, EndpointPolicy)>,
+        changes: &mut ChangeSet,
+    ) {
+        let mut old: HashMap<String, EndpointPolicy> =
+            std::mem::take(&mut self.resolved.endpoints).into_iter().map(|e| (e.name.clone(), e)).collect();
         let mut fresh: HashMap<usize, EndpointPolicy> = recomputed.into_iter().collect();
         let mut endpoints = Vec::with_capacity(new_set.inventory.endpoints.len());
         for (index, def) in new_set.inventory.endpoints.iter().enumerate() {
@@ -372,7 +386,8 @@ impl Resolver {
                 (None, None) => {}
             }
         }
-        changes.removed_endpoints = old_set.inventory.endpoints.iter().filter(|e| old.contains_key(&e.name)).map(|e| e.name.clone()).collect();
+        changes.removed_endpoints =
+            old_set.inventory.endpoints.iter().filter(|e| old.contains_key(&e.name)).map(|e| e.name.clone()).collect();
         self.resolved.endpoints = endpoints;
     }
 
@@ -411,16 +426,23 @@ impl Resolver {
         for name in &policies_to_redo {
             old_endpoints.extend(self.graph.endpoints_of_policy(name));
         }
-        let new_names: HashMap<&str, &'a str> = new_set.inventory.endpoints.iter().map(|e| (e.name.as_str(), e.name.as_str())).collect();
+        let new_names: HashMap<&str, &'a str> =
+            new_set.inventory.endpoints.iter().map(|e| (e.name.as_str(), e.name.as_str())).collect();
         dirty.extend(old_endpoints.iter().filter_map(|n| new_names.get(n.as_str()).copied()));
 
         // New endpoints, and endpoints whose identity or named ports changed.
         if !std::ptr::eq(inputs, &*self.inputs) {
-            let old_named: HashMap<&str, &NamedPorts> =
-                old_set.inventory.endpoints.iter().map(|e| e.name.as_str()).zip(self.inputs.shapes.iter().map(|s| &s.named)).collect();
+            let old_named: HashMap<&str, &NamedPorts> = old_set
+                .inventory
+                .endpoints
+                .iter()
+                .map(|e| e.name.as_str())
+                .zip(self.inputs.shapes.iter().map(|s| &s.named))
+                .collect();
             for (def, shape) in new_set.inventory.endpoints.iter().zip(&inputs.shapes) {
                 let name = def.name.as_str();
-                let same = delta.old_identity.get(name) == Some(&shape.identity) && old_named.get(name) == Some(&&shape.named);
+                let same =
+                    delta.old_identity.get(name) == Some(&shape.identity) && old_named.get(name) == Some(&&shape.named);
                 if !same {
                     dirty.insert(name);
                 }

@@ -36,15 +36,9 @@ pub fn selects(peer: &PeerMatch, id: Identity, what: &Peer) -> bool {
         }
         PeerMatch::Cidr { net, except } => match what {
             // Outside addresses with a policy prefix: inside the net and no exception.
-            Peer::Cidr(prefix) => {
-                net.contains(prefix) && !except.iter().any(|e| e.contains(prefix))
-            }
+            Peer::Cidr(prefix) => net.contains(prefix) && !except.iter().any(|e| e.contains(prefix)),
             // Outside addresses under no policy prefix: only a `/0` covers them all.
-            Peer::Reserved => {
-                id == Identity::WORLD
-                    && net.prefix_len() == 0
-                    && except.iter().all(|e| e.prefix_len() != 0)
-            }
+            Peer::Reserved => id == Identity::WORLD && net.prefix_len() == 0 && except.iter().all(|e| e.prefix_len() != 0),
             Peer::Endpoint(_) => false,
         },
         PeerMatch::Entity(entity) => match entity {
@@ -56,13 +50,7 @@ pub fn selects(peer: &PeerMatch, id: Identity, what: &Peer) -> bool {
             Entity::Unmanaged => id == Identity::UNMANAGED,
             Entity::Cluster => {
                 matches!(what, Peer::Endpoint(_))
-                    || [
-                        Identity::HOST,
-                        Identity::HEALTH,
-                        Identity::INIT,
-                        Identity::UNMANAGED,
-                    ]
-                    .contains(&id)
+                    || [Identity::HOST, Identity::HEALTH, Identity::INIT, Identity::UNMANAGED].contains(&id)
             }
         },
     }
@@ -77,10 +65,7 @@ pub struct SelectorCache {
 
 impl SelectorCache {
     pub fn new(universe: BTreeMap<Identity, Peer>) -> SelectorCache {
-        SelectorCache {
-            universe,
-            sets: HashMap::new(),
-        }
+        SelectorCache { universe, sets: HashMap::new() }
     }
 
     pub fn universe(&self) -> &BTreeMap<Identity, Peer> {
@@ -90,12 +75,7 @@ impl SelectorCache {
     /// The identities `peer` selects, computing them the first time.
     pub fn insert(&mut self, peer: &PeerMatch) -> &BTreeSet<Identity> {
         if !self.sets.contains_key(peer) {
-            let set = self
-                .universe
-                .iter()
-                .filter(|(id, what)| selects(peer, **id, what))
-                .map(|(id, _)| *id)
-                .collect();
+            let set = self.universe.iter().filter(|(id, what)| selects(peer, **id, what)).map(|(id, _)| *id).collect();
             self.sets.insert(peer.clone(), set);
         }
         &self.sets[peer]
@@ -151,27 +131,12 @@ mod tests {
     use crate::sema::model::{Requirement, Selector};
 
     fn universe() -> BTreeMap<Identity, Peer> {
-        let mut u: BTreeMap<Identity, Peer> = RESERVED
-            .iter()
-            .map(|(id, _)| (*id, Peer::Reserved))
-            .collect();
-        u.insert(
-            Identity(256),
-            Peer::Endpoint([("app".to_string(), "a".to_string())].into()),
-        );
+        let mut u: BTreeMap<Identity, Peer> = RESERVED.iter().map(|(id, _)| (*id, Peer::Reserved)).collect();
+        u.insert(Identity(256), Peer::Endpoint([("app".to_string(), "a".to_string())].into()));
         u.insert(Identity(257), Peer::Endpoint(Labels::new()));
-        u.insert(
-            Identity(1 << 24),
-            Peer::Cidr("10.0.0.0/8".parse().expect("net")),
-        );
-        u.insert(
-            Identity((1 << 24) + 1),
-            Peer::Cidr("10.1.0.0/16".parse().expect("net")),
-        );
-        u.insert(
-            Identity((1 << 24) + 2),
-            Peer::Cidr("fc00::/7".parse().expect("net")),
-        );
+        u.insert(Identity(1 << 24), Peer::Cidr("10.0.0.0/8".parse().expect("net")));
+        u.insert(Identity((1 << 24) + 1), Peer::Cidr("10.1.0.0/16".parse().expect("net")));
+        u.insert(Identity((1 << 24) + 2), Peer::Cidr("fc00::/7".parse().expect("net")));
         u
     }
 
@@ -183,42 +148,17 @@ mod tests {
     fn peers_select_per_the_semantics() {
         let mut cache = SelectorCache::new(universe());
         let not_a = PeerMatch::Endpoints(Selector {
-            requirements: vec![Requirement::NotIn {
-                key: "app".into(),
-                values: ["a".to_string()].into(),
-            }],
+            requirements: vec![Requirement::NotIn { key: "app".into(), values: ["a".to_string()].into() }],
         });
-        assert_eq!(
-            ids(&mut cache, not_a),
-            vec![257],
-            "`!=` holds when the key is absent"
-        );
-        assert_eq!(
-            ids(&mut cache, PeerMatch::Endpoints(Selector::default())),
-            vec![256, 257]
-        );
-        assert_eq!(
-            ids(&mut cache, PeerMatch::Entity(Entity::Cluster)),
-            vec![1, 3, 4, 5, 256, 257]
-        );
-        assert_eq!(
-            ids(&mut cache, PeerMatch::Entity(Entity::World)),
-            vec![2, 1 << 24, (1 << 24) + 1, (1 << 24) + 2]
-        );
-        let ten = PeerMatch::Cidr {
-            net: "10.0.0.0/8".parse().expect("net"),
-            except: vec!["10.1.0.0/16".parse().expect("net")],
-        };
+        assert_eq!(ids(&mut cache, not_a), vec![257], "`!=` holds when the key is absent");
+        assert_eq!(ids(&mut cache, PeerMatch::Endpoints(Selector::default())), vec![256, 257]);
+        assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::Cluster)), vec![1, 3, 4, 5, 256, 257]);
+        assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::World)), vec![2, 1 << 24, (1 << 24) + 1, (1 << 24) + 2]);
+        let ten =
+            PeerMatch::Cidr { net: "10.0.0.0/8".parse().expect("net"), except: vec!["10.1.0.0/16".parse().expect("net")] };
         assert_eq!(ids(&mut cache, ten), vec![1 << 24]);
-        let v4 = PeerMatch::Cidr {
-            net: "0.0.0.0/0".parse().expect("net"),
-            except: vec![],
-        };
-        assert_eq!(
-            ids(&mut cache, v4),
-            vec![2, 1 << 24, (1 << 24) + 1],
-            "a /0 names world, not the other family"
-        );
+        let v4 = PeerMatch::Cidr { net: "0.0.0.0/0".parse().expect("net"), except: vec![] };
+        assert_eq!(ids(&mut cache, v4), vec![2, 1 << 24, (1 << 24) + 1], "a /0 names world, not the other family");
     }
 
     #[test]
@@ -233,13 +173,6 @@ mod tests {
         assert!(cache.get(&all_endpoints).contains(&Identity(300)));
         let changed = cache.remove_identity(Identity(256));
         assert_eq!(changed, vec![all_endpoints.clone()]);
-        assert_eq!(
-            cache
-                .get(&all_endpoints)
-                .iter()
-                .map(|i| i.0)
-                .collect::<Vec<_>>(),
-            vec![257, 300]
-        );
+        assert_eq!(cache.get(&all_endpoints).iter().map(|i| i.0).collect::<Vec<_>>(), vec![257, 300]);
     }
 }

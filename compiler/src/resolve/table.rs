@@ -37,41 +37,23 @@ impl<'a> Context<'a> {
                 policies_of.entry(*id).or_default().push(index);
             }
         }
-        Context {
-            policies,
-            cache,
-            named_by_identity,
-            policies_of,
-        }
+        Context { policies, cache, named_by_identity, policies_of }
     }
 
     /// The policies selecting endpoints of `identity`, in source order.
     pub fn policies_selecting(&self, identity: Identity) -> impl Iterator<Item = &'a Policy> + '_ {
-        self.policies_of
-            .get(&identity)
-            .into_iter()
-            .flatten()
-            .map(|i| &self.policies[*i])
+        self.policies_of.get(&identity).into_iter().flatten().map(|i| &self.policies[*i])
     }
 
     /// Ingress and egress tables of an endpoint with this identity and named ports.
-    pub fn endpoint_tables(
-        &self,
-        identity: Identity,
-        own_named: &NamedPorts,
-    ) -> (DirectionTable, DirectionTable) {
+    pub fn endpoint_tables(&self, identity: Identity, own_named: &NamedPorts) -> (DirectionTable, DirectionTable) {
         (
             self.direction_table(identity, own_named, Direction::Ingress),
             self.direction_table(identity, own_named, Direction::Egress),
         )
     }
 
-    fn direction_table(
-        &self,
-        identity: Identity,
-        own_named: &NamedPorts,
-        direction: Direction,
-    ) -> DirectionTable {
+    fn direction_table(&self, identity: Identity, own_named: &NamedPorts, direction: Direction) -> DirectionTable {
         let mut enforced_by: Vec<String> = Vec::new();
         let mut rules: Vec<&Rule> = Vec::new();
         for policy in self.policies_selecting(identity) {
@@ -86,11 +68,7 @@ impl<'a> Context<'a> {
             return DirectionTable::default();
         }
         let is_any = |rule: &Rule| rule.peers.contains(&PeerMatch::Entity(Entity::All));
-        let uses_names = |rule: &Rule| {
-            rule.l4
-                .iter()
-                .any(|l| matches!(l.ports, PortMatch::Named(_)))
-        };
+        let uses_names = |rule: &Rule| rule.l4.iter().any(|l| matches!(l.ports, PortMatch::Named(_)));
 
         // Identity -> indexes (into `rules`) of the rules naming it specifically.
         let mut named_peers: BTreeMap<Identity, Vec<usize>> = BTreeMap::new();
@@ -122,9 +100,7 @@ impl<'a> Context<'a> {
         let names_for = |peer: Option<Identity>| -> &NamedPorts {
             match (direction, peer) {
                 (Direction::Ingress, _) => own_named,
-                (Direction::Egress, Some(id)) => {
-                    self.named_by_identity.get(&id).unwrap_or(&no_names)
-                }
+                (Direction::Egress, Some(id)) => self.named_by_identity.get(&id).unwrap_or(&no_names),
                 (Direction::Egress, None) => &no_names,
             }
         };
@@ -149,9 +125,7 @@ impl<'a> Context<'a> {
                 && indexes.iter().any(|i| uses_names(rules[*i]))
                 && self.named_by_identity.contains_key(&id);
             let key = (indexes, peer_specific_names.then_some(id));
-            let table = memo
-                .entry(key)
-                .or_insert_with_key(|(indexes, _)| build(indexes, names_for(Some(id))));
+            let table = memo.entry(key).or_insert_with_key(|(indexes, _)| build(indexes, names_for(Some(id))));
             // A table equal to the `Any` one (or empty with no `Any`) says nothing new.
             if *table != any_table {
                 tables.insert(PeerKey::Identity(id), table.clone());
@@ -160,20 +134,11 @@ impl<'a> Context<'a> {
         if any_table != L4Table::default() {
             tables.insert(PeerKey::Any, any_table);
         }
-        DirectionTable {
-            enforced: true,
-            enforced_by,
-            tables,
-        }
+        DirectionTable { enforced: true, enforced_by, tables }
     }
 }
 
 /// Named ports of one endpoint, in the shape [`L4Builder`] reads.
-pub fn endpoint_named_ports(
-    named: &BTreeMap<String, (crate::sema::model::Proto, u16)>,
-) -> NamedPorts {
-    named
-        .iter()
-        .map(|(name, pp)| (name.clone(), BTreeSet::from([*pp])))
-        .collect()
+pub fn endpoint_named_ports(named: &BTreeMap<String, (crate::sema::model::Proto, u16)>) -> NamedPorts {
+    named.iter().map(|(name, pp)| (name.clone(), BTreeSet::from([*pp]))).collect()
 }
