@@ -50,7 +50,8 @@ pub struct ResolveConfig {
     /// be selected on): endpoints differing only in these share a number.
     /// Empty by default; Kubernetes deployments would add
     /// `pod-template-hash` and `controller-revision-hash`, which change on
-    /// every rollout without changing what a workload is.
+    /// every rollout without changing what a workload is. On the command
+    /// line: `polc show --ignore-label KEY` (repeatable).
     pub ignored_label_keys: BTreeSet<String>,
     /// Most policy entries one endpoint may need, counted with
     /// [`ir::DirectionTable::entry_count`] over both directions.
