@@ -450,11 +450,21 @@ fn naive_peer_matches(m: &PeerMatch, peer: &IdentityInfo) -> bool {
         (PeerMatch::Cidr { net, except }, IdentityKind::Cidr { prefix }) => {
             net.contains(prefix) && !except.iter().any(|e| e.contains(prefix))
         }
+        // The per-family worlds are the `/0` prefixes; `world` itself has no family.
         (PeerMatch::Cidr { net, except }, _) => {
-            reserved("world") && net.prefix_len() == 0 && except.iter().all(|e| e.prefix_len() != 0)
+            let slash0: Option<ipnet::IpNet> = if reserved("world-ipv4") {
+                Some(ipnet::IpNet::V4(Default::default()))
+            } else if reserved("world-ipv6") {
+                Some(ipnet::IpNet::V6(Default::default()))
+            } else {
+                None
+            };
+            slash0.is_some_and(|p| net.contains(&p) && !except.iter().any(|e| e.contains(&p)))
         }
         (PeerMatch::Entity(Entity::All), _) => true,
-        (PeerMatch::Entity(Entity::World), kind) => reserved("world") || matches!(kind, IdentityKind::Cidr { .. }),
+        (PeerMatch::Entity(Entity::World), kind) => {
+            ["world", "world-ipv4", "world-ipv6"].iter().any(|n| reserved(n)) || matches!(kind, IdentityKind::Cidr { .. })
+        }
         (PeerMatch::Entity(Entity::Cluster), kind) => {
             matches!(kind, IdentityKind::Endpoint { .. })
                 || ["host", "health", "init", "unmanaged"].iter().any(|n| reserved(n))

@@ -4,7 +4,8 @@
 //! configuration ignores ([`super::ResolveConfig::ignored_label_keys`]);
 //! endpoints with equal sets share one number, from 256. Every prefix
 //! written in a CIDR peer (the net and each `except`) gets a node-local CIDR
-//! identity from 2^24, except `/0` prefixes, which are `world`.
+//! identity from 2^24, except `/0` prefixes, which are the reserved
+//! `world-ipv4` (9) and `world-ipv6` (10).
 //!
 //! Numbers are stable because they are recorded in `identities.lock`, which
 //! lives next to the policy set (like `Cargo.lock`). The format, one entry a

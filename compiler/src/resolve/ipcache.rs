@@ -13,8 +13,8 @@ use std::net::IpAddr;
 /// ("endpoint and node addresses never match a CIDR peer").
 pub fn build(allocation: &Allocation, inventory: &Inventory, endpoint_ids: &[Identity]) -> Vec<(IpNet, Identity)> {
     let mut map: BTreeMap<IpNet, Identity> = BTreeMap::new();
-    map.insert(IpNet::V4(Ipv4Net::default()), Identity::WORLD);
-    map.insert(IpNet::V6(Ipv6Net::default()), Identity::WORLD);
+    map.insert(IpNet::V4(Ipv4Net::default()), Identity::WORLD_IPV4);
+    map.insert(IpNet::V6(Ipv6Net::default()), Identity::WORLD_IPV6);
     for (prefix, id) in &allocation.by_prefix {
         map.insert(*prefix, *id);
     }

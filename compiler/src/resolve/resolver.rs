@@ -13,7 +13,7 @@
 use super::identity::{allocate, security_labels, Allocation, IdentityLock};
 use super::impact::ImpactGraph;
 use super::l4::NamedPorts;
-use super::selector::{Peer, SelectorCache, RESERVED};
+use super::selector::{reserved_universe, Peer, SelectorCache};
 use super::table::{endpoint_named_ports, Context};
 use super::{capacity, ipcache, ResolveConfig, ResolveError};
 use crate::ir::{DirectionTable, EndpointPolicy, Identity, Resolved};
@@ -97,7 +97,7 @@ impl Inputs {
     }
 
     fn universe(&self) -> BTreeMap<Identity, Peer> {
-        let reserved = RESERVED.iter().map(|(id, _)| (*id, Peer::Reserved));
+        let reserved = reserved_universe();
         let endpoints = self.allocation.by_labels.iter().map(|(l, id)| (*id, Peer::Endpoint(l.clone())));
         let cidrs = self.allocation.by_prefix.iter().map(|(p, id)| (*id, Peer::Cidr(*p)));
         reserved.chain(endpoints).chain(cidrs).collect()

@@ -20,13 +20,30 @@ pub enum Peer {
 }
 
 /// The reserved identities every policy set has.
-pub const RESERVED: [(Identity, &str); 5] = [
+pub const RESERVED: [(Identity, &str); 7] = [
     (Identity::HOST, "host"),
     (Identity::WORLD, "world"),
     (Identity::UNMANAGED, "unmanaged"),
     (Identity::HEALTH, "health"),
     (Identity::INIT, "init"),
+    (Identity::WORLD_IPV4, "world-ipv4"),
+    (Identity::WORLD_IPV6, "world-ipv6"),
 ];
+
+/// What a reserved identity stands for. The per-family worlds are the `/0`
+/// prefixes, so CIDR peers select them like any other prefix.
+pub fn reserved_peer(id: Identity) -> Peer {
+    match id {
+        Identity::WORLD_IPV4 => Peer::Cidr(IpNet::V4(ipnet::Ipv4Net::default())),
+        Identity::WORLD_IPV6 => Peer::Cidr(IpNet::V6(ipnet::Ipv6Net::default())),
+        _ => Peer::Reserved,
+    }
+}
+
+/// The reserved identities as selector universe entries.
+pub fn reserved_universe() -> impl Iterator<Item = (Identity, Peer)> {
+    RESERVED.iter().map(|(id, _)| (*id, reserved_peer(*id)))
+}
 
 /// Whether `peer` names identity `id` (which stands for `what`).
 pub fn selects(peer: &PeerMatch, id: Identity, what: &Peer) -> bool {
@@ -37,9 +54,9 @@ pub fn selects(peer: &PeerMatch, id: Identity, what: &Peer) -> bool {
         PeerMatch::Cidr { net, except } => match what {
             // Outside addresses with a policy prefix: inside the net and no exception.
             Peer::Cidr(prefix) => net.contains(prefix) && !except.iter().any(|e| e.contains(prefix)),
-            // Outside addresses under no policy prefix: only a `/0` covers them all.
-            Peer::Reserved => id == Identity::WORLD && net.prefix_len() == 0 && except.iter().all(|e| e.prefix_len() != 0),
-            Peer::Endpoint(_) => false,
+            // `world` of unknown family is under no prefix; the per-family
+            // worlds are `Peer::Cidr` of the `/0` prefixes.
+            Peer::Reserved | Peer::Endpoint(_) => false,
         },
         PeerMatch::Entity(entity) => match entity {
             Entity::All => true,
@@ -131,7 +148,7 @@ mod tests {
     use crate::sema::model::{Requirement, Selector};
 
     fn universe() -> BTreeMap<Identity, Peer> {
-        let mut u: BTreeMap<Identity, Peer> = RESERVED.iter().map(|(id, _)| (*id, Peer::Reserved)).collect();
+        let mut u: BTreeMap<Identity, Peer> = reserved_universe().collect();
         u.insert(Identity(256), Peer::Endpoint([("app".to_string(), "a".to_string())].into()));
         u.insert(Identity(257), Peer::Endpoint(Labels::new()));
         u.insert(Identity(1 << 24), Peer::Cidr("10.0.0.0/8".parse().expect("net")));
@@ -153,12 +170,12 @@ mod tests {
         assert_eq!(ids(&mut cache, not_a), vec![257], "`!=` holds when the key is absent");
         assert_eq!(ids(&mut cache, PeerMatch::Endpoints(Selector::default())), vec![256, 257]);
         assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::Cluster)), vec![1, 3, 4, 5, 256, 257]);
-        assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::World)), vec![2, 1 << 24, (1 << 24) + 1, (1 << 24) + 2]);
+        assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::World)), vec![2, 9, 10, 1 << 24, (1 << 24) + 1, (1 << 24) + 2]);
         let ten =
             PeerMatch::Cidr { net: "10.0.0.0/8".parse().expect("net"), except: vec!["10.1.0.0/16".parse().expect("net")] };
         assert_eq!(ids(&mut cache, ten), vec![1 << 24]);
         let v4 = PeerMatch::Cidr { net: "0.0.0.0/0".parse().expect("net"), except: vec![] };
-        assert_eq!(ids(&mut cache, v4), vec![2, 1 << 24, (1 << 24) + 1], "a /0 names world, not the other family");
+        assert_eq!(ids(&mut cache, v4), vec![9, 1 << 24, (1 << 24) + 1], "a /0 names world-ipv4, not the other family");
     }
 
     #[test]
