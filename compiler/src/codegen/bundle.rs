@@ -93,23 +93,22 @@ pub struct BuildReport {
 }
 
 /// One endpoint, rendered and encoded, waiting for its object.
-struct Planned {
-    manifest: EndpointManifest,
+pub struct PlannedEndpoint {
+    pub manifest: EndpointManifest,
+    /// Its header (`endpoints/<name>/ep_config.h`).
+    pub header: String,
     /// The header clang compiles for it (its shape's, or its own).
     compile_header: String,
     /// What its object is called in the manifest: the shape, or the endpoint.
     object_label: String,
 }
 
-pub fn build_bundle(
+/// Renders and encodes every endpoint of `resolved` (no compile, no files).
+pub fn plan_endpoints(
     resolved: &Resolved,
     inventory: &[EndpointDef],
-    out: &Path,
     options: &BundleOptions,
-) -> Result<BuildReport, CodegenError> {
-    let node_header = render_node(&options.node)?;
-    write(&out.join("node_config.h"), &node_header)?;
-
+) -> Result<Vec<PlannedEndpoint>, CodegenError> {
     let mut planned = Vec::new();
     for (index, policy) in resolved.endpoints.iter().enumerate() {
         let addresses = inventory.iter().find(|d| d.name == policy.name).map(EndpointAddresses::of).unwrap_or_default();
@@ -128,10 +127,8 @@ pub fn build_bundle(
         let maps = [policy_map_summary("ep_pol_in", &policy.ingress, &ingress), policy_map_summary("ep_pol_eg", &policy.egress, &egress)];
         let enforced_maps: Vec<_> = maps.into_iter().zip([policy.ingress.enforced, policy.egress.enforced]).filter(|(_, on)| *on).map(|(m, _)| m).collect();
         let header = render_endpoint(&constants, &features, &enforced_maps)?;
-        let header_path = format!("endpoints/{}/ep_config.h", policy.name);
-        write(&out.join(&header_path), &header)?;
         let (compile_header, rodata) = if options.per_endpoint_compile {
-            (header, BTreeMap::new())
+            (header.clone(), BTreeMap::new())
         } else {
             let rodata = constants.rodata().into_iter().map(|(name, bytes)| (name, hex(&bytes))).collect();
             (render_shape(&features)?, rodata)
@@ -141,10 +138,10 @@ pub fn build_bundle(
             enforced_by: table.enforced_by.clone(),
             entries,
         };
-        planned.push(Planned {
+        planned.push(PlannedEndpoint {
             manifest: EndpointManifest {
                 name: policy.name.clone(),
-                header: header_path,
+                header: format!("endpoints/{}/ep_config.h", policy.name),
                 object: String::new(),
                 features: features.iter().map(|f| f.define()).collect(),
                 constants,
@@ -152,9 +149,26 @@ pub fn build_bundle(
                 ingress: direction(&policy.ingress, ingress),
                 egress: direction(&policy.egress, egress),
             },
+            header,
             compile_header,
             object_label: if options.per_endpoint_compile { policy.name.clone() } else { shape_name(&features) },
         });
+    }
+    Ok(planned)
+}
+
+pub fn build_bundle(
+    resolved: &Resolved,
+    inventory: &[EndpointDef],
+    out: &Path,
+    options: &BundleOptions,
+) -> Result<BuildReport, CodegenError> {
+    let node_header = render_node(&options.node)?;
+    write(&out.join("node_config.h"), &node_header)?;
+
+    let planned = plan_endpoints(resolved, inventory, options)?;
+    for p in &planned {
+        write(&out.join(&p.manifest.header), &p.header)?;
     }
 
     // One compile per distinct header (code shape), in parallel.
