@@ -7,6 +7,8 @@
 //! Run: `cargo bench -p polc --bench build` (release profile). Figures go in
 //! BENCHMARKS.md.
 
+#![allow(clippy::panic)] // a benchmark reports failures by panicking
+
 use polc::codegen::bundle::{build_bundle, BundleOptions};
 use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
 use polc::sema::model::{EndpointDef, RuleId};
