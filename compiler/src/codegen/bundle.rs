@@ -16,7 +16,7 @@
 use super::clang::{Clang, CompiledObject};
 use super::entries::{check_capacity, direction_entries, PolicyEntry};
 use super::header::{
-    features_of, policy_map_summary, render_endpoint, render_node, render_shape, shape_name, BuildOptions,
+    code_shape, features_of, policy_map_summary, render_endpoint, render_node, render_shape, shape_name, BuildOptions,
     EndpointAddresses, EndpointConstants, NodeConfig,
 };
 use super::CodegenError;
@@ -151,7 +151,7 @@ pub fn plan_endpoints(
             },
             header,
             compile_header,
-            object_label: if options.per_endpoint_compile { policy.name.clone() } else { shape_name(&features) },
+            object_label: if options.per_endpoint_compile { policy.name.clone() } else { shape_name(&code_shape(&features)) },
         });
     }
     Ok(planned)
