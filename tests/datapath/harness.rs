@@ -128,6 +128,7 @@ pub fn load_case_on(
         per_endpoint_compile: compile == Compile::PerEndpoint,
         jobs: 1,
         cache: Some(cache.to_path_buf()),
+        progress: false,
     };
     let report = build_bundle(&resolved, &[def], out.path(), &bundle_options).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.warnings.is_empty(), "clang warnings:\n{:?}", report.warnings);

@@ -64,6 +64,7 @@ pub fn run(args: Args) -> u8 {
     let options = BundleOptions {
         build: BuildOptions { trace_level: args.trace_level, ..BuildOptions::default() },
         per_endpoint_compile: args.per_endpoint_compile,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         ..BundleOptions::default()
     };

@@ -37,11 +37,13 @@ pub struct BundleOptions {
     pub jobs: usize,
     /// Where clang's inputs and objects are kept between builds (default `OUT/.cache`).
     pub cache: Option<PathBuf>,
+    /// Show `[done/total]` on stderr while compiling (for a terminal).
+    pub progress: bool,
 }
 
 impl Default for BundleOptions {
     fn default() -> Self {
-        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2, cache: None }
+        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2, cache: None, progress: false }
     }
 }
 
@@ -176,7 +178,7 @@ pub fn build_bundle(
     shapes.sort();
     shapes.dedup();
     let clang = Clang::new(&options.cache.clone().unwrap_or_else(|| out.join(".cache")))?;
-    let compiled = compile_all(&clang, &node_header, &shapes, options.jobs.max(1))?;
+    let compiled = compile_all(&clang, &node_header, &shapes, options.jobs.max(1), options.progress)?;
 
     let mut report = BuildReport { endpoints: planned.len(), ..BuildReport::default() };
     let mut objects = BTreeMap::new();
@@ -214,8 +216,9 @@ pub fn build_bundle(
 }
 
 /// Compiles every header with `jobs` threads; results in input order.
-fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize) -> Result<Vec<CompiledObject>, CodegenError> {
+fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize, progress: bool) -> Result<Vec<CompiledObject>, CodegenError> {
     let next = Mutex::new(0usize);
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<CompiledObject, CodegenError>>>> = Mutex::new(headers.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(headers.len()) {
@@ -231,9 +234,16 @@ fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize
                 if let Ok(mut results) = results.lock() {
                     results[i] = Some(result);
                 }
+                let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if progress {
+                    eprint!("\r[{finished}/{}] objects", headers.len());
+                }
             });
         }
     });
+    if progress && !headers.is_empty() {
+        eprintln!();
+    }
     let results = results.into_inner().unwrap_or_default();
     results
         .into_iter()
