@@ -111,6 +111,9 @@ pub struct LoadSpec<'a> {
     /// Written into `.rodata` by variable name before load (empty for a
     /// per-endpoint compile, whose constants are #defines).
     pub constants: &'a [(String, Vec<u8>)],
+    /// Map name -> max entries, overriding the object's (e.g. the counter
+    /// array, sized by the endpoint's rules).
+    pub map_sizes: &'a [(String, u32)],
     pub node_pins: PathBuf,
     pub endpoint_pins: PathBuf,
 }
@@ -135,6 +138,8 @@ fn take_log_tail(lines: usize) -> String {
 /// and its prog arrays filled.
 pub struct LoadedEndpoint {
     object: Object,
+    /// The rule id of each counter slot (slot 1 first), from the build.
+    rule_slots: Vec<u32>,
 }
 
 impl LoadedEndpoint {
@@ -159,6 +164,9 @@ impl LoadedEndpoint {
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
             let mut map = map;
+            if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
+                map.set_max_entries(*size).map_err(bpf_error(format!("size of `{name}`")))?;
+            }
             map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
@@ -168,7 +176,7 @@ impl LoadedEndpoint {
             source,
             log: take_log_tail(40),
         })?;
-        let loaded = LoadedEndpoint { object };
+        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
         loaded.fill_tail_calls()?;
         Ok(loaded)
     }
@@ -212,12 +220,17 @@ impl LoadedEndpoint {
         Ok((output.return_value, output.duration))
     }
 
-    /// The per-rule counters, summed over CPUs.
+    pub fn set_rule_slots(&mut self, rule_slots: Vec<u32>) {
+        self.rule_slots = rule_slots;
+    }
+
+    /// The per-rule counters that counted something, summed over CPUs.
     pub fn metrics(&self) -> Result<Vec<(MetricsKey, Counter)>, LoadError> {
         let map = self.map(datapath::METRICS_MAP)?;
         let mut out = Vec::new();
         for key in map.keys() {
-            let Some(parsed) = MetricsKey::parse(&key) else { continue };
+            let Some(index) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
+            let Some(parsed) = MetricsKey::from_index(index, &self.rule_slots) else { continue };
             let per_cpu = map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
             let mut total = Counter::default();
             for raw in per_cpu {
@@ -225,7 +238,9 @@ impl LoadedEndpoint {
                 total.packets += c.packets;
                 total.bytes += c.bytes;
             }
-            out.push((parsed, total));
+            if total.packets > 0 {
+                out.push((parsed, total));
+            }
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)

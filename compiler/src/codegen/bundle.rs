@@ -14,7 +14,7 @@
 //! Compiles run in parallel (`jobs` threads), one per distinct code shape.
 
 use super::clang::{Clang, CompiledObject};
-use super::entries::{check_capacity, direction_entries, PolicyEntry};
+use super::entries::{assign_slots, check_capacity, direction_entries, PolicyEntry};
 use super::header::{
     code_shape, features_of, policy_map_summary, render_endpoint, render_node, render_shape, shape_name, BuildOptions,
     EndpointAddresses, EndpointConstants, NodeConfig,
@@ -73,6 +73,10 @@ pub struct EndpointManifest {
     pub constants: EndpointConstants,
     /// `.rodata` variable -> hex bytes (empty with a per-endpoint compile).
     pub rodata: BTreeMap<String, String>,
+    /// The rule id of each counter slot (the first is slot 1).
+    pub rule_slots: Vec<u32>,
+    /// Size of the endpoint's counter array (`ep_metrics`).
+    pub metrics_entries: u32,
     pub ingress: DirectionManifest,
     pub egress: DirectionManifest,
 }
@@ -122,8 +126,9 @@ pub fn plan_endpoints(
             addresses,
         };
         let features = features_of(policy, &addresses, &options.build);
-        let ingress = direction_entries(&policy.name, &policy.ingress)?;
-        let egress = direction_entries(&policy.name, &policy.egress)?;
+        let mut ingress = direction_entries(&policy.name, &policy.ingress)?;
+        let mut egress = direction_entries(&policy.name, &policy.egress)?;
+        let rule_slots = assign_slots(&policy.name, [&mut ingress, &mut egress])?;
         check_capacity(&policy.name, "ingress", &ingress, options.node.sizes.policy)?;
         check_capacity(&policy.name, "egress", &egress, options.node.sizes.policy)?;
         let maps = [policy_map_summary("ep_pol_in", &policy.ingress, &ingress), policy_map_summary("ep_pol_eg", &policy.egress, &egress)];
@@ -148,6 +153,8 @@ pub fn plan_endpoints(
                 features: features.iter().map(|f| f.define()).collect(),
                 constants,
                 rodata,
+                metrics_entries: metrics_entries(rule_slots.len()),
+                rule_slots,
                 ingress: direction(&policy.ingress, ingress),
                 egress: direction(&policy.egress, egress),
             },
@@ -249,6 +256,13 @@ fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(CodegenError::Io { path: PathBuf::from("<compile worker>"), source: std::io::Error::other("a compile thread stopped") })))
         .collect()
+}
+
+/// Counters per slot: one per verdict reason and direction (templates/bpf/events.h).
+const COUNTERS_PER_SLOT: u32 = 13 * 2;
+
+fn metrics_entries(rules: usize) -> u32 {
+    (rules as u32 + 1) * COUNTERS_PER_SLOT
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), CodegenError> {
