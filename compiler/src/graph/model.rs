@@ -274,7 +274,8 @@ pub fn build(resolved: &Resolved, set: &PolicySet, sources: &SourceMap) -> Graph
             candidates.push((info.id, prefix.to_string()));
         }
     }
-    let mut alike: Vec<(Vec<BothWays>, Vec<(Identity, String)>)> = Vec::new();
+    // (what every endpoint exchanges with them, the peers)
+    let mut alike: Vec<(Vec<BothWays>, Peers)> = Vec::new();
     for (identity, name) in candidates {
         let signature: Vec<_> = endpoint_ends.iter().map(|e| both_ways(*e, outside(identity))).collect();
         match alike.iter_mut().find(|(s, _)| *s == signature) {
@@ -334,6 +335,9 @@ pub fn build(resolved: &Resolved, set: &PolicySet, sources: &SourceMap) -> Graph
 
 /// Segments to a peer and from it.
 type BothWays = (Vec<Segment>, Vec<Segment>);
+
+/// Outside peers by identity, with their names.
+type Peers = Vec<(Identity, String)>;
 
 /// The segments both ways between an endpoint and an outside peer.
 fn both_ways(endpoint: End<'_>, peer: End<'_>) -> BothWays {

@@ -39,11 +39,10 @@ impl Rect {
         (self.x + self.w / 2.0, self.y + self.h / 2.0)
     }
 
-    fn overlaps(self, other: Rect) -> bool {
-        self.x < other.x + other.w
-            && other.x < self.x + self.w
-            && self.y < other.y + other.h
-            && other.y < self.y + self.h
+    fn overlap_area(self, other: Rect) -> f64 {
+        let w = (self.x + self.w).min(other.x + other.w) - self.x.max(other.x);
+        let h = (self.y + self.h).min(other.y + other.h) - self.y.max(other.y);
+        w.max(0.0) * h.max(0.0)
     }
 }
 
@@ -80,11 +79,69 @@ fn block_sizes(graph: &Graph) -> Vec<(Vec<usize>, f64, f64)> {
     sizes
 }
 
+/// Ring positions for the blocks: connected blocks near each other, so
+/// fewer edges cross the middle. A hill climb over swaps minimizing the
+/// chord lengths of the edges (open edges count less: they are faint);
+/// deterministic, and skipped for big graphs where it would be slow.
+fn ring_order(sizes: &[(Vec<usize>, f64, f64)], all_edges: &[Edge]) -> Vec<usize> {
+    const MAX_BLOCKS: usize = 40;
+    let n = sizes.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    if !(4..=MAX_BLOCKS).contains(&n) {
+        return order;
+    }
+    let block_of = |node: usize| sizes.iter().position(|(members, _, _)| members.contains(&node));
+    let mut weights: Vec<(usize, usize, f64)> = Vec::new();
+    for edge in all_edges {
+        if let (Some(a), Some(b)) = (block_of(edge.from), block_of(edge.to)) {
+            let weight = if edge.kind == EdgeKind::Open { 0.25 } else { 1.0 };
+            weights.push((a, b, weight));
+        }
+    }
+    // position[block] = slot on the ring.
+    let cost = |position: &[usize]| -> f64 {
+        weights
+            .iter()
+            .map(|&(a, b, w)| {
+                let d = position[a].abs_diff(position[b]) as f64;
+                w * (PI * d / n as f64).sin()
+            })
+            .sum()
+    };
+    let mut position: Vec<usize> = (0..n).collect();
+    let mut best = cost(&position);
+    for _ in 0..50 {
+        let mut improved = false;
+        for i in 1..n {
+            for j in (i + 1)..n {
+                position.swap(i, j);
+                let c = cost(&position);
+                if c + 1e-9 < best {
+                    best = c;
+                    improved = true;
+                } else {
+                    position.swap(i, j);
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+    for (block, slot) in position.into_iter().enumerate() {
+        order[slot] = block;
+    }
+    order
+}
+
 /// Boxes on a circle big enough that neighbours keep apart.
-fn layout(graph: &Graph) -> Vec<Block> {
+fn layout(graph: &Graph, all_edges: &[Edge]) -> Vec<Block> {
     let sizes = block_sizes(graph);
+    let order = ring_order(&sizes, all_edges);
+    let mut slots: Vec<Option<(Vec<usize>, f64, f64)>> = sizes.into_iter().map(Some).collect();
+    let sizes: Vec<(Vec<usize>, f64, f64)> = order.iter().filter_map(|&b| slots[b].take()).collect();
     let count = sizes.len().max(1) as f64;
-    let perimeter: f64 = sizes.iter().map(|(_, w, h)| w.max(*h) + 90.0).sum();
+    let perimeter: f64 = sizes.iter().map(|(_, w, h)| w.max(*h) + 150.0).sum();
     let radius = (perimeter / (2.0 * PI)).max(170.0);
     sizes
         .into_iter()
@@ -147,14 +204,74 @@ impl Drawn {
     }
 }
 
-fn edge_geometry(blocks: &[Block], edge: &Edge) -> Option<Drawn> {
-    let find = |node: usize| {
-        blocks
-            .iter()
-            .find_map(|b| b.rows.iter().find(|(n, _)| *n == node).map(|(_, y)| (b.rect, (b.rect.center().0, *y))))
+/// An edge as drawn: between two endpoints' rows, or, when it says the
+/// same for every endpoint of an identity, from or to the identity's box.
+struct Drawable<'e> {
+    edge: &'e Edge,
+    from_block: usize,
+    to_block: usize,
+    whole_from: bool,
+    whole_to: bool,
+}
+
+fn block_of(blocks: &[Block], node: usize) -> Option<usize> {
+    blocks.iter().position(|b| b.rows.iter().any(|(n, _)| *n == node))
+}
+
+/// Edges between the same two boxes that say the same for every pair of
+/// their endpoints are drawn once, box to box. Edges inside one box are
+/// left to the matrix.
+fn drawables<'e>(blocks: &[Block], all_edges: &'e [Edge]) -> Vec<Drawable<'e>> {
+    type Key = (usize, usize, EdgeKind, String, bool);
+    let mut groups: Vec<(Key, Vec<&'e Edge>)> = Vec::new();
+    for edge in all_edges {
+        let (Some(from), Some(to)) = (block_of(blocks, edge.from), block_of(blocks, edge.to)) else { continue };
+        if from == to {
+            continue;
+        }
+        let key = (from, to, edge.kind, edge.label.clone(), edge.both_ways);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(edge),
+            None => groups.push((key, vec![edge])),
+        }
+    }
+    let mut out = Vec::new();
+    for ((from, to, ..), list) in groups {
+        let (from_rows, to_rows) = (blocks[from].rows.len(), blocks[to].rows.len());
+        if list.len() > 1 && list.len() == from_rows * to_rows {
+            let (whole_from, whole_to) = (from_rows > 1, to_rows > 1);
+            out.push(Drawable { edge: list[0], from_block: from, to_block: to, whole_from, whole_to });
+        } else {
+            out.extend(list.into_iter().map(|edge| Drawable {
+                edge,
+                from_block: from,
+                to_block: to,
+                whole_from: false,
+                whole_to: false,
+            }));
+        }
+    }
+    out
+}
+
+/// The names an edge joins: one endpoint, or every endpoint of a box.
+fn end_text(graph: &Graph, block: &Block, node: usize, whole: bool) -> String {
+    if whole {
+        block.rows.iter().map(|(n, _)| graph.nodes[*n].one_line()).collect::<Vec<_>>().join(", ")
+    } else {
+        graph.nodes[node].one_line()
+    }
+}
+
+fn edge_geometry(blocks: &[Block], drawable: &Drawable<'_>) -> Option<Drawn> {
+    let edge = drawable.edge;
+    let anchor = |block: &Block, node: usize, whole: bool| {
+        let (cx, cy) = block.rect.center();
+        let y = if whole { cy } else { block.rows.iter().find(|(n, _)| *n == node).map_or(cy, |(_, y)| *y) };
+        (block.rect, (cx, y))
     };
-    let (from_rect, a) = find(edge.from)?;
-    let (to_rect, b) = find(edge.to)?;
+    let (from_rect, a) = anchor(blocks.get(drawable.from_block)?, edge.from, drawable.whole_from);
+    let (to_rect, b) = anchor(blocks.get(drawable.to_block)?, edge.to, drawable.whole_to);
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let bend = match edge.kind {
         _ if edge.both_ways => 0.0,
@@ -200,11 +317,11 @@ fn colors(kind: EdgeKind) -> (&'static str, &'static str, &'static str) {
 
 /// The SVG document; `title` is printed at the top (e.g. the policy path).
 pub fn render(graph: &Graph, title: &str) -> String {
-    let blocks = layout(graph);
     let all_edges = edges(graph);
+    let blocks = layout(graph, &all_edges);
     // Open edges underneath, denials on top.
-    let mut ordered: Vec<&Edge> = all_edges.iter().collect();
-    ordered.sort_by_key(|e| match e.kind {
+    let mut ordered = drawables(&blocks, &all_edges);
+    ordered.sort_by_key(|d| match d.edge.kind {
         EdgeKind::Open => 0,
         EdgeKind::Allowed => 1,
         EdgeKind::Denied(_) => 2,
@@ -213,10 +330,16 @@ pub fn render(graph: &Graph, title: &str) -> String {
     let mut body = String::new();
     let mut labels: Vec<(Rect, String)> = Vec::new();
     let mut placed: Vec<Rect> = blocks.iter().map(|b| b.rect).collect();
-    for edge in &ordered {
-        let Some(drawn) = edge_geometry(&blocks, edge) else {
+    for drawable in &ordered {
+        let edge = drawable.edge;
+        let Some(drawn) = edge_geometry(&blocks, drawable) else {
             continue;
         };
+        let route = format!(
+            "{} → {}",
+            end_text(graph, &blocks[drawable.from_block], edge.from, drawable.whole_from),
+            end_text(graph, &blocks[drawable.to_block], edge.to, drawable.whole_to)
+        );
         let (stroke, marker, dash) = colors(edge.kind);
         let width = if edge.kind == EdgeKind::Open { 1.2 } else { 1.8 };
         let start_marker =
@@ -224,7 +347,7 @@ pub fn render(graph: &Graph, title: &str) -> String {
         let _ = writeln!(
             body,
             "<g class=\"edge\"><title>{}</title><path d=\"{}\" fill=\"none\" stroke=\"{stroke}\" stroke-width=\"{width}\"{dash} marker-end=\"url(#{marker})\"{start_marker}/></g>",
-            escape(&format!("{} → {}\n{}", graph.nodes[edge.from].one_line(), graph.nodes[edge.to].one_line(), edge.detail)),
+            escape(&format!("{route}\n{}", edge.detail)),
             drawn.path,
         );
         // Open edges stay unlabelled: the legend says what grey means.
@@ -235,15 +358,16 @@ pub fn render(graph: &Graph, title: &str) -> String {
         let w = lines.iter().map(|l| text_width(l, LABEL_SIZE)).fold(0.0, f64::max) + 8.0;
         let h = LABEL_LINE * lines.len() as f64 + 5.0;
         // On the curve, as near its middle as it goes without covering a
-        // box or another label; else nudged off the curve.
+        // box or another label; else nudged off the curve; else where it
+        // covers least.
         let centred = |(x, y): (f64, f64), shift: f64| Rect { x: x - w / 2.0, y: y - h / 2.0 + shift, w, h };
         let along = [0.5, 0.42, 0.58, 0.34, 0.66, 0.27, 0.73].map(|t| centred(drawn.at(t), 0.0));
-        let off = [1.0, -1.0, 2.0, -2.0].map(|step| centred(drawn.at(0.5), step * (h + 2.0)));
-        let rect = along
-            .into_iter()
-            .chain(off)
-            .find(|candidate| !placed.iter().any(|p| p.overlaps(*candidate)))
-            .unwrap_or_else(|| centred(drawn.at(0.5), 0.0));
+        let off = [1.0, -1.0, 2.0, -2.0, 3.0, -3.0].map(|step| centred(drawn.at(0.5), step * (h + 2.0)));
+        let covered = |candidate: &Rect| placed.iter().map(|p| p.overlap_area(*candidate)).sum::<f64>();
+        let candidates: Vec<Rect> = along.into_iter().chain(off).collect();
+        let rect = candidates.iter().find(|c| covered(c) == 0.0).copied().unwrap_or_else(|| {
+            candidates.iter().copied().min_by(|a, b| covered(a).total_cmp(&covered(b))).unwrap_or(candidates[0])
+        });
         placed.push(rect);
         let fill = if matches!(edge.kind, EdgeKind::Denied(_)) { "#b91c1c" } else { "#111827" };
         let mut label = format!(

@@ -202,3 +202,23 @@ fn every_segment_of_every_example_agrees_with_the_evaluator() {
         assert!(checked > 20, "{name}: only {checked} packets checked");
     }
 }
+
+#[test]
+fn the_svg_draws_one_edge_for_an_identity_when_its_endpoints_agree() {
+    let frontend = driver::check_text(
+        "test.pol",
+        "endpoint w1 { labels {app=web} ipv4 10.0.0.11 port http = tcp/8080 }
+         endpoint w2 { labels {app=web} ipv4 10.0.0.12 port http = tcp/8080 }
+         endpoint w3 { labels {app=web} ipv4 10.0.0.13 port http = tcp/8081 }
+         endpoint db { labels {app=db} ipv4 10.0.0.20 }
+         policy web { select {app=web} ingress { allow h: from world on tcp/http } egress { allow d: to {app=db} on tcp/5432 } }
+         policy db { select {app=db} ingress { allow w: from {app=web} on tcp/5432 } egress {} }",
+    );
+    let svg = svg::render(&graph_of(&frontend), "t");
+    // The three agree about db: one edge from the identity's box.
+    assert_eq!(svg.matches("<title>w1, w2, w3 → db\n").count(), 1, "{svg}");
+    assert!(!svg.contains("<title>w1 → db\n"), "{svg}");
+    // Not about the world: w3's `http` is another port, so one edge each.
+    assert!(svg.contains("<title>world → w1\n") && svg.contains("<title>world → w3\n"), "{svg}");
+    assert!(svg.contains(">tcp/8081</text>") && svg.contains(">tcp/8080</text>"), "{svg}");
+}
