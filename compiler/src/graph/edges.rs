@@ -8,7 +8,7 @@ use super::services::describe;
 use crate::sema::model::RuleId;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EdgeKind {
     /// Allowed by rules (some side is enforced).
     Allowed,

@@ -14,7 +14,7 @@ use crate::resolve::identity::render_labels;
 use crate::sema::model::{PolicySet, Proto, RuleId};
 use crate::syntax::ast::Action;
 use crate::syntax::SourceMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A protocol as the tables see it: one of the five they list, or any other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -201,13 +201,15 @@ pub struct Graph {
     /// Every ordered pair of distinct nodes with at least one endpoint, in
     /// node order (outside peers talk to each other unpoliced: not listed).
     pub connections: Vec<Connection>,
+    /// (from, to) -> position in `connections`.
+    index: HashMap<(usize, usize), usize>,
     /// The rules the connections name.
     pub rules: BTreeMap<RuleId, RuleInfo>,
 }
 
 impl Graph {
     pub fn connection(&self, from: usize, to: usize) -> Option<&Connection> {
-        self.connections.iter().find(|c| c.from == from && c.to == to)
+        self.index.get(&(from, to)).and_then(|&i| self.connections.get(i))
     }
 
     pub fn rule(&self, id: RuleId) -> Option<&RuleInfo> {
@@ -304,6 +306,7 @@ pub fn build(resolved: &Resolved, set: &PolicySet, sources: &SourceMap) -> Graph
                 continue;
             }
             let segments = segments(*src, *dst);
+            graph.index.insert((from, to), graph.connections.len());
             graph.connections.push(Connection { from, to, segments });
         }
     }

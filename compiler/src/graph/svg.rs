@@ -7,6 +7,7 @@
 
 use super::edges::{edges, Edge, EdgeKind};
 use super::model::{Graph, NodeKind};
+use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::fmt::Write as _;
 
@@ -214,29 +215,33 @@ struct Drawable<'e> {
     whole_to: bool,
 }
 
-fn block_of(blocks: &[Block], node: usize) -> Option<usize> {
-    blocks.iter().position(|b| b.rows.iter().any(|(n, _)| *n == node))
-}
-
 /// Edges between the same two boxes that say the same for every pair of
 /// their endpoints are drawn once, box to box. Edges inside one box are
 /// left to the matrix.
 fn drawables<'e>(blocks: &[Block], all_edges: &'e [Edge]) -> Vec<Drawable<'e>> {
-    type Key = (usize, usize, EdgeKind, String, bool);
-    let mut groups: Vec<(Key, Vec<&'e Edge>)> = Vec::new();
+    type Key<'e> = (usize, usize, EdgeKind, &'e str, bool);
+    let block_of: HashMap<usize, usize> =
+        blocks.iter().enumerate().flat_map(|(b, block)| block.rows.iter().map(move |(n, _)| (*n, b))).collect();
+    // In first-seen order, so the drawing does not depend on hashing.
+    let mut groups: Vec<Vec<&'e Edge>> = Vec::new();
+    let mut group_of: HashMap<Key<'e>, usize> = HashMap::new();
+    let mut keys: Vec<(usize, usize)> = Vec::new();
     for edge in all_edges {
-        let (Some(from), Some(to)) = (block_of(blocks, edge.from), block_of(blocks, edge.to)) else { continue };
+        let (Some(&from), Some(&to)) = (block_of.get(&edge.from), block_of.get(&edge.to)) else { continue };
         if from == to {
             continue;
         }
-        let key = (from, to, edge.kind, edge.label.clone(), edge.both_ways);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, list)) => list.push(edge),
-            None => groups.push((key, vec![edge])),
-        }
+        let key = (from, to, edge.kind, edge.label.as_str(), edge.both_ways);
+        let i = *group_of.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            keys.push((from, to));
+            groups.len() - 1
+        });
+        groups[i].push(edge);
     }
+    let groups = keys.into_iter().zip(groups);
     let mut out = Vec::new();
-    for ((from, to, ..), list) in groups {
+    for ((from, to), list) in groups {
         let (from_rows, to_rows) = (blocks[from].rows.len(), blocks[to].rows.len());
         if list.len() > 1 && list.len() == from_rows * to_rows {
             let (whole_from, whole_to) = (from_rows > 1, to_rows > 1);
