@@ -88,7 +88,15 @@ impl From<ManifestPolicyEntry> for PolicyEntry {
             ManifestAction::Allow => PolicyAction::Allow,
             ManifestAction::Deny => PolicyAction::Deny,
         };
-        PolicyEntry { prefix_len: e.prefix_len, identity: e.identity, proto: e.proto, port: e.port, action, rule: e.rule, slot: e.slot }
+        PolicyEntry {
+            prefix_len: e.prefix_len,
+            identity: e.identity,
+            proto: e.proto,
+            port: e.port,
+            action,
+            rule: e.rule,
+            slot: e.slot,
+        }
     }
 }
 
@@ -116,7 +124,8 @@ impl Bundle {
         let endpoint = self.endpoint(name)?;
         let mut constants = Vec::new();
         for (var, hex) in &endpoint.rodata {
-            let bytes = decode_hex(hex).ok_or_else(|| BundleError::Constant { endpoint: name.to_string(), name: var.clone() })?;
+            let bytes = decode_hex(hex)
+                .ok_or_else(|| BundleError::Constant { endpoint: name.to_string(), name: var.clone() })?;
             constants.push((var.clone(), bytes));
         }
         let object = self.dir.join("objects").join(format!("{}.o", endpoint.object));
@@ -131,7 +140,8 @@ impl Bundle {
         };
         let mut loaded = LoadedEndpoint::load(&spec)?;
         loaded.set_rule_slots(endpoint.rule_slots.clone());
-        let ipcache: Vec<_> = self.manifest.ipcache.iter().map(|e| (e.prefix.network(), e.prefix.prefix_len(), e.identity)).collect();
+        let ipcache: Vec<_> =
+            self.manifest.ipcache.iter().map(|e| (e.prefix.network(), e.prefix.prefix_len(), e.identity)).collect();
         fill_ipcache(&loaded, &ipcache)?;
         for (direction, table) in [(Direction::Ingress, &endpoint.ingress), (Direction::Egress, &endpoint.egress)] {
             if table.enforced {

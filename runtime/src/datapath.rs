@@ -84,9 +84,23 @@ pub enum Reason {
 impl Reason {
     pub fn from_u8(value: u8) -> Option<Reason> {
         use Reason::*;
-        [PolicyAllow, NotEnforced, Established, Reply, Arp, Neighbour, PolicyDeny, DefaultDeny, Truncated, Invalid, Fragment, UnknownL3, NoTailCall]
-            .into_iter()
-            .find(|r| *r as u8 == value)
+        [
+            PolicyAllow,
+            NotEnforced,
+            Established,
+            Reply,
+            Arp,
+            Neighbour,
+            PolicyDeny,
+            DefaultDeny,
+            Truncated,
+            Invalid,
+            Fragment,
+            UnknownL3,
+            NoTailCall,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == value)
     }
 
     pub fn is_drop(self) -> bool {
@@ -293,7 +307,10 @@ mod tests {
         let slots = [7, 40];
         let key = |rule, reason, direction| Some(MetricsKey { rule, reason, direction });
         assert_eq!(MetricsKey::from_index(0, &slots), key(0, Reason::PolicyAllow, Direction::Ingress));
-        assert_eq!(MetricsKey::from_index((2 * 13 + 6) * 2 + 1, &slots), key(40, Reason::PolicyDeny, Direction::Egress));
+        assert_eq!(
+            MetricsKey::from_index((2 * 13 + 6) * 2 + 1, &slots),
+            key(40, Reason::PolicyDeny, Direction::Egress)
+        );
         assert_eq!(MetricsKey::from_index(3 * 26, &slots), None, "no slot 3");
     }
 

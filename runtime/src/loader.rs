@@ -201,7 +201,6 @@ impl LoadedEndpoint {
         MapHandle::try_from(&map).map_err(bpf_error(format!("handle of `{name}`")))
     }
 
-
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN); the tc action.
     pub fn run(&self, program: &str, packet: &[u8]) -> Result<u32, LoadError> {
         Ok(self.run_repeated(program, packet, 1)?.0)
@@ -209,7 +208,12 @@ impl LoadedEndpoint {
 
     /// Runs `program` `repeat` times on `packet`: the tc action and the
     /// kernel's mean time per run.
-    pub fn run_repeated(&self, program: &str, packet: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), LoadError> {
+    pub fn run_repeated(
+        &self,
+        program: &str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), LoadError> {
         let prog = self
             .object
             .progs_mut()
@@ -231,7 +235,8 @@ impl LoadedEndpoint {
         for key in map.keys() {
             let Some(index) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
             let Some(parsed) = MetricsKey::from_index(index, &self.rule_slots) else { continue };
-            let per_cpu = map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
+            let per_cpu =
+                map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
             let mut total = Counter::default();
             for raw in per_cpu {
                 let c = Counter::parse(&raw).unwrap_or_default();
@@ -300,13 +305,14 @@ impl EventReader {
 /// Variable name -> (offset, size) in `.rodata`, read after open (the
 /// object file's BTF says 0 until libbpf has laid the section out).
 fn rodata_offsets(open: &libbpf_rs::OpenObject) -> Result<Vec<(String, u32, usize)>, LoadError> {
-    let btf = Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() })
-        .map_err(bpf_error("read BTF"))?;
+    let btf = Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() }).map_err(bpf_error("read BTF"))?;
     let Some(btf) = btf else { return Ok(Vec::new()) };
     let Some(section) = btf.type_by_name::<DataSec>(".rodata") else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for var in section.iter() {
-        if let Some(name) = btf.type_by_id::<BtfType>(var.ty).and_then(|t| t.name().map(|n| n.to_string_lossy().into_owned())) {
+        if let Some(name) =
+            btf.type_by_id::<BtfType>(var.ty).and_then(|t| t.name().map(|n| n.to_string_lossy().into_owned()))
+        {
             out.push((name, var.offset, var.size));
         }
     }

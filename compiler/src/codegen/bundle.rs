@@ -43,7 +43,14 @@ pub struct BundleOptions {
 
 impl Default for BundleOptions {
     fn default() -> Self {
-        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2, cache: None, progress: false }
+        BundleOptions {
+            build: BuildOptions::default(),
+            node: NodeConfig::default(),
+            per_endpoint_compile: false,
+            jobs: 2,
+            cache: None,
+            progress: false,
+        }
     }
 }
 
@@ -131,8 +138,16 @@ pub fn plan_endpoints(
         let rule_slots = assign_slots(&policy.name, [&mut ingress, &mut egress])?;
         check_capacity(&policy.name, "ingress", &ingress, options.node.sizes.policy)?;
         check_capacity(&policy.name, "egress", &egress, options.node.sizes.policy)?;
-        let maps = [policy_map_summary("ep_pol_in", &policy.ingress, &ingress), policy_map_summary("ep_pol_eg", &policy.egress, &egress)];
-        let enforced_maps: Vec<_> = maps.into_iter().zip([policy.ingress.enforced, policy.egress.enforced]).filter(|(_, on)| *on).map(|(m, _)| m).collect();
+        let maps = [
+            policy_map_summary("ep_pol_in", &policy.ingress, &ingress),
+            policy_map_summary("ep_pol_eg", &policy.egress, &egress),
+        ];
+        let enforced_maps: Vec<_> = maps
+            .into_iter()
+            .zip([policy.ingress.enforced, policy.egress.enforced])
+            .filter(|(_, on)| *on)
+            .map(|(m, _)| m)
+            .collect();
         let header = render_endpoint(&constants, &features, &enforced_maps)?;
         let (compile_header, rodata) = if options.per_endpoint_compile {
             (header.clone(), BTreeMap::new())
@@ -160,7 +175,11 @@ pub fn plan_endpoints(
             },
             header,
             compile_header,
-            object_label: if options.per_endpoint_compile { policy.name.clone() } else { shape_name(&code_shape(&features)) },
+            object_label: if options.per_endpoint_compile {
+                policy.name.clone()
+            } else {
+                shape_name(&code_shape(&features))
+            },
         });
     }
     Ok(planned)
@@ -213,7 +232,11 @@ pub fn build_bundle(
         node_header: "node_config.h",
         per_endpoint_compile: options.per_endpoint_compile,
         identities: &resolved.identities,
-        ipcache: resolved.ipcache.iter().map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 }).collect(),
+        ipcache: resolved
+            .ipcache
+            .iter()
+            .map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 })
+            .collect(),
         objects,
         endpoints,
     };
@@ -223,10 +246,17 @@ pub fn build_bundle(
 }
 
 /// Compiles every header with `jobs` threads; results in input order.
-fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize, progress: bool) -> Result<Vec<CompiledObject>, CodegenError> {
+fn compile_all(
+    clang: &Clang,
+    node_header: &str,
+    headers: &[String],
+    jobs: usize,
+    progress: bool,
+) -> Result<Vec<CompiledObject>, CodegenError> {
     let next = Mutex::new(0usize);
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<CompiledObject, CodegenError>>>> = Mutex::new(headers.iter().map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<CompiledObject, CodegenError>>>> =
+        Mutex::new(headers.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(headers.len()) {
             scope.spawn(|| loop {
@@ -254,7 +284,14 @@ fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize
     let results = results.into_inner().unwrap_or_default();
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(CodegenError::Io { path: PathBuf::from("<compile worker>"), source: std::io::Error::other("a compile thread stopped") })))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(CodegenError::Io {
+                    path: PathBuf::from("<compile worker>"),
+                    source: std::io::Error::other("a compile thread stopped"),
+                })
+            })
+        })
         .collect()
 }
 

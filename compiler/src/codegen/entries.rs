@@ -88,9 +88,19 @@ pub fn assign_slots(endpoint: &str, directions: [&mut Vec<PolicyEntry>; 2]) -> R
 
 /// Fails when a direction needs more entries than the policy map holds:
 /// a build error naming the endpoint, never a runtime drop.
-pub fn check_capacity(endpoint: &str, direction: &'static str, entries: &[PolicyEntry], capacity: u32) -> Result<(), CodegenError> {
+pub fn check_capacity(
+    endpoint: &str,
+    direction: &'static str,
+    entries: &[PolicyEntry],
+    capacity: u32,
+) -> Result<(), CodegenError> {
     if entries.len() > capacity as usize {
-        return Err(CodegenError::Capacity { endpoint: endpoint.to_string(), direction, needed: entries.len(), capacity });
+        return Err(CodegenError::Capacity {
+            endpoint: endpoint.to_string(),
+            direction,
+            needed: entries.len(),
+            capacity,
+        });
     }
     Ok(())
 }
@@ -207,8 +217,12 @@ mod tests {
                 for port in [0, 9, 10, 15, 20, 21, 53, 65535] {
                     let expected = table.lookup(Identity(peer), proto, port);
                     let got = match lpm(&entries, peer, proto, port) {
-                        Some(e) if e.action == EntryAction::Allow => TableVerdict::Decided { action: Action::Allow, rule: RuleId(e.rule) },
-                        Some(e) if e.action == EntryAction::Deny => TableVerdict::Decided { action: Action::Deny, rule: RuleId(e.rule) },
+                        Some(e) if e.action == EntryAction::Allow => {
+                            TableVerdict::Decided { action: Action::Allow, rule: RuleId(e.rule) }
+                        }
+                        Some(e) if e.action == EntryAction::Deny => {
+                            TableVerdict::Decided { action: Action::Deny, rule: RuleId(e.rule) }
+                        }
                         _ => TableVerdict::DefaultDeny,
                     };
                     assert_eq!(got, expected, "peer {peer} proto {proto} port {port}");
@@ -219,7 +233,15 @@ mod tests {
 
     #[test]
     fn capacity_is_checked_at_build_time() {
-        let entries = split_range(1, 65534).into_iter().map(|(port, bits)| PolicyEntry { prefix_len: 48 + bits, identity: 0, proto: 6, port, action: EntryAction::Allow, rule: 1, slot: 0 });
+        let entries = split_range(1, 65534).into_iter().map(|(port, bits)| PolicyEntry {
+            prefix_len: 48 + bits,
+            identity: 0,
+            proto: 6,
+            port,
+            action: EntryAction::Allow,
+            rule: 1,
+            slot: 0,
+        });
         let entries: Vec<PolicyEntry> = entries.collect();
         assert!(check_capacity("web", "ingress", &entries, 30).is_ok());
         let err = check_capacity("web", "ingress", &entries, 29).map_err(|e| e.to_string());
@@ -228,7 +250,15 @@ mod tests {
 
     #[test]
     fn slots_are_dense_per_endpoint() {
-        let entry = |rule| PolicyEntry { prefix_len: 64, identity: 1, proto: 6, port: 1, action: EntryAction::Allow, rule, slot: 9 };
+        let entry = |rule| PolicyEntry {
+            prefix_len: 64,
+            identity: 1,
+            proto: 6,
+            port: 1,
+            action: EntryAction::Allow,
+            rule,
+            slot: 9,
+        };
         let mut ingress = vec![entry(40), entry(0), entry(7)];
         let mut egress = vec![entry(7), entry(12)];
         let slots = assign_slots("web", [&mut ingress, &mut egress]).unwrap_or_default();
