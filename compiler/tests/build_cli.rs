@@ -67,3 +67,12 @@ fn build_of_a_missing_path_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("/nonexistent/polc"), "{stderr}");
 }
+
+#[test]
+fn dump_ir_prints_the_resolved_tables() {
+    let dir = example("l3-l4-rule");
+    let (code, stdout, stderr) = polc(&["build", dir.to_str().unwrap_or_default(), "--dump", "ir", "--locked"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(stdout.contains("app1") && json.is_object(), "{stdout}");
+}

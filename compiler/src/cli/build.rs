@@ -58,7 +58,8 @@ pub fn run(args: Args) -> u8 {
         Err(code) => return code,
     };
     if args.dump == Some(Stage::Ir) {
-        println!("{}", serde_json::to_string_pretty(&resolved).unwrap_or_default());
+        // The JSON of `polc show` (tables keyed by peer need string keys).
+        println!("{}", serde_json::to_string_pretty(&polc::resolve::show::to_json(&resolved)).unwrap_or_default());
         return EXIT_OK;
     }
     let options = BundleOptions {
