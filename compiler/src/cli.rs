@@ -5,6 +5,7 @@
 
 mod check;
 mod fmt;
+mod import;
 mod test;
 mod trace;
 mod show;
@@ -31,6 +32,8 @@ enum Command {
     Test(test::Args),
     /// Resolve identities and per-endpoint tables, and show them; writes identities.lock
     Show(show::Args),
+    /// Kubernetes NetworkPolicy, CiliumNetworkPolicy and pod lists as `.pol` files
+    Import(import::Args),
 }
 
 /// Output for people or for machines.
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(args) => trace::run(args),
         Command::Test(args) => test::run(args),
         Command::Show(args) => show::run(args),
+        Command::Import(args) => import::run(args),
     };
     ExitCode::from(code)
 }

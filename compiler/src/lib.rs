@@ -14,6 +14,7 @@ pub mod diag;
 pub mod driver;
 pub mod eval;
 pub mod format;
+pub mod import;
 pub mod ir;
 pub mod resolve;
 pub mod sema;
