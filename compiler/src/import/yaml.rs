@@ -158,6 +158,8 @@ impl MarkedEventReceiver for Builder {
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Seq { pos, anchor, items }) => self.finish(Node { pos, value: Value::Seq(items) }, anchor),
                 Some(Frame::Map { pos, anchor, entries, .. }) => {
+                    // yaml-rust2 marks a flow mapping's start late; its first key is exact.
+                    let pos = entries.first().map_or(pos, |(k, _)| k.pos);
                     self.finish(Node { pos, value: Value::Map(entries) }, anchor)
                 }
                 None => {}
