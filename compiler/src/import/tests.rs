@@ -1,14 +1,14 @@
 //! The meaning of imported policies, checked through the reference
 //! evaluator over the Kubernetes e2e model (namespaces x, y, z with pods
-//! a, b, c; tests/corpus/kubernetes/pods.json). lang-spec/KUBERNETES.md.
+//! a, b, c; tests/corpus/kubernetes/e2e/pods.json). lang-spec/KUBERNETES.md.
 
 use super::*;
 use crate::driver::{self, Frontend};
 use crate::eval::{self, flowspec, Flow, FlowPeer};
 use crate::syntax::SourceMap;
 
-const PODS: &str = include_str!("../../../tests/corpus/kubernetes/pods.json");
-const NAMESPACES: &str = include_str!("../../../tests/corpus/kubernetes/namespaces.json");
+const PODS: &str = include_str!("../../../tests/corpus/kubernetes/e2e/pods.json");
+const NAMESPACES: &str = include_str!("../../../tests/corpus/kubernetes/e2e/namespaces.json");
 
 fn run(yaml: &str, allow_partial: bool) -> Result<(Vec<OutputFile>, Vec<Diagnostic>), Vec<Diagnostic>> {
     import_texts(
