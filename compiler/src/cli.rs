@@ -4,6 +4,7 @@
 //! check/test failed, 2 usage or I/O error.
 
 mod check;
+mod diff;
 mod fmt;
 mod import;
 mod test;
@@ -34,6 +35,8 @@ enum Command {
     Show(show::Args),
     /// Kubernetes NetworkPolicy, CiliumNetworkPolicy and pod lists as `.pol` files
     Import(import::Args),
+    /// The flows whose verdict changes between two policy sets (or two git revisions)
+    Diff(diff::Args),
 }
 
 /// Output for people or for machines.
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Show(args) => show::run(args),
         Command::Import(args) => import::run(args),
+        Command::Diff(args) => diff::run(args),
     };
     ExitCode::from(code)
 }

@@ -11,6 +11,7 @@
 //! [`driver`] ties them together for the CLI and for tests.
 
 pub mod diag;
+pub mod diff;
 pub mod driver;
 pub mod eval;
 pub mod format;
