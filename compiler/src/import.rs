@@ -26,7 +26,9 @@ pub mod pods;
 pub mod selector;
 pub mod yaml;
 
+use ipnet::IpNet;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 pub use yaml::Pos;
@@ -96,31 +98,39 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// How strict the conversion is, and where its warnings go.
+/// How strict the conversion is, and what it found on the way.
 pub struct Ctx {
     pub allow_partial: bool,
     pub warnings: Vec<Problem>,
+    /// Unsupported fields when not partial: every one is reported.
+    pub errors: Vec<Problem>,
+    /// Every CIDR peer read, to warn when one holds pod addresses.
+    pub cidrs: Vec<(Pos, IpNet, Vec<IpNet>)>,
 }
 
 impl Ctx {
     pub fn new(allow_partial: bool) -> Ctx {
-        Ctx { allow_partial, warnings: Vec::new() }
+        Ctx { allow_partial, warnings: Vec::new(), errors: Vec::new(), cidrs: Vec::new() }
     }
 
     /// A field polc cannot enforce: an error, or with `--allow-partial` a
-    /// warning whose text the caller writes into the output as a comment.
-    pub fn unsupported(&mut self, key: &yaml::Key, why: &str) -> Result<String, Problem> {
+    /// warning. Returns the note the output carries as a `# polc:` comment
+    /// (written only when partial); the conversion goes on either way, so
+    /// that one run reports every such field.
+    pub fn unsupported(&mut self, key: &yaml::Key, why: &str) -> String {
         let message = format!("`{}` is not supported: {why}", key.name);
-        if !self.allow_partial {
-            return Err(Problem::at(key.pos, message).help("remove it, or pass `--allow-partial` to import the rest"));
-        }
         let note = format!("line {}: {message}", key.pos.line);
-        self.warnings.push(Problem::at(key.pos, message));
-        Ok(note)
+        if self.allow_partial {
+            self.warnings.push(Problem::at(key.pos, message));
+        } else {
+            self.errors
+                .push(Problem::at(key.pos, message).help("remove it, or pass `--allow-partial` to import the rest"));
+        }
+        note
     }
 
     /// A field this importer does not know at all (a typo, or a newer API).
-    pub fn unknown(&mut self, key: &yaml::Key, within: &str) -> Result<String, Problem> {
+    pub fn unknown(&mut self, key: &yaml::Key, within: &str) -> String {
         self.unsupported(key, &format!("polc does not know this field of `{within}`"))
     }
 }
@@ -140,6 +150,9 @@ pub struct Import {
     files: BTreeMap<String, (PathBuf, String)>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    cidrs: Vec<(PathBuf, Pos, IpNet, Vec<IpNet>)>,
+    /// Pod name (`ns/pod`) and address, of the pods imported.
+    pod_addresses: Vec<(String, IpAddr)>,
 }
 
 impl Import {
@@ -150,12 +163,13 @@ impl Import {
     /// Reads one file of policies (YAML or JSON, any number of objects).
     pub fn add_policies(&mut self, path: &Path, text: &str) {
         let mut ctx = Ctx::new(self.allow_partial);
-        let result = objects::policies(path, text, &mut ctx);
+        let (files, problems) = objects::policies(path, text, &mut ctx);
         self.take_warnings(path, &mut ctx);
-        match result {
-            Ok(files) => files.into_iter().for_each(|f| self.add_file(path, f)),
-            Err(problem) => self.errors.push(Diagnostic::new(Severity::Error, path, problem)),
-        }
+        let mut problems: Vec<Problem> = problems.into_iter().chain(ctx.errors).collect();
+        problems.sort_by_key(|p| (p.pos.line, p.pos.col));
+        self.errors.extend(problems.into_iter().map(|p| Diagnostic::new(Severity::Error, path, p)));
+        self.cidrs.extend(ctx.cidrs.into_iter().map(|(pos, net, except)| (path.to_path_buf(), pos, net, except)));
+        files.into_iter().for_each(|f| self.add_file(path, f));
     }
 
     /// Reads a pod list (and optionally a namespace list) into `pods.pol`.
@@ -174,7 +188,10 @@ impl Import {
         let result = pods::inventory(pods.0, pods.1, labels.as_ref(), &mut ctx);
         self.take_warnings(pods.0, &mut ctx);
         match result {
-            Ok(file) => self.add_file(pods.0, file),
+            Ok((file, addresses)) => {
+                self.pod_addresses.extend(addresses);
+                self.add_file(pods.0, file)
+            }
             Err(problem) => self.errors.push(Diagnostic::new(Severity::Error, pods.0, problem)),
         }
     }
@@ -194,13 +211,54 @@ impl Import {
         self.files.insert(file.name, (origin.to_path_buf(), file.text));
     }
 
-    /// The files to write, sorted by name; `Err` with every error when there
-    /// is any (nothing is written then).
-    pub fn finish(self) -> Result<Vec<OutputFile>, Vec<Diagnostic>> {
+    /// Warns about CIDR peers that hold addresses of imported pods: polc,
+    /// like Cilium, never matches a pod with a CIDR (KUBERNETES.md).
+    fn warn_cidrs_with_pods(&mut self) {
+        for (path, pos, net, except) in &self.cidrs {
+            let inside: Vec<&str> = self
+                .pod_addresses
+                .iter()
+                .filter(|(_, a)| net.contains(a) && !except.iter().any(|e| e.contains(a)))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if let Some(first) = inside.first() {
+                let message = format!(
+                    "`{net}` holds the addresses of {} imported pods (`{first}`, ...), which it will not match",
+                    inside.len()
+                );
+                let help = "polc, like Cilium, matches CIDRs only outside the cluster; select pods by their labels (see lang-spec/KUBERNETES.md)";
+                self.warnings.push(Diagnostic::new(Severity::Warning, path, Problem::at(*pos, message).help(help)));
+            }
+        }
+    }
+
+    /// The files to write, sorted by name, or every error when there is any
+    /// (nothing is written then); and every warning. What is written is
+    /// checked as `polc check` would: an import never writes an invalid
+    /// policy set.
+    pub fn finish(mut self) -> (Result<Vec<OutputFile>, Vec<Diagnostic>>, Vec<Diagnostic>) {
+        self.warn_cidrs_with_pods();
+        let warnings = std::mem::take(&mut self.warnings);
+        (self.files_checked(), warnings)
+    }
+
+    fn files_checked(self) -> Result<Vec<OutputFile>, Vec<Diagnostic>> {
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
-        Ok(self.files.into_iter().map(|(name, (_, text))| OutputFile { name, text }).collect())
+        let files: Vec<OutputFile> = self.files.into_iter().map(|(name, (_, text))| OutputFile { name, text }).collect();
+        let mut sources = crate::syntax::SourceMap::default();
+        for file in &files {
+            sources.add(&file.name, file.text.clone());
+        }
+        let checked = crate::driver::check_sources(sources);
+        if checked.has_errors() {
+            let diagnostics = checked.diagnostics.clone().sorted();
+            let rendered = crate::diag::render::render_all_text(&checked.sources, &diagnostics);
+            let message = format!("the imported policy set does not check:\n{}", rendered.trim_end());
+            return Err(vec![Diagnostic::new(Severity::Error, Path::new("(import)"), Problem::at(Pos::default(), message))]);
+        }
+        Ok(files)
     }
 }
 
@@ -219,8 +277,8 @@ pub fn import_texts(
     if let Some(pods) = pods {
         import.add_pods(pods, namespaces);
     }
-    let warnings = import.warnings.clone();
-    import.finish().map(|files| (files, warnings))
+    let (files, warnings) = import.finish();
+    files.map(|files| (files, warnings))
 }
 
 #[cfg(test)]

@@ -127,7 +127,8 @@ fn every_corpus_case_imports_and_has_its_published_reachability() {
                 false,
             )
             .unwrap_or_else(|errors| panic!("{label}: {errors:?}"));
-            assert!(warnings.is_empty(), "{label}: {warnings:?}");
+            // The only warnings: CIDRs that hold pod addresses (KUBERNETES.md).
+            assert!(warnings.iter().all(|w| w.message.ends_with("which it will not match")), "{label}: {warnings:?}");
             let mut sources = SourceMap::default();
             for file in &files {
                 if file.name != "pods.pol" {

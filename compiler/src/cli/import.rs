@@ -56,8 +56,7 @@ fn import(args: &Args) -> Result<u8, u8> {
         let namespaces = args.namespaces.as_deref().zip(ns_text.as_deref());
         import.add_pods((pods, &pods_text), namespaces);
     }
-    let warnings = import.warnings.clone();
-    let result = import.finish();
+    let (result, warnings) = import.finish();
     let (files, errors) = match result {
         Ok(files) => (files, Vec::new()),
         Err(errors) => (Vec::new(), errors),

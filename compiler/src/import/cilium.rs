@@ -84,15 +84,15 @@ fn rule_set(spec: &Node, name: String, scope: &Scope, ctx: &mut Ctx) -> Result<e
             // Documentation only: they change nothing a packet sees.
             "description" | "labels" => {}
             "nodeSelector" => {
-                let note = ctx.unsupported(key, "host policies (`nodeSelector`) are not imported")?;
+                let note = ctx.unsupported(key, "host policies (`nodeSelector`) are not imported");
                 policy.notes.push(format!("{note}; the whole rule is left out"));
                 // A policy without sections changes nothing (and says so, W0007).
                 return Ok(policy);
             }
             "enableDefaultDeny" => {
-                policy.notes.push(ctx.unsupported(key, "polc always enforces default deny on a selected direction")?)
+                policy.notes.push(ctx.unsupported(key, "polc always enforces default deny on a selected direction"))
             }
-            _ => policy.notes.push(ctx.unknown(key, "spec")?),
+            _ => policy.notes.push(ctx.unknown(key, "spec")),
         }
     }
     let subject =
@@ -135,7 +135,7 @@ fn rule(node: &Node, section: Section, name: String, scope: &Scope, ctx: &mut Ct
             "CIDR" => {
                 has_l3 = true;
                 for cidr in value.seq(&key.name)? {
-                    peers.push(l3::peer(cidr, &[])?);
+                    peers.push(l3::peer(cidr, &[], ctx)?);
                 }
             }
             "CIDRSet" => {
@@ -165,7 +165,7 @@ fn rule(node: &Node, section: Section, name: String, scope: &Scope, ctx: &mut Ct
             "Requires" | "FQDNs" | "Services" | "Groups" | "Nodes" => {
                 has_l3 = true;
                 dropped_peer = true;
-                notes.push(ctx.unsupported(key, "polc cannot enforce this peer; it is left out of the rule")?);
+                notes.push(ctx.unsupported(key, "polc cannot enforce this peer; it is left out of the rule"));
             }
             _ if key.name == "toPorts" => {
                 has_l4 = true;
@@ -180,9 +180,9 @@ fn rule(node: &Node, section: Section, name: String, scope: &Scope, ctx: &mut Ct
                 }
             }
             _ if key.name == "authentication" => {
-                notes.push(ctx.unsupported(key, "polc has no mutual authentication; the rule applies without it")?)
+                notes.push(ctx.unsupported(key, "polc has no mutual authentication; the rule applies without it"))
             }
-            _ => notes.push(ctx.unknown(key, &format!("{} rule", section.field()))?),
+            _ => notes.push(ctx.unknown(key, &format!("{} rule", section.field()))),
         }
     }
     if !has_l3 && !has_l4 {
@@ -221,13 +221,13 @@ fn cidr_set(set: &Node, ctx: &mut Ctx) -> Result<Result<String, String>, Problem
             "cidr" => cidr = Some(value),
             "except" => except = value.seq("except")?.to_vec(),
             "cidrGroupRef" | "cidrGroupSelector" => {
-                return Ok(Err(ctx.unsupported(key, "CiliumCIDRGroups are not imported; the peer is left out")?))
+                return Ok(Err(ctx.unsupported(key, "CiliumCIDRGroups are not imported; the peer is left out")))
             }
             _ => return Err(Problem::at(key.pos, format!("unknown field `{}` in a CIDR set", key.name))),
         }
     }
     let cidr = cidr.ok_or_else(|| Problem::at(set.pos, "the CIDR set has no `cidr`".into()))?;
-    Ok(Ok(l3::peer(cidr, &except)?))
+    Ok(Ok(l3::peer(cidr, &except, ctx)?))
 }
 
 fn entity_peer(node: &Node, ctx: &mut Ctx) -> Result<Result<String, String>, Problem> {
@@ -238,7 +238,7 @@ fn entity_peer(node: &Node, ctx: &mut Ctx) -> Result<Result<String, String>, Pro
         "world-ipv6" => "::/0",
         "remote-node" | "kube-apiserver" | "ingress" => {
             let key = Key { name: name.to_string(), pos: node.pos };
-            return Ok(Err(ctx.unsupported(&key, "polc has no such entity; the peer is left out")?));
+            return Ok(Err(ctx.unsupported(&key, "polc has no such entity; the peer is left out")));
         }
         other => {
             return Err(Problem::at(node.pos, format!("unknown entity `{other}`"))
@@ -264,9 +264,9 @@ fn to_ports(node: &Node, section: Section, ctx: &mut Ctx, notes: &mut Vec<String
                 } else {
                     "it is left out and the ports are allowed without it"
                 };
-                notes.push(ctx.unsupported(key, &format!("polc enforces L3/L4 only; {effect}"))?);
+                notes.push(ctx.unsupported(key, &format!("polc enforces L3/L4 only; {effect}")));
             }
-            _ => notes.push(ctx.unknown(key, "toPorts")?),
+            _ => notes.push(ctx.unknown(key, "toPorts")),
         }
     }
     Ok(out)

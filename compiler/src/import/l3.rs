@@ -1,7 +1,7 @@
 //! CIDR peers, shared by `ipBlock` and Cilium's `fromCIDR`/`toCIDRSet`.
 
 use super::yaml::Node;
-use super::Problem;
+use super::{Ctx, Problem};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -20,7 +20,7 @@ pub fn prefix(node: &Node) -> Result<IpNet, Problem> {
 }
 
 /// `CIDR` or `CIDR except (E, ...)` in polc syntax.
-pub fn peer(cidr: &Node, except: &[Node]) -> Result<String, Problem> {
+pub fn peer(cidr: &Node, except: &[Node], ctx: &mut Ctx) -> Result<String, Problem> {
     let net = prefix(cidr)?;
     let mut exceptions = Vec::new();
     for e in except {
@@ -28,7 +28,9 @@ pub fn peer(cidr: &Node, except: &[Node]) -> Result<String, Problem> {
         if !net.contains(&hole) {
             return Err(Problem::at(e.pos, format!("`{hole}` in `except` is not inside `{net}`")));
         }
-        exceptions.push(hole.to_string());
+        exceptions.push(hole);
     }
+    ctx.cidrs.push((cidr.pos, net, exceptions.clone()));
+    let exceptions: Vec<String> = exceptions.iter().map(IpNet::to_string).collect();
     Ok(if exceptions.is_empty() { net.to_string() } else { format!("{net} except ({})", exceptions.join(", ")) })
 }

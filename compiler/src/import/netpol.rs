@@ -50,7 +50,7 @@ pub fn convert(obj: &Node, meta: &Meta, ctx: &mut Ctx) -> Result<emit::Policy, P
             "policyTypes" => types = Some(value),
             "ingress" => ingress = Some(value),
             "egress" => egress = Some(value),
-            _ => policy.notes.push(ctx.unknown(key, "spec")?),
+            _ => policy.notes.push(ctx.unknown(key, "spec")),
         }
     }
     let subject = subject.ok_or_else(|| {
@@ -119,7 +119,7 @@ fn rule(node: &Node, index: usize, dir: Dir, ns: &str, ctx: &mut Ctx) -> Result<
         match key.name.as_str() {
             k if k == dir.peers() => peers_node = Some(value),
             "ports" => ports_node = Some(value),
-            _ => notes.push(ctx.unknown(key, &format!("{} rule", dir.field()))?),
+            _ => notes.push(ctx.unknown(key, &format!("{} rule", dir.field()))),
         }
     }
     let mut peers = Vec::new();
@@ -164,7 +164,7 @@ fn peer(node: &Node, ns: &str, ctx: &mut Ctx) -> Result<String, Problem> {
             Some(list) => list.seq("except")?.to_vec(),
             None => Vec::new(),
         };
-        return l3::peer(cidr, &except);
+        return l3::peer(cidr, &except, ctx);
     }
     let mut terms = selector::Selector::default();
     match namespaces {

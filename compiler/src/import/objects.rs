@@ -123,30 +123,39 @@ pub fn meta(obj: &Node) -> Result<Meta, Problem> {
     Ok(Meta { kind, name, namespace, pos: obj.pos })
 }
 
-/// Every policy of one file as `.pol` files, one per object.
-pub fn policies(path: &Path, text: &str, ctx: &mut Ctx) -> Result<Vec<OutputFile>, Problem> {
+/// Every policy of one file as `.pol` files, one per object; and the
+/// problems of the objects that could not be read (the others still are).
+pub fn policies(path: &Path, text: &str, ctx: &mut Ctx) -> (Vec<OutputFile>, Vec<Problem>) {
+    let objects = match objects(text) {
+        Ok(objects) => objects,
+        Err(problem) => return (Vec::new(), vec![problem]),
+    };
     let mut files = Vec::new();
-    for obj in objects(text)? {
-        let meta = meta(&obj)?;
-        let mut notes = Vec::new();
-        for (key, _) in obj.map("object")? {
-            if !matches!(key.name.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "specs" | "status") {
-                notes.push(ctx.unknown(key, meta.kind.name())?);
-            }
+    let mut problems = Vec::new();
+    for obj in objects {
+        match policy_file(path, &obj, ctx) {
+            Ok(file) => files.push(file),
+            Err(problem) => problems.push(problem),
         }
-        let policies = match meta.kind {
-            Kind::NetworkPolicy => vec![netpol::convert(&obj, &meta, ctx)?],
-            Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => cilium::convert(&obj, &meta, ctx)?,
-        };
-        let mut header = vec![format!(
-            "Imported by `polc import` from {} (line {}): {}.",
-            path.display(),
-            meta.pos.line,
-            meta.describe()
-        )];
-        header.extend(notes.into_iter().map(|n| format!("polc: {n}")));
-        let blocks: Vec<String> = policies.iter().map(emit::policy).collect();
-        files.push(emit::file(meta.file_name(), &header, &blocks));
     }
-    Ok(files)
+    (files, problems)
+}
+
+fn policy_file(path: &Path, obj: &Node, ctx: &mut Ctx) -> Result<OutputFile, Problem> {
+    let meta = meta(obj)?;
+    let mut notes = Vec::new();
+    for (key, _) in obj.map("object")? {
+        if !matches!(key.name.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "specs" | "status") {
+            notes.push(ctx.unknown(key, meta.kind.name()));
+        }
+    }
+    let policies = match meta.kind {
+        Kind::NetworkPolicy => vec![netpol::convert(obj, &meta, ctx)?],
+        Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => cilium::convert(obj, &meta, ctx)?,
+    };
+    let mut header =
+        vec![format!("Imported by `polc import` from {} (line {}): {}.", path.display(), meta.pos.line, meta.describe())];
+    header.extend(notes.into_iter().map(|n| format!("polc: {n}")));
+    let blocks: Vec<String> = policies.iter().map(emit::policy).collect();
+    Ok(emit::file(meta.file_name(), &header, &blocks))
 }

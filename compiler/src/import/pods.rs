@@ -44,10 +44,17 @@ pub fn namespace_labels(text: &str) -> Result<NamespaceLabels, Problem> {
 }
 
 /// Every pod of a pod list as an endpoint, in one file `pods.pol`.
-pub fn inventory(path: &Path, text: &str, namespaces: Option<&NamespaceLabels>, ctx: &mut Ctx) -> Result<OutputFile, Problem> {
+/// Also returns each pod's addresses (`ns/pod`, address).
+pub fn inventory(
+    path: &Path,
+    text: &str,
+    namespaces: Option<&NamespaceLabels>,
+    ctx: &mut Ctx,
+) -> Result<(OutputFile, Vec<(String, IpAddr)>), Problem> {
     let mut notes = Vec::new();
     let mut blocks = Vec::new();
     let mut count = 0;
+    let mut addresses = Vec::new();
     for pod in objects::objects(text)? {
         if !kind_is(&pod, "Pod") {
             return Err(Problem::at(pod.pos, "expected a Pod (from `kubectl get pods -A -o json`)".into()));
@@ -55,6 +62,10 @@ pub fn inventory(path: &Path, text: &str, namespaces: Option<&NamespaceLabels>, 
         match endpoint(&pod, namespaces)? {
             Ok(e) => {
                 count += 1;
+                let name = pod_name(&pod);
+                for a in e.ipv4.iter().chain(e.ipv6.iter()) {
+                    addresses.extend(a.parse::<IpAddr>().ok().map(|a| (name.clone(), a)));
+                }
                 blocks.push(emit::endpoint(&e));
             }
             Err(note) => {
@@ -65,7 +76,13 @@ pub fn inventory(path: &Path, text: &str, namespaces: Option<&NamespaceLabels>, 
     }
     let mut header = vec![format!("Imported by `polc import --pods` from {}: {count} pods.", path.display())];
     header.extend(notes);
-    Ok(emit::file("pods.pol".to_string(), &header, &blocks))
+    Ok((emit::file("pods.pol".to_string(), &header, &blocks), addresses))
+}
+
+fn pod_name(pod: &Node) -> String {
+    let meta = pod.get("metadata");
+    let text = |key: &str| meta.and_then(|m| m.get(key)).and_then(|n| n.str(key).ok()).map(str::to_string);
+    format!("{}/{}", text("namespace").unwrap_or_else(|| "default".into()), text("name").unwrap_or_default())
 }
 
 fn field<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {

@@ -375,3 +375,30 @@ fn labels_polc_cannot_represent_are_errors() {
     assert!(errors[0].message.contains("which is invalid"), "{}", errors[0].message);
     assert_eq!(errors[0].line, 1);
 }
+
+#[test]
+fn every_unsupported_field_and_every_bad_object_is_reported_in_one_run() {
+    let yaml = format!(
+        "{}\n---\n{}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n",
+        cnp("  endpointSelector: {}\n  egress:\n  - toFQDNs: [{matchName: example.com}]\n  - toServices: [{k8sService: {serviceName: s}}]\n"),
+        netpol("  podSelector: {}\n")
+    );
+    let errors = run(&yaml, false).expect_err("unsupported");
+    let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.message.split(':').next().unwrap_or(""))).collect();
+    assert_eq!(
+        found,
+        [(9, "`toFQDNs` is not supported"), (10, "`toServices` is not supported"), (23, "`v1` `ConfigMap` is not a policy polc imports")]
+    );
+}
+
+#[test]
+fn cidrs_that_hold_pod_addresses_are_warned_about() {
+    let (_, warnings) = run(
+        &netpol("  podSelector: {}\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.0/8, except: [10.0.1.0/24]}\n    - ipBlock: {cidr: 192.0.2.0/24}\n"),
+        false,
+    )
+    .expect("imports");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!((warnings[0].line, warnings[0].column), (10, 23));
+    assert_eq!(warnings[0].message, "`10.0.0.0/8` holds the addresses of 6 imported pods (`y/a`, ...), which it will not match");
+}
