@@ -112,56 +112,109 @@ impl Report {
 }
 
 /// Compares two checked policy sets (both without errors).
+///
+/// Endpoints whose labels and named ports are equal on both sides get equal
+/// verdicts from both (selectors see labels, named ports resolve on the
+/// destination, endpoints are never CIDR peers), so each such class is
+/// evaluated once and its changes are reported for every member.
 pub fn diff(old: &PolicySet, new: &PolicySet) -> Report {
     let (old, only_new) = with_endpoints_of(old, new);
     let (new, only_old) = with_endpoints_of(new, &old);
     let peers = peers(&old, &new);
+    let classes = classes(&old, &new, &peers);
     let mut report = Report { only_old, only_new, ..Report::default() };
-    let is_endpoint = |p: &FlowPeer| matches!(p, FlowPeer::Endpoint(_));
     let protocols = [Proto::Tcp, Proto::Udp, Proto::Sctp, Proto::Icmp, Proto::Icmpv6];
     let segments: Vec<(Proto, Vec<(u16, u16)>)> = protocols.iter().map(|&p| (p, segments(&old, &new, p))).collect();
-    for src in &peers {
-        for dst in &peers {
+    let per_pair = segments.iter().map(|(_, s)| s.len()).sum::<usize>() + 1;
+    // (source index, destination index, change), sorted at the end.
+    let mut found: Vec<(usize, usize, Change)> = Vec::new();
+    for src_class in &classes {
+        for dst_class in &classes {
+            let (src, dst) = (&peers[src_class[0]], &peers[dst_class[0]]);
             if !is_endpoint(src) && !is_endpoint(dst) {
                 continue;
             }
-            for (proto, segs) in &segments {
-                let mut run: Option<Change> = None;
-                for &(low, high) in segs {
-                    report.compared += 1;
-                    let (before, after) = verdicts(&old, &new, src, dst, IpProto::from(*proto), low);
-                    let extends = run.as_ref().is_some_and(|c| c.before == before && c.after == after);
-                    if extends {
-                        if let Some(c) = run.as_mut() {
-                            c.high = Some(high);
-                        }
-                        continue;
-                    }
-                    report.changes.extend(run.take());
-                    if before.allowed != after.allowed {
-                        run = Some(Change {
-                            from: src.to_string(),
-                            to: dst.to_string(),
-                            proto: proto.name().to_string(),
-                            low: Some(low),
-                            high: Some(high),
-                            before,
-                            after,
-                        });
+            report.compared += per_pair * src_class.len() * dst_class.len();
+            let changes = pair_changes(&old, &new, src, dst, &segments);
+            for &s in src_class {
+                for &d in dst_class {
+                    for change in &changes {
+                        let (from, to) = (peers[s].to_string(), peers[d].to_string());
+                        found.push((s, d, Change { from, to, ..change.clone() }));
                     }
                 }
-                report.changes.extend(run);
-            }
-            report.compared += 1;
-            let (before, after) = verdicts(&old, &new, src, dst, IpProto(OTHER_PROTOCOL), 0);
-            if before.allowed != after.allowed {
-                let (from, to) = (src.to_string(), dst.to_string());
-                let proto = "other".to_string();
-                report.changes.push(Change { from, to, proto, low: None, high: None, before, after });
             }
         }
     }
+    // Stable: the changes of one pair keep their protocol and port order.
+    found.sort_by_key(|(s, d, _)| (*s, *d));
+    report.changes = found.into_iter().map(|(_, _, c)| c).collect();
     report
+}
+
+fn is_endpoint(p: &FlowPeer) -> bool {
+    matches!(p, FlowPeer::Endpoint(_))
+}
+
+/// Peer indexes grouped so that members of a group are interchangeable:
+/// endpoints by their definitions on both sides; any other peer alone.
+fn classes(old: &PolicySet, new: &PolicySet, peers: &[FlowPeer]) -> Vec<Vec<usize>> {
+    let mut classes: Vec<Vec<usize>> = Vec::new();
+    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, peer) in peers.iter().enumerate() {
+        let key = match peer {
+            FlowPeer::Endpoint(name) => {
+                let def = |set: &PolicySet| set.inventory.endpoint(name).map(|e| (e.labels.clone(), e.named_ports.clone()));
+                serde_json::to_string(&(def(old), def(new))).ok()
+            }
+            _ => None,
+        };
+        match key {
+            Some(key) => match by_key.get(&key) {
+                Some(&class) => classes[class].push(i),
+                None => {
+                    by_key.insert(key, classes.len());
+                    classes.push(vec![i]);
+                }
+            },
+            None => classes.push(vec![i]),
+        }
+    }
+    classes
+}
+
+/// The changes between one source and one destination, ranges merged.
+fn pair_changes(
+    old: &PolicySet,
+    new: &PolicySet,
+    src: &FlowPeer,
+    dst: &FlowPeer,
+    segments: &[(Proto, Vec<(u16, u16)>)],
+) -> Vec<Change> {
+    let (from, to) = (src.to_string(), dst.to_string());
+    let mut changes = Vec::new();
+    for (proto, segs) in segments {
+        let mut run: Option<Change> = None;
+        for &(low, high) in segs {
+            let (before, after) = verdicts(old, new, src, dst, IpProto::from(*proto), low);
+            if let Some(c) = run.as_mut().filter(|c| c.before == before && c.after == after) {
+                c.high = Some(high);
+                continue;
+            }
+            changes.extend(run.take());
+            if before.allowed != after.allowed {
+                let proto = proto.name().to_string();
+                let (from, to) = (from.clone(), to.clone());
+                run = Some(Change { from, to, proto, low: Some(low), high: Some(high), before, after });
+            }
+        }
+        changes.extend(run);
+    }
+    let (before, after) = verdicts(old, new, src, dst, IpProto(OTHER_PROTOCOL), 0);
+    if before.allowed != after.allowed {
+        changes.push(Change { from, to, proto: "other".to_string(), low: None, high: None, before, after });
+    }
+    changes
 }
 
 fn verdicts(old: &PolicySet, new: &PolicySet, src: &FlowPeer, dst: &FlowPeer, proto: IpProto, port: u16) -> (Verdict, Verdict) {

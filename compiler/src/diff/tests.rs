@@ -76,3 +76,20 @@ fn other_protocols_and_world_are_peers() {
     assert!(text.contains(&"a -> 0.0.0.0 udp/0-65535: denied (default-deny) -> allowed by p.r".to_string()), "{text:#?}");
     assert!(!text.iter().any(|l| l.contains(" tcp/")), "{text:#?}");
 }
+
+#[test]
+fn endpoints_with_equal_labels_each_get_their_changes() {
+    let twins = format!("{INVENTORY}endpoint c {{ labels {{app=b}}  ipv4 10.0.0.3 }}\n");
+    let old = format!("{twins}policy p {{ select {{app=a}} ingress {{ allow r: from {{app=b}} on tcp/80 }} }}");
+    let new = format!("{twins}policy p {{ select {{app=a}} ingress {{ allow r: from {{app=b}} on tcp/81 }} }}");
+    let report = diff(&set(&old), &set(&new));
+    assert_eq!(
+        lines(&report),
+        [
+            "b -> a tcp/80: allowed by p.r -> denied (default-deny)",
+            "b -> a tcp/81: denied (default-deny) -> allowed by p.r",
+            "c -> a tcp/80: allowed by p.r -> denied (default-deny)",
+            "c -> a tcp/81: denied (default-deny) -> allowed by p.r",
+        ]
+    );
+}
