@@ -220,6 +220,7 @@ fn port(node: &Node) -> Result<String, Problem> {
         }
     }
     match (number, end, name) {
+        (Some(0), _, _) => Err(Problem::at(node.pos, "port 0 is not a port; leave `port` out for every port".into())),
         (_, Some(_), Some(_)) | (None, Some(_), None) => {
             Err(Problem::at(node.pos, "`endPort` needs a numeric `port`".into()))
         }

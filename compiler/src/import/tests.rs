@@ -402,3 +402,17 @@ fn cidrs_that_hold_pod_addresses_are_warned_about() {
     assert_eq!((warnings[0].line, warnings[0].column), (10, 23));
     assert_eq!(warnings[0].message, "`10.0.0.0/8` holds the addresses of 6 imported pods (`y/a`, ...), which it will not match");
 }
+
+#[test]
+fn invalid_ports_are_errors_at_the_port() {
+    for (ports, message) in [
+        ("    - port: 0\n", "port 0 is not a port"),
+        ("    - {port: 90, endPort: 80}\n", "`endPort` 80 is below `port` 90"),
+        ("    - {port: http, endPort: 80}\n", "`endPort` needs a numeric `port`"),
+        ("    - {port: 80, protocol: ICMP}\n", "unknown protocol `ICMP`"),
+    ] {
+        let errors = run(&netpol(&format!("  podSelector: {{}}\n  ingress:\n  - ports:\n{ports}")), false).expect_err(message);
+        assert_eq!(errors[0].line, 10, "{errors:?}");
+        assert!(errors[0].message.starts_with(message), "{errors:?}");
+    }
+}
