@@ -60,9 +60,10 @@ impl Verdict {
 pub struct Change {
     pub from: String,
     pub to: String,
-    /// `tcp`, `udp`, `sctp`, `icmp`, `icmpv6`, or `other` (any other protocol).
+    /// `tcp`, `udp`, `sctp`, `icmp`, `icmpv6`, `other` (any other protocol),
+    /// or `any` when every packet of every protocol changes the same way.
     pub proto: String,
-    /// Destination ports (or ICMP types), inclusive; absent for `other`.
+    /// Destination ports (or ICMP types), inclusive; absent for `other` and `any`.
     pub low: Option<u16>,
     pub high: Option<u16>,
     pub before: Verdict,
@@ -214,7 +215,23 @@ fn pair_changes(
     if before.allowed != after.allowed {
         changes.push(Change { from, to, proto: "other".to_string(), low: None, high: None, before, after });
     }
-    changes
+    collapse_whole(changes, segments.len() + 1)
+}
+
+/// One `any` change instead of one per protocol when every packet changes
+/// the same way: `protocols` full-range changes with equal verdicts.
+fn collapse_whole(changes: Vec<Change>, protocols: usize) -> Vec<Change> {
+    let full = |c: &Change| match (c.low, c.high) {
+        (Some(0), Some(high)) => high == if matches!(c.proto.as_str(), "icmp" | "icmpv6") { 255 } else { 65535 },
+        (None, None) => true,
+        _ => false,
+    };
+    let Some(first) = changes.first() else { return changes };
+    let same = changes.iter().all(|c| full(c) && c.before == first.before && c.after == first.after);
+    if changes.len() != protocols || !same {
+        return changes;
+    }
+    vec![Change { proto: "any".to_string(), low: None, high: None, ..first.clone() }]
 }
 
 fn verdicts(old: &PolicySet, new: &PolicySet, src: &FlowPeer, dst: &FlowPeer, proto: IpProto, port: u16) -> (Verdict, Verdict) {

@@ -170,3 +170,43 @@ fn every_family_inventory_imports() {
         settings().bind(|| insta::assert_snapshot!(format!("{}.pods", name(&family)), &files[0].text));
     }
 }
+
+/// A corpus case imported with its family's inventory, checked.
+fn imported(family: &str, case: &str) -> polc::sema::model::PolicySet {
+    let dir = root().join("tests/corpus/kubernetes").join(family);
+    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let (policy, pods, namespaces) =
+        (read(dir.join(case).join("policy.yaml")), read(dir.join("pods.json")), read(dir.join("namespaces.json")));
+    let origin = PathBuf::from(format!("{family}/{case}/policy.yaml"));
+    let (files, _) = import_texts(
+        &[(&origin, &policy)],
+        Some((Path::new("pods.json"), &pods)),
+        Some((Path::new("namespaces.json"), &namespaces)),
+        false,
+    )
+    .expect("imports");
+    let mut sources = SourceMap::default();
+    for file in files {
+        sources.add(file.name, file.text);
+    }
+    let set = driver::check_sources(sources);
+    assert!(!set.has_errors());
+    set.checked
+}
+
+/// `polc diff` between corpus cases that a reviewer would confuse: the
+/// reports are snapshots (`snapshots/import/diff.*.snap`).
+#[test]
+fn diffs_between_corpus_cases() {
+    for (family, old, new) in [
+        ("e2e", "pod-or-ns-selector", "pod-and-ns-selector"),
+        ("e2e", "ports", "end-port"),
+        ("e2e", "default-deny-ingress", "default-deny-all"),
+        ("cilium", "l3-endpoints", "l4-labels-dependent"),
+    ] {
+        let report = polc::diff::diff(&imported(family, old), &imported(family, new));
+        let text: String = report.changes.iter().map(|c| c.to_text() + "\n").collect();
+        let summary = format!("{} now allowed, {} now denied\n", report.widened(), report.narrowed());
+        settings().bind(|| insta::assert_snapshot!(format!("diff.{family}.{old}.{new}"), text + &summary));
+    }
+}

@@ -93,3 +93,11 @@ fn endpoints_with_equal_labels_each_get_their_changes() {
         ]
     );
 }
+
+#[test]
+fn a_pair_whose_every_packet_changes_is_one_line() {
+    let old = format!("{INVENTORY}policy p {{ select {{app=a}} ingress {{ allow r: from {{app=b}} }} }}");
+    let new = format!("{INVENTORY}policy p {{ select {{app=a}} ingress {{}} }}");
+    let report = diff(&set(&old), &set(&new));
+    assert_eq!(lines(&report), ["b -> a any: allowed by p.r -> denied (default-deny)"]);
+}
