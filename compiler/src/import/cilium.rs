@@ -162,7 +162,13 @@ fn rule(node: &Node, section: Section, name: String, scope: &Scope, ctx: &mut Ct
                     }
                 }
             }
-            "Requires" | "FQDNs" | "Services" | "Groups" | "Nodes" => {
+            // A requirement narrows the rule's other peers; alone it names none.
+            "Requires" => {
+                has_l3 = true;
+                dropped_peer = true;
+                notes.push(ctx.unsupported(key, "polc has no peer requirements; the rule applies without it"));
+            }
+            "FQDNs" | "Services" | "Groups" | "Nodes" => {
                 has_l3 = true;
                 dropped_peer = true;
                 notes.push(ctx.unsupported(key, "polc cannot enforce this peer; it is left out of the rule"));

@@ -416,3 +416,16 @@ fn invalid_ports_are_errors_at_the_port() {
         assert!(errors[0].message.starts_with(message), "{errors:?}");
     }
 }
+
+#[test]
+fn a_partial_requirement_keeps_the_rules_other_peers() {
+    let yaml = cnp(
+        "  endpointSelector: {matchLabels: {pod: a}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {pod: b}}]\n    fromRequires: [{matchLabels: {env: prod}}]\n",
+    );
+    assert!(run(&yaml, false).is_err());
+    let (files, warnings) = run(&yaml, true).expect("partial import");
+    assert_eq!(warnings.len(), 1);
+    let text = &files.iter().find(|f| f.name == "cnp.x.p.pol").expect("the policy file").text;
+    assert!(text.contains("`fromRequires` is not supported: polc has no peer requirements; the rule applies without it\n    allow ingress-1: from {io.kubernetes.pod.namespace=x, pod=b}\n"), "{text}");
+    expect(&load(files), &[("x/b", "x/a", "tcp/80", true), ("x/c", "x/a", "tcp/80", false)]);
+}
