@@ -7,7 +7,7 @@
 //! - [`yaml`]: YAML and JSON into a tree that remembers positions.
 //! - [`objects`]: documents, `List`s, `apiVersion`/`kind`, metadata, names.
 //! - [`selector`]: label selectors, label keys and the namespace prefix.
-//! - [`netpol`]: `NetworkPolicy`.
+//! - [`netpol`]: Kubernetes `NetworkPolicy`.
 //! - [`cilium`]: `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy`.
 //! - [`l3`]: CIDRs shared by both policy formats.
 //! - [`pods`]: `kubectl get pods -o json` (and namespaces) as `endpoint`s.

@@ -15,6 +15,8 @@
 //! deny x/a -> 192.0.2.1 tcp/80 # one flow; peers as in .poltest files
 //! ```
 
+#![allow(clippy::panic)] // tests report failures by panicking
+
 use polc::driver::{self, Frontend};
 use polc::eval::{self, flowspec, Flow, FlowPeer};
 use polc::import::{emit, import_texts};

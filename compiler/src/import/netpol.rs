@@ -47,6 +47,8 @@ pub fn convert(obj: &Node, meta: &Meta, ctx: &mut Ctx) -> Result<emit::Policy, P
     for (key, value) in spec.map("spec")? {
         match key.name.as_str() {
             "podSelector" => subject = Some(value),
+            // An empty list is defaulted by the API server, as a missing one.
+            "policyTypes" if value.seq("policyTypes").is_ok_and(|t| t.is_empty()) => {}
             "policyTypes" => types = Some(value),
             "ingress" => ingress = Some(value),
             "egress" => egress = Some(value),

@@ -2,6 +2,8 @@
 //! evaluator over the Kubernetes e2e model (namespaces x, y, z with pods
 //! a, b, c; tests/corpus/kubernetes/e2e/pods.json). lang-spec/KUBERNETES.md.
 
+#![allow(clippy::panic)] // tests report failures by panicking
+
 use super::*;
 use crate::driver::{self, Frontend};
 use crate::eval::{self, flowspec, Flow, FlowPeer};
@@ -122,6 +124,9 @@ fn policy_types_default_to_ingress_plus_egress_with_egress_rules() {
         "  podSelector: {}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {ns: y}}\n",
     ));
     expect(&both, &[("x/a", "y/a", "tcp/80", true), ("x/a", "z/a", "tcp/80", false), ("y/a", "x/a", "tcp/80", false)]);
+    // An empty list is defaulted like a missing one.
+    let empty = import(&netpol("  podSelector: {}\n  policyTypes: []\n"));
+    expect(&empty, &[("y/a", "x/a", "tcp/80", false), ("x/a", "y/a", "tcp/80", true)]);
     // Explicit Egress only: ingress is left alone, egress denies all.
     let egress = import(&netpol("  podSelector: {}\n  policyTypes: [Egress]\n"));
     expect(&egress, &[("y/a", "x/a", "tcp/80", true), ("x/a", "y/a", "tcp/80", false), ("x/a", "x/b", "tcp/80", false)]);
