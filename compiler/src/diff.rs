@@ -14,7 +14,7 @@
 
 use crate::eval::{self, Evaluation, Flow, FlowPeer, IpProto};
 use crate::sema::model::{PeerMatch, PolicySet, PortMatch, Proto};
-use crate::syntax::ast::Entity;
+use crate::syntax::ast::{Direction, Entity};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -114,11 +114,23 @@ impl Report {
 
 /// Compares two checked policy sets (both without errors).
 ///
-/// Endpoints whose labels and named ports are equal on both sides get equal
+/// When both sides have the same inventory, a pair is evaluated only if
+/// the sender's egress rules or the receiver's ingress rules differ between
+/// the sides (everything else gives equal verdicts). Endpoints whose labels and named ports are equal on both sides get equal
 /// verdicts from both (selectors see labels, named ports resolve on the
 /// destination, endpoints are never CIDR peers), so each such class is
 /// evaluated once and its changes are reported for every member.
 pub fn diff(old: &PolicySet, new: &PolicySet) -> Report {
+    compare(old, new, true)
+}
+
+/// [`diff`] without skipping the endpoints whose rules did not change:
+/// every pair is evaluated. The reference the shortcut is tested against.
+pub fn diff_exhaustive(old: &PolicySet, new: &PolicySet) -> Report {
+    compare(old, new, false)
+}
+
+fn compare(old: &PolicySet, new: &PolicySet, skip_unchanged: bool) -> Report {
     let (old, only_new) = with_endpoints_of(old, new);
     let (new, only_old) = with_endpoints_of(new, &old);
     let peers = peers(&old, &new);
@@ -127,6 +139,7 @@ pub fn diff(old: &PolicySet, new: &PolicySet) -> Report {
     let protocols = [Proto::Tcp, Proto::Udp, Proto::Sctp, Proto::Icmp, Proto::Icmpv6];
     let segments: Vec<(Proto, Vec<(u16, u16)>)> = protocols.iter().map(|&p| (p, segments(&old, &new, p))).collect();
     let per_pair = segments.iter().map(|(_, s)| s.len()).sum::<usize>() + 1;
+    let unchanged = unchanged_sides(&old, &new, &peers);
     // (source index, destination index, change), sorted at the end.
     let mut found: Vec<(usize, usize, Change)> = Vec::new();
     for src_class in &classes {
@@ -136,6 +149,10 @@ pub fn diff(old: &PolicySet, new: &PolicySet) -> Report {
                 continue;
             }
             report.compared += per_pair * src_class.len() * dst_class.len();
+            let (src_same, dst_same) = (unchanged[src_class[0]].0, unchanged[dst_class[0]].1);
+            if skip_unchanged && src_same && dst_same {
+                continue;
+            }
             let changes = pair_changes(&old, &new, src, dst, &segments);
             for &s in src_class {
                 for &d in dst_class {
@@ -151,6 +168,52 @@ pub fn diff(old: &PolicySet, new: &PolicySet) -> Report {
     found.sort_by_key(|(s, d, _)| (*s, *d));
     report.changes = found.into_iter().map(|(_, _, c)| c).collect();
     report
+}
+
+/// For each peer, whether its egress and its ingress are sure to give the
+/// same verdicts on both sides, without evaluating: true for peers that are
+/// not endpoints (nothing polices them), and for an endpoint whose policies
+/// in that direction hold the same rules on both sides, when both sides
+/// have the same inventory (rule ids only choose which rule is named).
+fn unchanged_sides(old: &PolicySet, new: &PolicySet, peers: &[FlowPeer]) -> Vec<(bool, bool)> {
+    let same_inventory = matches!((inventory_key(old), inventory_key(new)), (Some(a), Some(b)) if a == b);
+    peers
+        .iter()
+        .map(|peer| match peer {
+            FlowPeer::Endpoint(name) if same_inventory => {
+                let same = |direction| rules_for(old, name, direction) == rules_for(new, name, direction);
+                (same(Direction::Egress), same(Direction::Ingress))
+            }
+            FlowPeer::Endpoint(_) => (false, false),
+            _ => (true, true),
+        })
+        .collect()
+}
+
+/// The inventory as far as verdicts see it (not spans, devices or MACs).
+fn inventory_key(set: &PolicySet) -> Option<String> {
+    let mut endpoints: Vec<_> =
+        set.inventory.endpoints.iter().map(|e| (&e.name, &e.labels, e.ipv4, e.ipv6, &e.named_ports)).collect();
+    endpoints.sort_by_key(|e| e.0);
+    serde_json::to_string(&(endpoints, &set.inventory.node)).ok()
+}
+
+/// What decides an endpoint's verdicts in one direction: whether it is
+/// enforced, and its rules (action, peers, ports), in a canonical order.
+fn rules_for(set: &PolicySet, endpoint: &str, direction: Direction) -> Option<Vec<String>> {
+    let labels = &set.inventory.endpoint(endpoint)?.labels;
+    let sections: Vec<_> =
+        set.policies.iter().filter(|p| p.selector.matches(labels)).filter_map(|p| p.section(direction)).collect();
+    if sections.is_empty() {
+        return None;
+    }
+    let mut rules: Vec<String> = sections
+        .iter()
+        .flat_map(|rules| rules.iter())
+        .filter_map(|r| serde_json::to_string(&(&r.name, &r.policy, r.action, &r.peers, &r.l4)).ok())
+        .collect();
+    rules.sort();
+    Some(rules)
 }
 
 fn is_endpoint(p: &FlowPeer) -> bool {

@@ -212,3 +212,23 @@ fn diffs_between_corpus_cases() {
         settings().bind(|| insta::assert_snapshot!(format!("diff.{family}.{old}.{new}"), text + &summary));
     }
 }
+
+/// The diff's shortcut (skipping endpoints whose rules did not change)
+/// loses nothing: on pairs of corpus cases of one family it reports what
+/// evaluating every pair reports.
+#[test]
+fn diff_shortcut_agrees_with_exhaustive_evaluation() {
+    let corpus = root().join("tests/corpus/kubernetes");
+    let mut changed = 0;
+    for family in ["e2e", "cilium"] {
+        let cases: Vec<String> = subdirs(&corpus.join(family)).iter().map(|c| name(c)).collect();
+        let sets: Vec<_> = cases.iter().map(|c| imported(family, c)).collect();
+        for (i, old) in sets.iter().enumerate() {
+            let new = &sets[(i + 1) % sets.len()];
+            let fast = polc::diff::diff(old, new);
+            assert_eq!(fast, polc::diff::diff_exhaustive(old, new), "{family}: {} -> {}", cases[i], cases[(i + 1) % cases.len()]);
+            changed += usize::from(!fast.changes.is_empty());
+        }
+    }
+    assert!(changed > 40, "only {changed} pairs of cases differ");
+}
