@@ -90,7 +90,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}:{}: {severity}: {}", self.file.display(), self.line, self.column, self.message)?;
+        // Line 0: about the file as a whole (two objects that clash).
+        match self.line {
+            0 => write!(f, "{}: {severity}: {}", self.file.display(), self.message)?,
+            line => write!(f, "{}:{line}:{}: {severity}: {}", self.file.display(), self.column, self.message)?,
+        }
         if let Some(help) = &self.help {
             write!(f, "\n  = help: {help}")?;
         }

@@ -434,3 +434,11 @@ fn a_partial_requirement_keeps_the_rules_other_peers() {
     assert!(text.contains("`fromRequires` is not supported: polc has no peer requirements; the rule applies without it\n    allow ingress-1: from {io.kubernetes.pod.namespace=x, pod=b}\n"), "{text}");
     expect(&load(files), &[("x/b", "x/a", "tcp/80", true), ("x/c", "x/a", "tcp/80", false)]);
 }
+
+#[test]
+fn two_objects_written_to_one_file_are_an_error() {
+    let text = netpol("  podSelector: {}\n");
+    let errors = import_texts(&[(Path::new("a.yaml"), &text), (Path::new("b.yaml"), &text)], None, None, false)
+        .expect_err("clash");
+    assert_eq!(errors[0].to_string(), "b.yaml: error: two objects are both imported as `x.p.pol` (the other is from `a.yaml`)");
+}
