@@ -5,8 +5,10 @@
 
 mod build;
 mod check;
+mod diff;
 mod fmt;
 mod graph;
+mod import;
 mod test;
 mod trace;
 mod show;
@@ -37,6 +39,10 @@ enum Command {
     Show(show::Args),
     /// Draw who may talk to whom: DOT, SVG, or an HTML connectivity matrix
     Graph(graph::Args),
+    /// Kubernetes NetworkPolicy, CiliumNetworkPolicy and pod lists as `.pol` files
+    Import(import::Args),
+    /// The flows whose verdict changes between two policy sets (or two git revisions)
+    Diff(diff::Args),
 }
 
 /// Output for people or for machines.
@@ -60,6 +66,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Show(args) => show::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Diff(args) => diff::run(args),
     };
     ExitCode::from(code)
 }

@@ -13,10 +13,12 @@
 
 pub mod codegen;
 pub mod diag;
+pub mod diff;
 pub mod driver;
 pub mod eval;
 pub mod format;
 pub mod graph;
+pub mod import;
 pub mod ir;
 pub mod resolve;
 pub mod sema;
