@@ -8,11 +8,14 @@
 //!   node and endpoint headers.
 //! - [`clang`]: compiling `templates/bpf/` once per code shape (or per
 //!   endpoint), with an object cache keyed by what shapes the code.
+//! - [`bundle`]: a build's output directory; [`policy_only`]: the bundle
+//!   built without an inventory, and its specialization to endpoints.
 
 pub mod bundle;
 pub mod clang;
 pub mod entries;
 pub mod header;
+pub mod policy_only;
 
 use std::path::PathBuf;
 

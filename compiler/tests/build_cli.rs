@@ -3,6 +3,9 @@
 
 #![allow(clippy::panic)] // tests report failures by panicking
 
+mod common;
+
+use common::clang_present;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -17,15 +20,6 @@ fn polc(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn clang_present() -> bool {
-    let present = Command::new("clang").arg("--version").output().is_ok();
-    if !present {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true but clang is missing");
-        eprintln!("SKIPPED: clang is not installed");
-    }
-    present
 }
 
 #[test]

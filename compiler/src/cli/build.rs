@@ -2,11 +2,14 @@
 //! datapath bundle (see `polc::codegen::bundle`): OUT/manifest.json,
 //! OUT/node_config.h, OUT/endpoints/<name>/ep_config.h, OUT/objects/<hash>.o
 //! and OUT/identities.lock. `--dump STAGE` prints one stage instead.
+//! Without an inventory (or with `--policy-only`) it writes a policy-only
+//! bundle instead (see `polc::codegen::policy_only`).
 
 use super::{load_checked, resolve_with_lock, LockMode, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use clap::ValueEnum;
 use polc::codegen::bundle::{build_bundle, BundleOptions};
 use polc::codegen::header::BuildOptions;
+use polc::codegen::policy_only::build_policy_only;
 use polc::codegen::CodegenError;
 use polc::resolve::ResolveConfig;
 use std::path::PathBuf;
@@ -34,6 +37,10 @@ pub struct Args {
     /// Verdict events: 0 drops, 1 drops and new connections, 2 every verdict
     #[arg(long, default_value_t = 0)]
     trace_level: u32,
+    /// Build a policy-only bundle (objects for every code shape, no
+    /// endpoints) even if the set has an inventory; a node specializes it
+    #[arg(long, conflicts_with_all = ["per_endpoint_compile", "dump"])]
+    policy_only: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,7 +90,17 @@ pub fn run(args: Args) -> u8 {
             }
         },
     };
-    let report = match build_bundle(&resolved, &frontend.checked.inventory.endpoints, &out, &options) {
+    let policy_only = args.dump.is_none() && (args.policy_only || frontend.checked.inventory.endpoints.is_empty());
+    if policy_only && args.per_endpoint_compile {
+        eprintln!("error: --per-endpoint-compile needs endpoints, and the policy set has no inventory");
+        return EXIT_USAGE;
+    }
+    let built = if policy_only {
+        build_policy_only(&frontend.sources, &frontend.checked, &lock, &out, &options)
+    } else {
+        build_bundle(&resolved, &frontend.checked.inventory.endpoints, &out, &options)
+    };
+    let report = match built {
         Ok(report) => report,
         Err(e) => {
             eprintln!("error: {e}");
@@ -107,6 +124,16 @@ pub fn run(args: Args) -> u8 {
     if let Err(e) = std::fs::write(out.join("identities.lock"), lock.render()) {
         eprintln!("error: cannot write `{}`: {e}", out.join("identities.lock").display());
         return EXIT_USAGE;
+    }
+    if policy_only {
+        println!(
+            "built a policy-only bundle into `{}`: {} objects for its code shapes ({} compiled, {} from the cache)",
+            out.display(),
+            report.objects,
+            report.clang_runs,
+            report.objects - report.clang_runs
+        );
+        return EXIT_OK;
     }
     println!(
         "built {} endpoints into `{}`: {} objects ({} compiled, {} from the cache)",

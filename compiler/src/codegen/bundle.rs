@@ -71,7 +71,7 @@ pub struct IpcacheEntry {
     pub identity: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EndpointManifest {
     pub name: String,
     pub header: String,
@@ -88,7 +88,7 @@ pub struct EndpointManifest {
     pub egress: DirectionManifest,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DirectionManifest {
     pub enforced: bool,
     pub enforced_by: Vec<String>,
@@ -113,7 +113,7 @@ pub struct PlannedEndpoint {
     /// The header clang compiles for it (its shape's, or its own).
     compile_header: String,
     /// What its object is called in the manifest: the shape, or the endpoint.
-    object_label: String,
+    pub object_label: String,
 }
 
 /// Renders and encodes every endpoint of `resolved` (no compile, no files).
@@ -227,26 +227,42 @@ pub fn build_bundle(
         p.manifest.object = compiled[i].hash.clone();
         endpoints.push(p.manifest);
     }
-    let manifest = Manifest {
-        format: 1,
-        node_header: "node_config.h",
-        per_endpoint_compile: options.per_endpoint_compile,
-        identities: &resolved.identities,
-        ipcache: resolved
-            .ipcache
-            .iter()
-            .map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 })
-            .collect(),
-        objects,
-        endpoints,
-    };
-    let json = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-    write(&out.join("manifest.json"), &json)?;
+    let manifest = Manifest::new(resolved, options.per_endpoint_compile, objects, endpoints);
+    write(&out.join("manifest.json"), &manifest.to_json())?;
     Ok(report)
 }
 
+impl<'a> Manifest<'a> {
+    /// The manifest of `resolved`'s endpoints, given each its object.
+    pub fn new(
+        resolved: &'a Resolved,
+        per_endpoint_compile: bool,
+        objects: BTreeMap<String, String>,
+        endpoints: Vec<EndpointManifest>,
+    ) -> Manifest<'a> {
+        Manifest {
+            format: 1,
+            node_header: "node_config.h",
+            per_endpoint_compile,
+            identities: &resolved.identities,
+            ipcache: resolved
+                .ipcache
+                .iter()
+                .map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 })
+                .collect(),
+            objects,
+            endpoints,
+        }
+    }
+
+    /// `manifest.json`'s text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
 /// Compiles every header with `jobs` threads; results in input order.
-fn compile_all(
+pub(crate) fn compile_all(
     clang: &Clang,
     node_header: &str,
     headers: &[String],
@@ -302,7 +318,7 @@ fn metrics_entries(rules: usize) -> u32 {
     (rules as u32 + 1) * COUNTERS_PER_SLOT
 }
 
-fn write(path: &Path, contents: &str) -> Result<(), CodegenError> {
+pub(crate) fn write(path: &Path, contents: &str) -> Result<(), CodegenError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| CodegenError::Io { path: dir.to_path_buf(), source })?;
     }

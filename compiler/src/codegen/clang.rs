@@ -86,7 +86,11 @@ impl Clang {
 
         // Compile to a temporary name and rename: parallel builds of the same
         // shape never see a half-written object.
-        let partial = objects.join(format!("{hash}.o.{}", std::process::id()));
+        // The name is unique per process and per compile: two builds in one
+        // process (threads) may compile the same shape at once.
+        static COMPILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = COMPILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let partial = objects.join(format!("{hash}.o.{}.{serial}", std::process::id()));
         let output = Command::new(&self.program)
             .args(CFLAGS)
             .arg("-I")

@@ -58,7 +58,7 @@ impl Feature {
 pub type Features = BTreeSet<Feature>;
 
 /// Choices the build makes for every endpoint.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct BuildOptions {
     pub events: bool,
     /// 0: drops; 1: drops and new connections; 2: every verdict.
@@ -125,7 +125,7 @@ pub fn shape_name(features: &Features) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct MapSizes {
     pub ipcache: u32,
     pub conntrack: u32,
@@ -134,7 +134,7 @@ pub struct MapSizes {
     pub metrics: u32,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct ConntrackLifetimes {
     pub tcp: u32,
     pub non_tcp: u32,
@@ -142,7 +142,7 @@ pub struct ConntrackLifetimes {
 }
 
 /// The node header's inputs; part of every object's code shape.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct NodeConfig {
     pub sizes: MapSizes,
     pub conntrack: ConntrackLifetimes,

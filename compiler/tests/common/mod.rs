@@ -33,3 +33,14 @@ pub fn stderr(output: &Output) -> String {
 pub fn code(output: &Output) -> Option<i32> {
     output.status.code()
 }
+
+/// Whether clang can run; prints a skip message if not, and fails under
+/// CI=true (the clang tests must run there).
+pub fn clang_present() -> bool {
+    let present = std::process::Command::new("clang").arg("--version").output().is_ok();
+    if !present {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true but clang is missing");
+        eprintln!("SKIPPED: clang is not installed");
+    }
+    present
+}
