@@ -172,6 +172,35 @@ fn polc_build_without_inventory_writes_a_policy_only_bundle() {
     assert_eq!(common::code(&output), Some(2), "{}", common::stderr(&output));
 }
 
+#[test]
+fn policy_only_flag_ignores_the_inventory_and_keeps_the_lock() {
+    if !common::clang_present() {
+        return;
+    }
+    let example = common::workspace_root().join("examples/deny-demo");
+    let set = temp();
+    for file in ["endpoints.pol", "policy.pol", "identities.lock"] {
+        std::fs::copy(example.join(file), set.path().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let out = temp();
+    let dir = set.path().display().to_string();
+    let output = common::polc(&["build", &dir, "-o", &out.path().display().to_string(), "--policy-only", "--locked"]);
+    assert_eq!(common::code(&output), Some(0), "{}", common::stderr(&output));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&out.path().join("manifest.json"))).unwrap_or_default();
+    assert_eq!(manifest["kind"], "policy-only");
+    assert!(manifest.get("endpoints").is_none(), "no endpoint in a policy-only manifest");
+    assert_eq!(read(&out.path().join("identities.lock")), read(&example.join("identities.lock")));
+    assert_eq!(read(&set.path().join("identities.lock")), read(&example.join("identities.lock")));
+
+    // Specialized to the set's own inventory: the endpoints come back.
+    let full = driver::load(&[set.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+    let specialized = specialize(out.path(), &full.checked.inventory).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = specialized.endpoints.iter().map(|e| e.name.as_str()).collect();
+    let expected: Vec<&str> = full.checked.inventory.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, expected);
+}
+
 /// The scenario's policies alone (no endpoints, no node).
 fn policies_of(scenario: &Scenario) -> Frontend {
     let policies = Scenario { endpoints: Vec::new(), node: false, ..scenario.clone() };

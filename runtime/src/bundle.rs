@@ -17,6 +17,9 @@ pub enum BundleError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("`{path}` is not a polc manifest: {source}")]
     Parse { path: PathBuf, source: serde_json::Error },
+    /// Built without an inventory: it has objects but no endpoints yet.
+    #[error("`{0}` is a policy-only bundle: specialize it to the node's endpoints first (`polc::codegen::policy_only::specialize`)")]
+    PolicyOnly(PathBuf),
     #[error("the bundle has no endpoint `{0}`")]
     NoEndpoint(String),
     #[error("endpoint `{endpoint}`: constant `{name}` is not hex bytes")]
@@ -110,8 +113,7 @@ impl Bundle {
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
-        let manifest = serde_json::from_str(&text).map_err(|source| BundleError::Parse { path, source })?;
-        Ok(Bundle { dir: dir.to_path_buf(), manifest })
+        Ok(Bundle { dir: dir.to_path_buf(), manifest: parse_manifest(&text, &path)? })
     }
 
     pub fn endpoint(&self, name: &str) -> Result<&EndpointEntry, BundleError> {
@@ -153,6 +155,21 @@ impl Bundle {
     }
 }
 
+/// A full build's manifest; a policy-only one (`"kind": "policy-only"`) is
+/// told apart so that the error says what to do.
+fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, BundleError> {
+    #[derive(Deserialize)]
+    struct Kind {
+        kind: Option<String>,
+    }
+    if let Ok(Kind { kind: Some(kind) }) = serde_json::from_str(text) {
+        if kind == "policy-only" {
+            return Err(BundleError::PolicyOnly(path.to_path_buf()));
+        }
+    }
+    serde_json::from_str(text).map_err(|source| BundleError::Parse { path: path.to_path_buf(), source })
+}
+
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     hex.as_bytes()
         .chunks(2)
@@ -172,5 +189,15 @@ mod tests {
         assert_eq!(decode_hex("00010000"), Some(vec![0, 1, 0, 0]));
         assert_eq!(decode_hex("0g"), None);
         assert_eq!(decode_hex("abc"), None);
+    }
+
+    #[test]
+    fn a_policy_only_manifest_is_told_apart() {
+        let path = Path::new("out/manifest.json");
+        let policy_only = r#"{"format": 1, "kind": "policy-only", "shapes": {}}"#;
+        assert!(matches!(parse_manifest(policy_only, path), Err(BundleError::PolicyOnly(_))));
+        assert!(matches!(parse_manifest(r#"{"format": 1}"#, path), Err(BundleError::Parse { .. })));
+        let full = r#"{"format": 1, "ipcache": [], "endpoints": []}"#;
+        assert!(parse_manifest(full, path).is_ok_and(|m| m.endpoints.is_empty()));
     }
 }
