@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Policy files or directories (searched for `.pol` files), with their inventory
+    /// Policy files or directories (searched for `.pol` files), with their inventory (without one: a policy-only bundle)
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Output directory
