@@ -7,6 +7,7 @@ mod check;
 mod fmt;
 mod test;
 mod trace;
+mod show;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Trace(trace::Args),
     /// Run policy tests (`.poltest` files: flows and their expected verdicts)
     Test(test::Args),
+    /// Resolve identities and per-endpoint tables, and show them; writes identities.lock
+    Show(show::Args),
 }
 
 /// Output for people or for machines.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fmt(args) => fmt::run(args),
         Command::Trace(args) => trace::run(args),
         Command::Test(args) => test::run(args),
+        Command::Show(args) => show::run(args),
     };
     ExitCode::from(code)
 }

@@ -3,6 +3,7 @@
 //! The pipeline, one layer per module:
 //! - [`syntax`]: source files, spans, the pest grammar (from `lang-spec/`), the AST.
 //! - [`sema`]: named check passes over the AST, producing the checked policy set.
+//! - [`resolve`]: identities, the selector cache and the per-endpoint tables ([`ir`]).
 //! - [`diag`]: diagnostics as values, rendered as `file:line:col` text or JSON.
 //! - [`format`]: the canonical layout (`polc fmt`).
 //! - [`eval`]: the reference evaluator (what a policy set means for one flow).
@@ -15,5 +16,6 @@ pub mod driver;
 pub mod eval;
 pub mod format;
 pub mod ir;
+pub mod resolve;
 pub mod sema;
 pub mod syntax;

@@ -1,0 +1,86 @@
+//! The reference evaluator and the resolved tables must agree.
+//!
+//! Two independent readings of SEMANTICS.md: `polc::eval` evaluates a flow
+//! directly from the checked policy; `polc::resolve` builds the tables the
+//! datapath holds, which `DirectionTable::lookup` reads. For random policy
+//! sets and inventories (tests/common/testgen.rs), every endpoint,
+//! direction, peer (endpoints, their addresses, node and outside addresses,
+//! reserved entities) and packet must get the same verdict and the same
+//! deciding rule from both. The peer's identity comes from the ipcache, as
+//! in the datapath.
+
+mod common;
+
+use common::testgen::{direction_queries, scenario};
+use polc::eval::peer::{Peer, Reserved};
+use polc::ir::{Identity, Resolved};
+use polc::resolve::{resolve, IdentityLock, ResolveConfig};
+use proptest::prelude::*;
+
+fn identity_of(resolved: &Resolved, peer: &Peer<'_>) -> Identity {
+    match peer {
+        Peer::Endpoint(e) => resolved.endpoint(&e.name).expect("every endpoint is resolved").identity,
+        Peer::Outside(addr) => resolved.identity_of(*addr),
+        Peer::Reserved(r) => match r {
+            Reserved::Host => Identity::HOST,
+            Reserved::World => Identity::WORLD,
+            Reserved::Unmanaged => Identity::UNMANAGED,
+            Reserved::Health => Identity::HEALTH,
+            Reserved::Init => Identity::INIT,
+        },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn evaluator_and_tables_agree(s in scenario()) {
+        let frontend = s.check();
+        prop_assume!(!frontend.has_errors());
+        let set = &frontend.checked;
+        let (resolved, _) = resolve(set, &IdentityLock::default(), &ResolveConfig::default())
+            .map_err(|e| TestCaseError::fail(format!("resolution failed: {e}")))?;
+        let queries = direction_queries(set);
+        prop_assert!(!queries.is_empty());
+        for q in &queries {
+            let endpoint = resolved.endpoint(&q.endpoint.name).expect("resolved endpoint");
+            let table = match q.direction {
+                polc::syntax::ast::Direction::Ingress => &endpoint.ingress,
+                polc::syntax::ast::Direction::Egress => &endpoint.egress,
+            };
+            let peer = identity_of(&resolved, &q.peer);
+            let from_tables = table.lookup(peer, q.proto.0, q.port);
+            prop_assert_eq!(
+                q.expected.to_table_verdict(),
+                from_tables,
+                "{} {:?} peer {:?} (identity {}) proto {} port {}\n{}",
+                q.endpoint.name, q.direction, q.peer, peer.0, q.proto.0, q.port, s.source()
+            );
+        }
+    }
+}
+
+/// The examples too, exhaustively over their endpoints and the pool of packets.
+#[test]
+fn examples_agree() {
+    for example in ["l3-l4-rule", "deny-demo", "three-tier"] {
+        let dir = common::workspace_root().join("examples").join(example);
+        let frontend = polc::driver::load(&[dir]).expect("example loads");
+        assert!(!frontend.has_errors(), "{example} checks");
+        let set = &frontend.checked;
+        let (resolved, _) = resolve(set, &IdentityLock::default(), &ResolveConfig::default()).expect("resolves");
+        let mut compared = 0;
+        for q in direction_queries(set) {
+            let endpoint = resolved.endpoint(&q.endpoint.name).expect("resolved endpoint");
+            let table = match q.direction {
+                polc::syntax::ast::Direction::Ingress => &endpoint.ingress,
+                polc::syntax::ast::Direction::Egress => &endpoint.egress,
+            };
+            let peer = identity_of(&resolved, &q.peer);
+            assert_eq!(q.expected.to_table_verdict(), table.lookup(peer, q.proto.0, q.port), "{example}: {q:?}");
+            compared += 1;
+        }
+        assert!(compared > 100, "{example}: only {compared} comparisons");
+    }
+}
