@@ -13,7 +13,10 @@
 //!
 //! Attaching and hot swapping: see issue "polcd: load, attach, hot-swap".
 
+pub mod attach;
 pub mod datapath;
 pub mod loader;
 pub mod netlab;
 pub mod seam;
+pub mod swap;
+pub mod agent;
