@@ -67,6 +67,15 @@ pub struct Generation {
     pins: PathBuf,
 }
 
+impl Generation {
+    /// Drops a generation that will not run, with its pins.
+    pub fn discard(self) {
+        let pins = self.pins.clone();
+        drop(self);
+        let _ = std::fs::remove_dir_all(pins);
+    }
+}
+
 /// The directory of generation `number`.
 fn generation_dir(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("gen-{number}"))
@@ -129,12 +138,18 @@ impl Enforced {
     /// pinned under `dir` (node maps under `node_pins`).
     pub fn start(artifact: &Artifact, device: &Device, node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
         let generation = load_generation(artifact, node_pins, dir, 1)?;
+        Enforced::attach(generation, device, node_pins, dir)
+    }
+
+    /// Attaches a loaded (and filled) generation to `device`; on failure its
+    /// pins are removed.
+    pub fn attach(generation: Generation, device: &Device, node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
         match Attachment::attach(&generation.loaded, device, dir) {
             Ok(attachment) => Ok(Enforced {
                 dir: dir.to_path_buf(),
                 node_pins: node_pins.to_path_buf(),
                 attachment,
-                generation: 1,
+                generation: generation.number,
                 current: Some(generation),
             }),
             Err(e) => {
@@ -165,20 +180,30 @@ impl Enforced {
         &self.dir
     }
 
+    /// The number the next generation of this endpoint gets.
+    pub fn next_generation(&self) -> u64 {
+        self.generation + 1
+    }
+
     /// Applies a new artifact all or nothing: load and fill a new generation,
     /// then switch both links to it. On error the running generation stays.
     pub fn swap(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
-        let number = self.generation + 1;
-        let next = load_generation(artifact, &self.node_pins, &self.dir, number)?;
+        let next = load_generation(artifact, &self.node_pins, &self.dir, self.next_generation())?;
+        self.switch_to(next)
+    }
+
+    /// Switches both links to `next` (loaded with [`load_generation`] under
+    /// this endpoint's directory) and unpins the generations before it.
+    pub fn switch_to(&mut self, next: Generation) -> Result<(), SwapError> {
         if let Err(e) = self.attachment.update(&next.loaded) {
             let _ = std::fs::remove_dir_all(&next.pins);
             return Err(e.into());
         }
+        let number = next.number;
         self.generation = number;
-        let previous = self.current.replace(next);
         // The old generation's programs no longer run: unpin what remains
         // (for an adopted endpoint, whatever generations were pinned).
-        drop(previous);
+        drop(self.current.replace(next));
         for old in pinned_generations(&self.dir).into_iter().filter(|n| *n != number) {
             let _ = std::fs::remove_dir_all(generation_dir(&self.dir, old));
         }

@@ -1,0 +1,178 @@
+//! polcd end to end on real veths: it enforces the l3-l4-rule example, keeps
+//! the old policy enforcing when a broken file is pushed (and says so in
+//! status), applies a good change touching only the endpoints the impact
+//! graph names, adds and removes endpoints through its socket, leaves
+//! enforcement running when killed, adopts it on restart, and `reset`
+//! removes everything. Needs root (skipped with a reason otherwise).
+
+#![allow(clippy::panic)]
+mod support;
+
+use polc_runtime::agent::api::{self, AgentStatus, Request};
+use polc_runtime::netlab::{require_kernel, EndpointSpec};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{example_dir, resolve_dir, Node};
+
+const T: Duration = Duration::from_millis(400);
+
+/// A running polcd, killed (SIGKILL) when dropped.
+struct Polcd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Polcd {
+    fn start(policies: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        let log = state.with_extension("log");
+        let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
+            .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
+            .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Polcd { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Polcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn status(state: &Path) -> Option<AgentStatus> {
+    api::request(state, &Request::Status).ok().and_then(|r| r.status)
+}
+
+/// Polls status until `done` holds (at most 60 s: builds run clang).
+fn wait_for(state: &Path, polcd: &Polcd, what: &str, done: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = status(state).filter(|s| done(s)) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status {:#?}\nlog:\n{}", status(state), polcd.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn all_enforcing(s: &AgentStatus) -> bool {
+    !s.endpoints.is_empty() && s.endpoints.iter().all(|e| e.state == "enforcing")
+}
+
+fn polcd_cli(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_polcd"))
+        .args(["--state", &state.display().to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+const ONLY_APP3: &str = "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
+
+#[test]
+fn polcd_enforces_reloads_survives_and_resets() {
+    if !require_kernel("polcd_enforces_reloads_survives_and_resets") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let policies = work.path().join("policies");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&policies).unwrap_or_else(|e| panic!("{e}"));
+    for file in ["endpoints.pol", "policy.pol", "identities.lock"] {
+        std::fs::copy(example_dir("l3-l4-rule").join(file), policies.join(file)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (set, _) = resolve_dir(&policies);
+    let mut node = Node::new("agent", &set);
+    let pins = node.pins.path().to_path_buf();
+    let addr = |name: &str| -> IpAddr {
+        set.inventory.endpoint(name).and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("{name}"))
+    };
+    let app1 = addr("app1");
+    let reaches = |node: &Node, from: &str, port: u16| node.lab.tcp_reaches(from, app1, port, T).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut polcd = Polcd::start(&policies, &state, node.lab.node_ns(), &pins);
+    let first = wait_for(&state, &polcd, "all endpoints enforcing", all_enforcing);
+    assert_eq!(first.policy_version, 1);
+    let mode = std::fs::metadata(api::socket_path(&state)).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode, 0o600, "the socket is root's only");
+    assert!(reaches(&node, "app2", 80) && !reaches(&node, "app3", 80) && !reaches(&node, "app2", 81), "the example enforces");
+
+    // A broken policy file: the old policy keeps enforcing, status says why.
+    std::fs::write(policies.join("policy.pol"), "policy broken {\n  select {id=app1\n").unwrap_or_else(|e| panic!("{e}"));
+    let broken = wait_for(&state, &polcd, "the broken file to be reported", |s| s.last_error.is_some());
+    let error = broken.last_error.clone().unwrap_or_default();
+    println!("broken policy reported: {}", error.lines().next().unwrap_or(""));
+    assert!(error.contains("policy.pol"), "the error names the file: {error}");
+    assert_eq!(broken.policy_version, 1);
+    assert!(reaches(&node, "app2", 80) && !reaches(&node, "app3", 80), "version 1 still enforces");
+    let cli = polcd_cli(&state, &["status"]);
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("NOT applied"), "polcd status shows the failure");
+
+    // A good change touches app1 only: app2 and app3 are skipped.
+    std::fs::write(policies.join("policy.pol"), ONLY_APP3).unwrap_or_else(|e| panic!("{e}"));
+    let second = wait_for(&state, &polcd, "version 2", |s| s.policy_version == 2 && s.last_error.is_none());
+    let reload = second.last_reload.clone().unwrap_or_else(|| panic!("no reload recorded"));
+    println!("reload: {reload:?}");
+    assert_eq!((reload.regenerated, reload.skipped), (1, 2), "only app1 regenerated");
+    assert!(polcd.log().contains("skipped 2"), "the log says how many were skipped:\n{}", polcd.log());
+    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "version 2 enforces");
+    let app1_status = second.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
+    assert_eq!((app1_status.generation, app1_status.policy_version), (2, 2));
+
+    // An endpoint added through the socket, with app3's labels.
+    node.lab
+        .add_endpoint(EndpointSpec { name: "app4".into(), host_iface: "polc-app4".into(), ipv4: Some([10, 200, 1, 14].into()), ipv6: None })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let added = polcd_cli(&state, &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app3"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let with_app4 = wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
+    let app4 = with_app4.endpoints.iter().find(|e| e.name == "app4").unwrap_or_else(|| panic!("app4"));
+    let app3 = with_app4.endpoints.iter().find(|e| e.name == "app3").unwrap_or_else(|| panic!("app3"));
+    assert_eq!((app4.source.as_str(), app4.identity), ("api", app3.identity), "same labels, same identity");
+    assert!(reaches(&node, "app4", 80), "app4 is app3 to app1's policy");
+    let listed = polcd_cli(&state, &["endpoint", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("app4"));
+    let duplicate = polcd_cli(&state, &["endpoint", "add", "app1", "--iface", "x"]);
+    assert_eq!(duplicate.status.code(), Some(1), "an existing name is refused");
+    let deleted = polcd_cli(&state, &["endpoint", "del", "app4"]);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(!pins.join("endpoints").join("app4").exists(), "app4's links and pins are gone");
+    assert_eq!(status(&state).map(|s| s.endpoints.len()), Some(3));
+
+    // kill -9: enforcement goes on; a new polcd adopts the links.
+    polcd.kill();
+    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "enforcement outlives polcd");
+    let mut polcd = Polcd::start(&policies, &state, node.lab.node_ns(), &pins);
+    let adopted = wait_for(&state, &polcd, "adoption", all_enforcing);
+    assert!(polcd.log().contains("adopted `app1`"), "log:\n{}", polcd.log());
+    let app1_status = adopted.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
+    assert_eq!(app1_status.generation, 3, "the adopted links were swapped to a fresh generation");
+    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "still enforcing after adoption");
+
+    // reset: refused while running; afterwards nothing is left.
+    assert_eq!(polcd_cli(&state, &["reset"]).status.code(), Some(2), "reset refuses while polcd runs");
+    polcd.kill();
+    println!("polcd log:\n{}", polcd.log());
+    let reset = polcd_cli(&state, &["reset"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    println!("reset: {}", String::from_utf8_lossy(&reset.stdout).trim());
+    assert!(!pins.exists(), "every pin is removed");
+    assert!(reaches(&node, "app2", 80) && reaches(&node, "app2", 81), "no program is left attached");
+    node.enforced.clear();
+}
