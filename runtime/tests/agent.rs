@@ -8,80 +8,14 @@
 #![allow(clippy::panic)]
 mod support;
 
-use polc_runtime::agent::api::{self, AgentStatus, Request};
+use polc_runtime::agent::api;
 use polc_runtime::netlab::{require_kernel, EndpointSpec};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{example_dir, resolve_dir, Node};
+use std::time::Duration;
+use support::{all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
 
 const T: Duration = Duration::from_millis(400);
-
-/// A running polcd, killed (SIGKILL) when dropped.
-struct Polcd {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Polcd {
-    fn start(policies: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
-        let log = state.with_extension("log");
-        let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
-            .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
-            .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        Polcd { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Polcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn status(state: &Path) -> Option<AgentStatus> {
-    api::request(state, &Request::Status).ok().and_then(|r| r.status)
-}
-
-/// Polls status until `done` holds (at most 60 s: builds run clang).
-fn wait_for(state: &Path, polcd: &Polcd, what: &str, done: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = status(state).filter(|s| done(s)) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; status {:#?}\nlog:\n{}", status(state), polcd.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn all_enforcing(s: &AgentStatus) -> bool {
-    !s.endpoints.is_empty() && s.endpoints.iter().all(|e| e.state == "enforcing")
-}
-
-fn polcd_cli(state: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_polcd"))
-        .args(["--state", &state.display().to_string()])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 const ONLY_APP3: &str = "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
 

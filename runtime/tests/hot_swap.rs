@@ -8,17 +8,15 @@
 #![allow(clippy::panic)]
 mod support;
 
-use polc_runtime::netlab::{in_netns, require_kernel};
+use polc_runtime::netlab::require_kernel;
 use polc_runtime::swap::Artifact;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{example_dir, resolve_dir, Node};
+use support::{count, example_dir, receiver, resolve_dir, send, Node};
 
 const SWAPS: usize = 200;
-const RATE: u64 = 12_000;
 const ALLOWED_PORT: u16 = 5000;
 const DENIED_PORT: u16 = 5001;
 
@@ -33,65 +31,6 @@ fn policy_dir(version: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("endpoints.pol"), endpoints).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("policy.pol"), version).unwrap_or_else(|e| panic!("{e}"));
     dir
-}
-
-/// A receiver with a large buffer (no loss of our own making), counting
-/// datagrams with a valid sequence number.
-fn receiver(ns: &str, addr: IpAddr, port: u16) -> UdpSocket {
-    let socket = in_netns(ns, move || UdpSocket::bind(SocketAddr::new(addr, port)))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let size: libc::c_int = 16 << 20;
-    // SAFETY: a valid socket and a c_int option value.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    socket.set_read_timeout(Some(Duration::from_millis(300))).ok();
-    socket
-}
-
-fn count(socket: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut received = 0u64;
-        let mut buf = [0u8; 64];
-        loop {
-            match socket.recv(&mut buf) {
-                Ok(8) => received += 1,
-                Ok(_) => {}
-                Err(_) if stop.load(Ordering::SeqCst) => return received,
-                Err(_) => {}
-            }
-        }
-    })
-}
-
-/// Sends paced datagrams from `ns` to `to` until `stop`; returns how many.
-fn send(ns: &str, to: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        in_netns(&ns, move || {
-            let socket = UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
-            let start = Instant::now();
-            let mut sent = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
-                while sent < due {
-                    if socket.send_to(&sent.to_be_bytes(), to).is_ok() {
-                        sent += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            sent
-        })
-        .unwrap_or_else(|e| panic!("{e}"))
-    })
 }
 
 #[test]

@@ -13,8 +13,19 @@ use polc_runtime::loader::PinDir;
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
 use polc_runtime::seam;
 use polc_runtime::swap::{Artifact, Enforced};
+use polc_runtime::agent::api::{self, AgentStatus, Request};
+use polc_runtime::netlab::in_netns;
+use std::process::{Child, Command, Stdio};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Packets per second of the test flows.
+pub const RATE: u64 = 12_000;
 
 pub fn example_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
@@ -99,4 +110,127 @@ impl Node {
         let any = self.enforced.values().find_map(|e| e.current()).unwrap_or_else(|| panic!("no endpoint loaded"));
         seam::fill_ipcache(any, &ipcache_entries(resolved)).unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// A receiver with a large buffer (no loss of our own making), counting
+/// datagrams with a valid sequence number.
+pub fn receiver(ns: &str, addr: IpAddr, port: u16) -> UdpSocket {
+    let socket = in_netns(ns, move || UdpSocket::bind(SocketAddr::new(addr, port)))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: a valid socket and a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(300))).ok();
+    socket
+}
+
+pub fn count(socket: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut received = 0u64;
+        let mut buf = [0u8; 64];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(8) => received += 1,
+                Ok(_) => {}
+                Err(_) if stop.load(Ordering::SeqCst) => return received,
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// Sends paced datagrams from `ns` to `to` until `stop`; returns how many.
+pub fn send(ns: &str, to: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
+                while sent < due {
+                    if socket.send_to(&sent.to_be_bytes(), to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// A running polcd, killed (SIGKILL) when dropped.
+pub struct Polcd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Polcd {
+    pub fn start(policies: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        let log = state.with_extension("log");
+        let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
+            .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
+            .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Polcd { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Polcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn status(state: &Path) -> Option<AgentStatus> {
+    api::request(state, &Request::Status).ok().and_then(|r| r.status)
+}
+
+/// Polls status until `done` holds (at most 60 s: builds run clang).
+pub fn wait_for(state: &Path, polcd: &Polcd, what: &str, done: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = status(state).filter(|s| done(s)) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status {:#?}\nlog:\n{}", status(state), polcd.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn all_enforcing(s: &AgentStatus) -> bool {
+    !s.endpoints.is_empty() && s.endpoints.iter().all(|e| e.state == "enforcing")
+}
+
+pub fn polcd_cli(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_polcd"))
+        .args(["--state", &state.display().to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
