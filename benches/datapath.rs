@@ -19,7 +19,6 @@ mod packets;
 
 use harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile};
 use packets::{build, PacketSpec, TCP, TCP_SYN};
-use polc::codegen::clang::Clang;
 use polc::codegen::header::{BuildOptions, EndpointConstants};
 use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
 use polc::sema::model::RuleId;
@@ -71,7 +70,6 @@ fn main() {
         return;
     }
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let clang = Clang::new(cache.path()).unwrap_or_else(|e| panic!("{e}"));
     let options = BuildOptions { events: false, trace_level: 0 };
     let mut node = node_config();
     node.sizes.policy = 65536;
@@ -82,7 +80,7 @@ fn main() {
         .map(|(n, &rules)| {
             let case = endpoint_with_rules(rules, n as u32);
             let pins = format!("bench-{}-{rules}", std::process::id());
-            load_case_on(&clang, &node, &case, Compile::Shape, &pins, &options)
+            load_case_on(cache.path(), &node, &case, Compile::Shape, &pins, &options)
         })
         .collect();
     let tcp_to = |dport| {

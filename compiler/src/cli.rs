@@ -3,6 +3,7 @@
 //! Exit codes: 0 success (warnings allowed), 1 the input is invalid or a
 //! check/test failed, 2 usage or I/O error.
 
+mod build;
 mod check;
 mod fmt;
 mod test;
@@ -21,6 +22,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the datapath: per-endpoint headers, BPF objects and manifest.json into OUT
+    Build(build::Args),
     /// Parse and check policy files; report every error and warning
     Check(check::Args),
     /// Rewrite policy files in the canonical layout (`--check` only reports)
@@ -47,6 +50,7 @@ pub const EXIT_USAGE: u8 = 2;
 
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
+        Command::Build(args) => build::run(args),
         Command::Check(args) => check::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Trace(args) => trace::run(args),
@@ -79,4 +83,70 @@ pub fn load_checked(paths: &[std::path::PathBuf]) -> Result<polc::driver::Fronte
         return Err(EXIT_INVALID);
     }
     Ok(frontend)
+}
+
+/// How a command treats identities.lock.
+#[derive(Clone, Copy, Debug)]
+pub struct LockMode {
+    /// Fail if the lock is missing or would change.
+    pub locked: bool,
+    /// Never write it.
+    pub no_write: bool,
+}
+
+/// Resolves a checked policy set with the numbers of its identities.lock,
+/// and writes the lock back when it changed (as `mode` allows). Errors are
+/// printed; the exit code is returned.
+pub fn resolve_with_lock(
+    paths: &[std::path::PathBuf],
+    frontend: &polc::driver::Frontend,
+    config: &polc::resolve::ResolveConfig,
+    mode: LockMode,
+) -> Result<(polc::ir::Resolved, polc::resolve::IdentityLock), u8> {
+    use polc::resolve::{self, IdentityLock, ResolveError};
+    let lock_path = resolve::lock_path(paths);
+    let existing = match std::fs::read_to_string(&lock_path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", lock_path.display());
+            return Err(EXIT_USAGE);
+        }
+    };
+    let old_lock = match existing.as_deref().map(IdentityLock::parse).transpose() {
+        Ok(lock) => lock.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: `{}`: {e}", lock_path.display());
+            return Err(EXIT_INVALID);
+        }
+    };
+    let (resolved, lock) = match resolve::resolve(&frontend.checked, &old_lock, config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let ResolveError::Capacity(capacity) = &e {
+                for rule in &capacity.top_rules {
+                    if let Some(span) = rule.span {
+                        eprintln!("  --> {}: rule `{}` decides {} entries", frontend.sources.locate(span), rule.name, rule.entries);
+                    }
+                }
+                eprintln!("  = help: split the policy, use ranges instead of single ports, or raise --max-entries");
+            }
+            return Err(EXIT_INVALID);
+        }
+    };
+    let lock_text = lock.render();
+    if existing.as_deref() != Some(lock_text.as_str()) {
+        if mode.locked {
+            eprintln!("error: `{}` needs to be updated but --locked was passed", lock_path.display());
+            return Err(EXIT_INVALID);
+        }
+        if !mode.no_write {
+            if let Err(e) = std::fs::write(&lock_path, &lock_text) {
+                eprintln!("error: cannot write `{}`: {e}", lock_path.display());
+                return Err(EXIT_USAGE);
+            }
+        }
+    }
+    Ok((resolved, lock))
 }

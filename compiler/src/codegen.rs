@@ -9,6 +9,7 @@
 //! - [`clang`]: compiling `templates/bpf/` once per code shape (or per
 //!   endpoint), with an object cache keyed by what shapes the code.
 
+pub mod bundle;
 pub mod clang;
 pub mod entries;
 pub mod header;

@@ -128,3 +128,79 @@ fn clang_errors_name_the_generated_file_and_line() {
         other => panic!("expected a clang error, got {other:?}"),
     }
 }
+
+fn def(name: &str, last: u8) -> polc::sema::model::EndpointDef {
+    polc::sema::model::EndpointDef {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        ipv4: Some(std::net::Ipv4Addr::new(10, 0, 1, last)),
+        ipv6: None,
+        mac: None,
+        iface: None,
+        netns: None,
+        named_ports: BTreeMap::new(),
+        span: polc::syntax::Span::default(),
+    }
+}
+
+/// web-1 and web-2 share a shape; db enforces egress too; batch enforces nothing.
+fn four_endpoints() -> (polc::ir::Resolved, Vec<polc::sema::model::EndpointDef>) {
+    let (web, _) = web();
+    let endpoint = |name: &str, identity, egress_enforced, ingress_enforced| {
+        let mut p = web.clone();
+        p.name = name.into();
+        p.identity = Identity(identity);
+        p.egress.enforced = egress_enforced;
+        p.ingress.enforced = ingress_enforced;
+        p
+    };
+    let resolved = polc::ir::Resolved {
+        endpoints: vec![
+            endpoint("web-1", 256, false, true),
+            endpoint("web-2", 256, false, true),
+            endpoint("db", 257, true, true),
+            endpoint("batch", 258, false, false),
+        ],
+        ipcache: vec![("10.0.1.0/24".parse().unwrap_or_else(|_| ipnet::IpNet::default()), Identity(256))],
+        ..Default::default()
+    };
+    let defs = vec![def("web-1", 1), def("web-2", 2), def("db", 3), def("batch", 4)];
+    (resolved, defs)
+}
+
+#[test]
+fn a_bundle_has_one_object_per_code_shape_and_rebuilds_from_cache() {
+    use polc::codegen::bundle::{build_bundle, BundleOptions};
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    if clang_or_skip("a_bundle_has_one_object_per_code_shape_and_rebuilds_from_cache", out.path()).is_none() {
+        return;
+    }
+    let (resolved, defs) = four_endpoints();
+    let options = BundleOptions::default();
+    let report = build_bundle(&resolved, &defs, out.path(), &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.endpoints, report.objects, report.clang_runs), (4, 3, 3), "{report:?}");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let again = build_bundle(&resolved, &defs, out.path(), &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.clang_runs, 0, "a rebuild without change runs no clang");
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap_or_default()).unwrap_or_default();
+    let endpoints = manifest["endpoints"].as_array().cloned().unwrap_or_default();
+    let object = |i: usize| endpoints[i]["object"].as_str().unwrap_or_default().to_string();
+    assert_eq!(endpoints.len(), 4);
+    assert_eq!(object(0), object(1), "web-1 and web-2 share the object");
+    assert_ne!(object(0), object(2));
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        assert!(out.path().join("objects").join(format!("{}.o", object(i))).is_file());
+        let header = out.path().join(endpoint["header"].as_str().unwrap_or_default());
+        assert!(std::fs::read_to_string(header).unwrap_or_default().contains("#define SECLABEL"));
+    }
+    assert_eq!(endpoints[0]["rodata"]["seclabel"], "00010000", "identity 256, little endian");
+    assert_eq!(endpoints[3]["ingress"]["entries"].as_array().map(Vec::len), Some(0), "batch enforces nothing");
+    assert_eq!(endpoints[0]["ingress"]["entries"].as_array().map(Vec::len), Some(7));
+
+    let per_endpoint = BundleOptions { per_endpoint_compile: true, ..BundleOptions::default() };
+    let out2 = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let report = build_bundle(&resolved, &defs, out2.path(), &per_endpoint).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.objects, report.clang_runs), (4, 4));
+}

@@ -3,7 +3,6 @@
 
 use crate::harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile, Loaded};
 use crate::packets::{build, PacketSpec, TCP, TCP_ACK, TCP_FIN, TCP_SYN};
-use polc::codegen::clang::Clang;
 use polc::codegen::header::{BuildOptions, EndpointConstants};
 use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
 use polc::sema::model::RuleId;
@@ -27,7 +26,7 @@ fn web_client() -> Case {
     let constants = EndpointConstants {
         name: "client".into(),
         identity: 300,
-        id: 9,
+        id: 1,
         trace_level: 2,
         addresses: endpoint_addresses(),
     };
@@ -95,12 +94,11 @@ fn connections_close_expire_and_replies_pass() {
         return;
     }
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let clang = Clang::new(cache.path()).unwrap_or_else(|e| panic!("{e}"));
     let node = polc::codegen::header::NodeConfig { conntrack: polc::codegen::header::ConntrackLifetimes { tcp: 3000, non_tcp: 60, close: 10 }, ..node_config() };
     let case = web_client();
     let options = BuildOptions { events: true, trace_level: 2 };
     let pins = format!("test-{}-conntrack", std::process::id());
-    let loaded = load_case_on(&clang, &node, &case, Compile::Shape, &pins, &options);
+    let loaded = load_case_on(cache.path(), &node, &case, Compile::Shape, &pins, &options);
     let ep = &loaded.endpoint;
     let (me, peer): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])), "192.0.2.9".parse().unwrap_or(IpAddr::from([0; 4])));
 

@@ -2,18 +2,18 @@
 //! model (IR lookup + ipcache + a conntrack model) it is compared with.
 
 use crate::packets::{Parsed, Summary, TCP, TCP_FIN, TCP_RST};
-use polc::codegen::clang::Clang;
-use polc::codegen::entries::{check_capacity, direction_entries, EntryAction, PolicyEntry};
-use polc::codegen::header::{
-    features_of, policy_map_summary, render_endpoint, render_node, render_shape, BuildOptions, EndpointAddresses,
-    EndpointConstants, NodeConfig,
-};
+use polc::codegen::bundle::{build_bundle, BundleOptions};
+use polc::codegen::header::{BuildOptions, EndpointAddresses, EndpointConstants, NodeConfig};
+use polc::sema::model::EndpointDef;
+use polc::syntax::Span;
 use polc::ir::{EndpointPolicy, Resolved, TableVerdict};
 use polc::syntax::ast::Action;
-use polc_runtime::datapath::{self, Direction, PolicyAction, Reason};
-use polc_runtime::loader::{LoadSpec, LoadedEndpoint, PinDir};
-use polc_runtime::seam::{self, EndpointMaps};
-use std::collections::HashMap;
+use polc_runtime::datapath::{self, Direction, Reason};
+use polc_runtime::bundle::Bundle;
+use polc_runtime::loader::{LoadedEndpoint, PinDir};
+use polc_runtime::seam::EndpointMaps;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::net::IpAddr;
 
 /// Whether this process may load BPF programs; the reason if not.
@@ -93,86 +93,51 @@ impl Loaded {
     }
 }
 
-pub fn encode_action(action: EntryAction) -> PolicyAction {
-    match action {
-        EntryAction::NoMatch => PolicyAction::NoMatch,
-        EntryAction::Allow => PolicyAction::Allow,
-        EntryAction::Deny => PolicyAction::Deny,
-    }
+pub fn load_case(cache: &Path, case: &Case, compile: Compile, pin_name: &str, options: &BuildOptions) -> Loaded {
+    load_case_on(cache, &node_config(), case, compile, pin_name, options)
 }
 
-/// The build's entries as the runtime takes them.
-pub fn runtime_entries(entries: &[PolicyEntry]) -> Vec<seam::PolicyEntry> {
-    entries
-        .iter()
-        .map(|e| seam::PolicyEntry {
-            prefix_len: e.prefix_len,
-            identity: e.identity,
-            proto: e.proto,
-            port: e.port,
-            action: encode_action(e.action),
-            rule: e.rule,
-        })
-        .collect()
-}
-
-/// Builds (or finds in the cache) the case's object, loads it under a pin
-/// directory of its own and fills the ipcache and policy maps.
-pub fn load_case(clang: &Clang, case: &Case, compile: Compile, pin_name: &str, options: &BuildOptions) -> Loaded {
-    load_case_on(clang, &node_config(), case, compile, pin_name, options)
-}
-
+/// Builds the case as `polc build` would (a bundle: manifest, headers,
+/// objects; clang's cache shared through `cache`), then loads it the way the
+/// runtime does: object, `.rodata` constants and map entries from the bundle.
 pub fn load_case_on(
-    clang: &Clang,
+    cache: &Path,
     node: &NodeConfig,
     case: &Case,
     compile: Compile,
     pin_name: &str,
     options: &BuildOptions,
 ) -> Loaded {
-    let node_header = render_node(node).unwrap_or_else(|e| panic!("{e}"));
-    let features = features_of(&case.policy, &case.constants.addresses, options);
-    let name = &case.policy.name;
-    let ingress = direction_entries(name, &case.policy.ingress).unwrap_or_else(|e| panic!("{e}"));
-    let egress = direction_entries(name, &case.policy.egress).unwrap_or_else(|e| panic!("{e}"));
-    for (direction, entries) in [("ingress", &ingress), ("egress", &egress)] {
-        check_capacity(name, direction, entries, node.sizes.policy).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let header = match compile {
-        Compile::Shape => render_shape(&features),
-        Compile::PerEndpoint => {
-            let maps = [
-                policy_map_summary(Direction::Ingress.policy_map(), &case.policy.ingress, &ingress),
-                policy_map_summary(Direction::Egress.policy_map(), &case.policy.egress, &egress),
-            ];
-            render_endpoint(&case.constants, &features, &maps)
-        }
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-    let object = clang.compile(&node_header, &header).unwrap_or_else(|e| panic!("{e}"));
-    assert!(object.warnings.is_empty(), "clang warnings:\n{}", object.warnings);
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let resolved = Resolved { endpoints: vec![case.policy.clone()], ..case.resolved.clone() };
+    let a = case.constants.addresses;
+    let def = EndpointDef {
+        name: case.policy.name.clone(),
+        labels: BTreeMap::new(),
+        ipv4: a.ipv4,
+        ipv6: a.ipv6,
+        mac: a.mac,
+        iface: None,
+        netns: None,
+        named_ports: BTreeMap::new(),
+        span: Span::default(),
+    };
+    let bundle_options = BundleOptions {
+        build: *options,
+        node: *node,
+        per_endpoint_compile: compile == Compile::PerEndpoint,
+        jobs: 1,
+        cache: Some(cache.to_path_buf()),
+    };
+    let report = build_bundle(&resolved, &[def], out.path(), &bundle_options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.warnings.is_empty(), "clang warnings:\n{:?}", report.warnings);
 
+    let bundle = Bundle::open(out.path()).unwrap_or_else(|e| panic!("{e}"));
     let pins = PinDir::create(pin_name).unwrap_or_else(|e| panic!("{e}"));
-    let constants = match compile {
-        Compile::Shape => case.constants.rodata(),
-        Compile::PerEndpoint => Vec::new(),
-    };
-    let spec = LoadSpec {
-        endpoint: &case.policy.name,
-        object: &object.path,
-        constants: &constants,
-        node_pins: pins.node_maps(),
-        endpoint_pins: pins.endpoint_maps(case.constants.id),
-    };
-    let endpoint = LoadedEndpoint::load(&spec).unwrap_or_else(|e| panic!("load: {e}"));
-    let ipcache: Vec<_> = case.resolved.ipcache.iter().map(|(net, id)| (net.network(), net.prefix_len(), id.0)).collect();
-    seam::fill_ipcache(&endpoint, &ipcache).unwrap_or_else(|e| panic!("{e}"));
-    for (direction, entries) in [(Direction::Ingress, &ingress), (Direction::Egress, &egress)] {
+    let endpoint = bundle.load_endpoint(&case.policy.name, &pins).unwrap_or_else(|e| panic!("load: {e}"));
+    for direction in Direction::BOTH {
         let enforced = table(&case.policy, direction).enforced;
         assert_eq!(endpoint.has_map(direction.policy_map()), enforced, "{direction:?}");
-        if enforced {
-            seam::fill_policy(&endpoint, direction, &runtime_entries(entries)).unwrap_or_else(|e| panic!("{e}"));
-        }
     }
     let events = endpoint.has_map(datapath::EVENTS_MAP).then(|| endpoint.events().unwrap_or_else(|e| panic!("{e}")));
     Loaded { endpoint, events, _pins: pins }

@@ -151,7 +151,8 @@ pub fn random_direction(rng: &mut Rng, pool: &[Identity]) -> DirectionTable {
 }
 
 /// A fresh packet between the endpoint and a peer, in one direction.
-pub fn random_packet(rng: &mut Rng, endpoint: (IpAddr, IpAddr), peer: IpAddr, from_endpoint: bool) -> PacketSpec {
+/// `hot_ports`: interval bounds of the endpoint's tables, so packets hit its rules' edges.
+pub fn random_packet(rng: &mut Rng, endpoint: (IpAddr, IpAddr), peer: IpAddr, from_endpoint: bool, hot_ports: &[u16]) -> PacketSpec {
     let v6 = peer.is_ipv6();
     let own = if v6 { endpoint.1 } else { endpoint.0 };
     let proto = match rng.below(10) {
@@ -175,13 +176,14 @@ pub fn random_packet(rng: &mut Rng, endpoint: (IpAddr, IpAddr), peer: IpAddr, fr
             ipv6_ext.push(if rng.chance(25) { Ext::Fragment(0) } else { Ext::Options(rng.pick(&[0, 43, 60]), rng.below(3) as u8) });
         }
     }
+    let dport = if !hot_ports.is_empty() && rng.chance(50) { rng.pick(hot_ports) } else { random_port(rng) };
     PacketSpec {
         src,
         dst,
         proto,
         sport: random_port(rng),
-        dport: random_port(rng),
-        icmp_type: rng.pick(icmp_types),
+        dport,
+        icmp_type: if !hot_ports.is_empty() && rng.chance(30) { rng.pick(hot_ports) as u8 } else { rng.pick(icmp_types) },
         icmp_id: rng.below(4) as u16,
         tcp_flags: rng.pick(&[TCP_SYN, TCP_SYN, TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST]),
         ipv4_options: if rng.chance(10) { 1 + rng.below(3) as u8 } else { 0 },
@@ -225,4 +227,17 @@ pub fn malform(rng: &mut Rng, spec: &mut PacketSpec, bytes: &mut Vec<u8>) {
             bytes[at] = rng.next() as u8;
         }
     }
+}
+
+/// Every interval bound (and its neighbours) in an endpoint's tables.
+pub fn hot_ports(policy: &polc::ir::EndpointPolicy) -> Vec<u16> {
+    let mut ports: Vec<u16> = [&policy.ingress, &policy.egress]
+        .iter()
+        .flat_map(|t| t.tables.values())
+        .flat_map(|l4| l4.protocols.values().flatten())
+        .flat_map(|e| [e.low.saturating_sub(1), e.low, e.high, e.high.saturating_add(1)])
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
 }

@@ -2,10 +2,10 @@
 //! resolved entries. Writes or updates `identities.lock` next to the policy
 //! set (in the first directory given, or next to the first file).
 
-use super::{Format, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use super::{resolve_with_lock, Format, LockMode, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use polc::diag::render;
 use polc::driver;
-use polc::resolve::{self, show, IdentityLock, ResolveConfig, ResolveError};
+use polc::resolve::{show, ResolveConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -42,54 +42,15 @@ pub fn run(args: Args) -> u8 {
         eprint!("{}", render::render_all_text(&frontend.sources, &frontend.diagnostics.sorted()));
         return EXIT_INVALID;
     }
-    let lock_path = resolve::lock_path(&args.paths);
-    let existing = match std::fs::read_to_string(&lock_path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", lock_path.display());
-            return EXIT_USAGE;
-        }
-    };
-    let old_lock = match existing.as_deref().map(IdentityLock::parse).transpose() {
-        Ok(lock) => lock.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("error: `{}`: {e}", lock_path.display());
-            return EXIT_INVALID;
-        }
-    };
     let config = ResolveConfig {
         ignored_label_keys: args.ignore_labels.into_iter().collect(),
         max_entries_per_endpoint: args.max_entries,
     };
-    let (resolved, lock) = match resolve::resolve(&frontend.checked, &old_lock, &config) {
+    let mode = LockMode { locked: args.locked, no_write: args.no_write_lock };
+    let (resolved, _lock) = match resolve_with_lock(&args.paths, &frontend, &config, mode) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if let ResolveError::Capacity(capacity) = &e {
-                for rule in &capacity.top_rules {
-                    if let Some(span) = rule.span {
-                        eprintln!("  --> {}: rule `{}` decides {} entries", frontend.sources.locate(span), rule.name, rule.entries);
-                    }
-                }
-                eprintln!("  = help: split the policy, use ranges instead of single ports, or raise --max-entries");
-            }
-            return EXIT_INVALID;
-        }
+        Err(code) => return code,
     };
-    let lock_text = lock.render();
-    if existing.as_deref() != Some(lock_text.as_str()) {
-        if args.locked {
-            eprintln!("error: `{}` needs to be updated but --locked was passed", lock_path.display());
-            return EXIT_INVALID;
-        }
-        if !args.no_write_lock {
-            if let Err(e) = std::fs::write(&lock_path, &lock_text) {
-                eprintln!("error: cannot write `{}`: {e}", lock_path.display());
-                return EXIT_USAGE;
-            }
-        }
-    }
     match args.format {
         Format::Human => print!("{}", show::render_text(&resolved, &frontend.checked)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&show::to_json(&resolved)).unwrap_or_default()),

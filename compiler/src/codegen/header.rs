@@ -25,16 +25,21 @@ pub enum Feature {
     EgressPolicy,
     /// Some entry denies: the datapath checks for the deny action.
     DenyRules,
-    /// Some interval is neither one port nor every port (informational:
-    /// the LPM lookup is the same).
+    /// Some interval is neither one port nor every port. Informational:
+    /// the LPM lookup is the same, so it is not part of the code shape.
     PortRanges,
-    /// Some entry is for ICMP or ICMPv6 (informational).
+    /// Some entry is for ICMP or ICMPv6. Informational, as `PortRanges`.
     IcmpRules,
     /// Verdicts are reported on the ring buffer.
     Events,
 }
 
 impl Feature {
+    /// Whether the datapath C tests it: only these make objects differ.
+    pub fn shapes_code(self) -> bool {
+        !matches!(self, Feature::PortRanges | Feature::IcmpRules)
+    }
+
     pub fn define(self) -> &'static str {
         match self {
             Feature::Ipv4 => "IPV4",
@@ -205,10 +210,18 @@ pub fn render_node(node: &NodeConfig) -> Result<String, CodegenError> {
     render("node_config.h.j2", NODE_TEMPLATE, context! { reserved, sizes => node.sizes, conntrack => node.conntrack })
 }
 
-/// The header of a code shape: features only (the shared object's build).
+/// The features that make objects differ (see [`Feature::shapes_code`]).
+pub fn code_shape(features: &Features) -> Features {
+    features.iter().copied().filter(|f| f.shapes_code()).collect()
+}
+
+/// The header of a code shape: the code-shaping features only (the shared
+/// object's build), so endpoints that differ only in informational
+/// features share an object.
 pub fn render_shape(features: &Features) -> Result<String, CodegenError> {
-    let defines: Vec<&str> = features.iter().map(|f| f.define()).collect();
-    render("ep_config.h.j2", ENDPOINT_TEMPLATE, context! { features => defines, shape => shape_name(features) })
+    let shape = code_shape(features);
+    let defines: Vec<&str> = shape.iter().map(|f| f.define()).collect();
+    render("ep_config.h.j2", ENDPOINT_TEMPLATE, context! { features => defines, shape => shape_name(&shape) })
 }
 
 /// The endpoint's header: features and constants (the auditable artifact,

@@ -1,0 +1,118 @@
+//! `polc build PATH... -o OUT`: resolve the policy set and build the
+//! datapath bundle (see `polc::codegen::bundle`): OUT/manifest.json,
+//! OUT/node_config.h, OUT/endpoints/<name>/ep_config.h, OUT/objects/<hash>.o
+//! and OUT/identities.lock. `--dump STAGE` prints one stage instead.
+
+use super::{load_checked, resolve_with_lock, LockMode, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
+use clap::ValueEnum;
+use polc::codegen::bundle::{build_bundle, BundleOptions};
+use polc::codegen::header::BuildOptions;
+use polc::codegen::CodegenError;
+use polc::resolve::ResolveConfig;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Policy files or directories (searched for `.pol` files), with their inventory
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output directory
+    #[arg(short, long, value_name = "OUT", required_unless_present = "dump")]
+    out: Option<PathBuf>,
+    /// Compile each endpoint with its constants as #defines (one object per endpoint)
+    #[arg(long)]
+    per_endpoint_compile: bool,
+    /// Parallel clang runs (default: the number of CPUs)
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Print a stage (`ast`, `ir` or `header`) to stdout instead of building
+    #[arg(long, value_enum)]
+    dump: Option<Stage>,
+    /// Fail (exit 1) if identities.lock is missing or would change
+    #[arg(long)]
+    locked: bool,
+    /// Verdict events: 0 drops, 1 drops and new connections, 2 every verdict
+    #[arg(long, default_value_t = 0)]
+    trace_level: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    Ast,
+    Ir,
+    Header,
+}
+
+pub fn run(args: Args) -> u8 {
+    let frontend = match load_checked(&args.paths) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if args.dump == Some(Stage::Ast) {
+        println!("{}", serde_json::to_string_pretty(&frontend.modules).unwrap_or_default());
+        return EXIT_OK;
+    }
+    let mode = LockMode { locked: args.locked, no_write: args.dump.is_some() };
+    let (resolved, lock) = match resolve_with_lock(&args.paths, &frontend, &ResolveConfig::default(), mode) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if args.dump == Some(Stage::Ir) {
+        println!("{}", serde_json::to_string_pretty(&resolved).unwrap_or_default());
+        return EXIT_OK;
+    }
+    let options = BundleOptions {
+        build: BuildOptions { trace_level: args.trace_level, ..BuildOptions::default() },
+        per_endpoint_compile: args.per_endpoint_compile,
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        ..BundleOptions::default()
+    };
+    let scratch;
+    let out = match (&args.out, args.dump) {
+        (Some(out), None) => out.clone(),
+        _ => match tempfile::tempdir() {
+            Ok(dir) => {
+                scratch = dir;
+                scratch.path().to_path_buf()
+            }
+            Err(e) => {
+                eprintln!("error: cannot create a temporary directory: {e}");
+                return EXIT_USAGE;
+            }
+        },
+    };
+    let report = match build_bundle(&resolved, &frontend.checked.inventory.endpoints, &out, &options) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return match e {
+                CodegenError::Io { .. } | CodegenError::Spawn { .. } => EXIT_USAGE,
+                _ => EXIT_INVALID,
+            };
+        }
+    };
+    for warning in &report.warnings {
+        eprintln!("warning: clang:\n{warning}");
+    }
+    if args.dump == Some(Stage::Header) {
+        print!("{}", std::fs::read_to_string(out.join("node_config.h")).unwrap_or_default());
+        for endpoint in &resolved.endpoints {
+            let header = out.join("endpoints").join(&endpoint.name).join("ep_config.h");
+            print!("{}", std::fs::read_to_string(header).unwrap_or_default());
+        }
+        return EXIT_OK;
+    }
+    if let Err(e) = std::fs::write(out.join("identities.lock"), lock.render()) {
+        eprintln!("error: cannot write `{}`: {e}", out.join("identities.lock").display());
+        return EXIT_USAGE;
+    }
+    println!(
+        "built {} endpoints into `{}`: {} objects ({} compiled, {} from the cache)",
+        report.endpoints,
+        out.display(),
+        report.objects,
+        report.clang_runs,
+        report.objects - report.clang_runs
+    );
+    EXIT_OK
+}

@@ -1,0 +1,253 @@
+//! A build's output directory (`polc build PATH -o OUT`), from resolved IR
+//! and the inventory's addresses:
+//!
+//! ```text
+//! OUT/manifest.json               identities, ipcache, and per endpoint: header,
+//!                                 object hash, features, constants, table entries
+//! OUT/node_config.h               the node header
+//! OUT/endpoints/<name>/ep_config.h  the endpoint's header (the auditable artifact)
+//! OUT/objects/<hash>.o            one object per code shape (or per endpoint
+//!                                 with `per_endpoint_compile`)
+//! OUT/.cache/                     clang's inputs and outputs, reused by rebuilds
+//! ```
+//!
+//! Compiles run in parallel (`jobs` threads), one per distinct code shape.
+
+use super::clang::{Clang, CompiledObject};
+use super::entries::{check_capacity, direction_entries, PolicyEntry};
+use super::header::{
+    code_shape, features_of, policy_map_summary, render_endpoint, render_node, render_shape, shape_name, BuildOptions,
+    EndpointAddresses, EndpointConstants, NodeConfig,
+};
+use super::CodegenError;
+use crate::ir::{IdentityInfo, Resolved};
+use crate::sema::model::EndpointDef;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct BundleOptions {
+    pub build: BuildOptions,
+    pub node: NodeConfig,
+    /// Constants as #defines, one object per endpoint (for auditing and to
+    /// check it decides like the shared objects).
+    pub per_endpoint_compile: bool,
+    pub jobs: usize,
+    /// Where clang's inputs and objects are kept between builds (default `OUT/.cache`).
+    pub cache: Option<PathBuf>,
+}
+
+impl Default for BundleOptions {
+    fn default() -> Self {
+        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2, cache: None }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Manifest<'a> {
+    pub format: u32,
+    pub node_header: &'static str,
+    pub per_endpoint_compile: bool,
+    pub identities: &'a [IdentityInfo],
+    pub ipcache: Vec<IpcacheEntry>,
+    pub objects: BTreeMap<String, String>,
+    pub endpoints: Vec<EndpointManifest>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IpcacheEntry {
+    pub prefix: ipnet::IpNet,
+    pub identity: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointManifest {
+    pub name: String,
+    pub header: String,
+    pub object: String,
+    pub features: Vec<&'static str>,
+    pub constants: EndpointConstants,
+    /// `.rodata` variable -> hex bytes (empty with a per-endpoint compile).
+    pub rodata: BTreeMap<String, String>,
+    pub ingress: DirectionManifest,
+    pub egress: DirectionManifest,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DirectionManifest {
+    pub enforced: bool,
+    pub enforced_by: Vec<String>,
+    pub entries: Vec<PolicyEntry>,
+}
+
+/// What a build did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildReport {
+    pub endpoints: usize,
+    pub objects: usize,
+    /// How many times clang ran (0 when everything came from the cache).
+    pub clang_runs: usize,
+    pub warnings: Vec<String>,
+}
+
+/// One endpoint, rendered and encoded, waiting for its object.
+pub struct PlannedEndpoint {
+    pub manifest: EndpointManifest,
+    /// Its header (`endpoints/<name>/ep_config.h`).
+    pub header: String,
+    /// The header clang compiles for it (its shape's, or its own).
+    compile_header: String,
+    /// What its object is called in the manifest: the shape, or the endpoint.
+    object_label: String,
+}
+
+/// Renders and encodes every endpoint of `resolved` (no compile, no files).
+pub fn plan_endpoints(
+    resolved: &Resolved,
+    inventory: &[EndpointDef],
+    options: &BundleOptions,
+) -> Result<Vec<PlannedEndpoint>, CodegenError> {
+    let mut planned = Vec::new();
+    for (index, policy) in resolved.endpoints.iter().enumerate() {
+        let addresses = inventory.iter().find(|d| d.name == policy.name).map(EndpointAddresses::of).unwrap_or_default();
+        let constants = EndpointConstants {
+            name: policy.name.clone(),
+            identity: policy.identity.0,
+            id: index as u32 + 1,
+            trace_level: options.build.trace_level,
+            addresses,
+        };
+        let features = features_of(policy, &addresses, &options.build);
+        let ingress = direction_entries(&policy.name, &policy.ingress)?;
+        let egress = direction_entries(&policy.name, &policy.egress)?;
+        check_capacity(&policy.name, "ingress", &ingress, options.node.sizes.policy)?;
+        check_capacity(&policy.name, "egress", &egress, options.node.sizes.policy)?;
+        let maps = [policy_map_summary("ep_pol_in", &policy.ingress, &ingress), policy_map_summary("ep_pol_eg", &policy.egress, &egress)];
+        let enforced_maps: Vec<_> = maps.into_iter().zip([policy.ingress.enforced, policy.egress.enforced]).filter(|(_, on)| *on).map(|(m, _)| m).collect();
+        let header = render_endpoint(&constants, &features, &enforced_maps)?;
+        let (compile_header, rodata) = if options.per_endpoint_compile {
+            (header.clone(), BTreeMap::new())
+        } else {
+            let rodata = constants.rodata().into_iter().map(|(name, bytes)| (name, hex(&bytes))).collect();
+            (render_shape(&features)?, rodata)
+        };
+        let direction = |table: &crate::ir::DirectionTable, entries| DirectionManifest {
+            enforced: table.enforced,
+            enforced_by: table.enforced_by.clone(),
+            entries,
+        };
+        planned.push(PlannedEndpoint {
+            manifest: EndpointManifest {
+                name: policy.name.clone(),
+                header: format!("endpoints/{}/ep_config.h", policy.name),
+                object: String::new(),
+                features: features.iter().map(|f| f.define()).collect(),
+                constants,
+                rodata,
+                ingress: direction(&policy.ingress, ingress),
+                egress: direction(&policy.egress, egress),
+            },
+            header,
+            compile_header,
+            object_label: if options.per_endpoint_compile { policy.name.clone() } else { shape_name(&code_shape(&features)) },
+        });
+    }
+    Ok(planned)
+}
+
+pub fn build_bundle(
+    resolved: &Resolved,
+    inventory: &[EndpointDef],
+    out: &Path,
+    options: &BundleOptions,
+) -> Result<BuildReport, CodegenError> {
+    let node_header = render_node(&options.node)?;
+    write(&out.join("node_config.h"), &node_header)?;
+
+    let planned = plan_endpoints(resolved, inventory, options)?;
+    for p in &planned {
+        write(&out.join(&p.manifest.header), &p.header)?;
+    }
+
+    // One compile per distinct header (code shape), in parallel.
+    let mut shapes: Vec<String> = planned.iter().map(|p| p.compile_header.clone()).collect();
+    shapes.sort();
+    shapes.dedup();
+    let clang = Clang::new(&options.cache.clone().unwrap_or_else(|| out.join(".cache")))?;
+    let compiled = compile_all(&clang, &node_header, &shapes, options.jobs.max(1))?;
+
+    let mut report = BuildReport { endpoints: planned.len(), ..BuildReport::default() };
+    let mut objects = BTreeMap::new();
+    let objects_dir = out.join("objects");
+    std::fs::create_dir_all(&objects_dir).map_err(|source| CodegenError::Io { path: objects_dir.clone(), source })?;
+    for (header, object) in shapes.iter().zip(&compiled) {
+        let target = objects_dir.join(format!("{}.o", object.hash));
+        std::fs::copy(&object.path, &target).map_err(|source| CodegenError::Io { path: target, source })?;
+        let label = planned.iter().find(|p| &p.compile_header == header).map(|p| p.object_label.clone());
+        objects.insert(object.hash.clone(), label.unwrap_or_default());
+        report.clang_runs += usize::from(object.compiled);
+        if !object.warnings.is_empty() {
+            report.warnings.push(object.warnings.clone());
+        }
+    }
+    report.objects = compiled.len();
+    let mut endpoints = Vec::new();
+    for mut p in planned {
+        let i = shapes.binary_search(&p.compile_header).unwrap_or_default();
+        p.manifest.object = compiled[i].hash.clone();
+        endpoints.push(p.manifest);
+    }
+    let manifest = Manifest {
+        format: 1,
+        node_header: "node_config.h",
+        per_endpoint_compile: options.per_endpoint_compile,
+        identities: &resolved.identities,
+        ipcache: resolved.ipcache.iter().map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 }).collect(),
+        objects,
+        endpoints,
+    };
+    let json = serde_json::to_string_pretty(&manifest).unwrap_or_default();
+    write(&out.join("manifest.json"), &json)?;
+    Ok(report)
+}
+
+/// Compiles every header with `jobs` threads; results in input order.
+fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize) -> Result<Vec<CompiledObject>, CodegenError> {
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Option<Result<CompiledObject, CodegenError>>>> = Mutex::new(headers.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(headers.len()) {
+            scope.spawn(|| loop {
+                let i = {
+                    let Ok(mut next) = next.lock() else { return };
+                    let i = *next;
+                    *next += 1;
+                    i
+                };
+                let Some(header) = headers.get(i) else { return };
+                let result = clang.compile(node_header, header);
+                if let Ok(mut results) = results.lock() {
+                    results[i] = Some(result);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(CodegenError::Io { path: PathBuf::from("<compile worker>"), source: std::io::Error::other("a compile thread stopped") })))
+        .collect()
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), CodegenError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| CodegenError::Io { path: dir.to_path_buf(), source })?;
+    }
+    std::fs::write(path, contents).map_err(|source| CodegenError::Io { path: path.to_path_buf(), source })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
