@@ -77,6 +77,8 @@ pub struct ReloadStatus {
     pub took_ms: f64,
     /// Endpoints whose programs were rebuilt and swapped.
     pub regenerated: usize,
+    /// Their names.
+    pub regenerated_endpoints: Vec<String>,
     /// Endpoints the change did not touch (not rebuilt, not swapped).
     pub skipped: usize,
     /// Endpoints the impact graph had resolution recompute (a superset of

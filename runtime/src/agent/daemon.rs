@@ -147,7 +147,7 @@ pub struct StateFile {
 
 /// The outcome of applying one change.
 struct Applied {
-    regenerated: usize,
+    regenerated: Vec<String>,
 }
 
 impl Agent {
@@ -191,7 +191,7 @@ impl Agent {
             Ok(applied) => {
                 agent.policy_version = 1;
                 let all = agent.inventory_names().len();
-                agent.record_reload(started, applied.regenerated, 0, all, 0);
+                agent.record_reload(started, &applied.regenerated, 0, all, 0);
             }
             Err(e) => return Err(AgentError::Policy(e)),
         }
@@ -318,7 +318,7 @@ impl Agent {
             self.ipcache = ipcache;
         }
         // 3. Switch. Past this point a failure concerns one endpoint only.
-        let regenerated = prepared.len();
+        let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
         for (name, generation, device) in prepared {
             let dir = self.endpoint_dir(&name);
             let node_pins = self.config.pin_root.join("node");
@@ -354,14 +354,17 @@ impl Agent {
         Ok(Applied { regenerated })
     }
 
-    fn record_reload(&mut self, started: Instant, regenerated: usize, skipped: usize, recomputed: usize, removed: usize) {
+    fn record_reload(&mut self, started: Instant, names: &[String], skipped: usize, recomputed: usize, removed: usize) {
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let regenerated = names.len();
         log(&format!(
-            "policy version {}: regenerated {regenerated} endpoint(s), skipped {skipped} (untouched by the change; \
+            "policy version {}: regenerated {regenerated} endpoint(s) [{}], skipped {skipped} (untouched by the change; \
              the impact graph had {recomputed} recomputed), removed {removed} in {took_ms:.1} ms",
-            self.policy_version
+            self.policy_version,
+            names.join(", ")
         ));
-        self.last_reload = Some(ReloadStatus { at_ms: now_ms(), took_ms, regenerated, skipped, recomputed, removed });
+        let regenerated_endpoints = names.to_vec();
+        self.last_reload = Some(ReloadStatus { at_ms: now_ms(), took_ms, regenerated, regenerated_endpoints, skipped, recomputed, removed });
     }
 
     /// Moves to `file_set` + `api`: resolution, then [`Agent::apply`]; on any
@@ -378,7 +381,7 @@ impl Agent {
                 self.api = api;
                 self.policy_version += 1;
                 let skipped = total.saturating_sub(changes.changed_endpoints.len());
-                self.record_reload(started, applied.regenerated, skipped, changes.recomputed, changes.removed_endpoints.len());
+                self.record_reload(started, &applied.regenerated, skipped, changes.recomputed, changes.removed_endpoints.len());
                 Ok(())
             }
             Err(e) => {
