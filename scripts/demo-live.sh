@@ -21,8 +21,9 @@ PREFIX="polcdemo$$"
 
 # The demo removes what it made; this is the safety net if it is killed hard.
 cleanup() {
-  target/debug/polcd --state "$WORK/state" reset >/dev/null 2>&1 || true
-  ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-" | while read -r ns; do ip netns del "$ns" || true; done
+  set +e
+  target/debug/polcd --state "$WORK/state" reset >/dev/null 2>&1
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-"); do ip netns del "$ns"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
