@@ -89,6 +89,16 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// At most ten names, then how many more.
+fn abbreviate(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
 pub fn log(message: &str) {
     eprintln!("polcd: {message}");
 }
@@ -361,7 +371,7 @@ impl Agent {
             "policy version {}: regenerated {regenerated} endpoint(s) [{}], skipped {skipped} (untouched by the change; \
              the impact graph had {recomputed} recomputed), removed {removed} in {took_ms:.1} ms",
             self.policy_version,
-            names.join(", ")
+            abbreviate(names)
         ));
         let regenerated_endpoints = names.to_vec();
         self.last_reload = Some(ReloadStatus { at_ms: now_ms(), took_ms, regenerated, regenerated_endpoints, skipped, recomputed, removed });
