@@ -68,9 +68,17 @@ impl Device {
         self.netns.clone().unwrap_or_else(|| "(own)".to_string())
     }
 
+    /// The device's index now (`None`: no such device).
+    pub fn index(&self) -> Option<u32> {
+        match in_namespace(self.netns.as_deref(), || ifindex(&self.iface)) {
+            Ok(Ok(index)) => index,
+            _ => None,
+        }
+    }
+
     /// Whether the device exists now.
     pub fn exists(&self) -> bool {
-        matches!(in_namespace(self.netns.as_deref(), || ifindex(&self.iface)), Ok(Ok(Some(_))))
+        self.index().is_some()
     }
 }
 
@@ -137,6 +145,30 @@ impl Attachment {
 
     pub fn pins(&self) -> &Path {
         &self.pins
+    }
+
+    /// The index of the device both links are attached to; `None` when a
+    /// link is defunct (its device was deleted: the kernel detached it).
+    pub fn device_index(&self) -> Option<u32> {
+        let mut index = None;
+        for (_, link) in &self.links {
+            match link.info().ok().map(|i| i.info) {
+                Some(libbpf_rs::query::LinkTypeInfo::Tcx(tcx)) if tcx.ifindex != 0 => {
+                    if index.is_some_and(|i| i != tcx.ifindex) {
+                        return None;
+                    }
+                    index = Some(tcx.ifindex);
+                }
+                _ => return None,
+            }
+        }
+        index
+    }
+
+    /// Whether the links run on `device` as it is now (not on a deleted
+    /// device, nor on an earlier device of the same name).
+    pub fn is_live_on(&self, device: &Device) -> bool {
+        self.device_index().is_some_and(|i| device.index() == Some(i))
     }
 
     /// Swaps `endpoint`'s entry programs into the links, each direction in

@@ -180,6 +180,11 @@ impl Enforced {
         &self.dir
     }
 
+    /// Whether the links still enforce on `device` (see [`Attachment::is_live_on`]).
+    pub fn is_live_on(&self, device: &Device) -> bool {
+        self.attachment.is_live_on(device)
+    }
+
     /// The number the next generation of this endpoint gets.
     pub fn next_generation(&self) -> u64 {
         self.generation + 1

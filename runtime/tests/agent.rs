@@ -1,7 +1,8 @@
 //! polcd end to end on real veths: it enforces the l3-l4-rule example, keeps
 //! the old policy enforcing when a broken file is pushed (and says so in
 //! status), applies a good change touching only the endpoints the impact
-//! graph names, adds and removes endpoints through its socket, leaves
+//! graph names, adds and removes endpoints through its socket, attaches
+//! afresh when an endpoint's veth is deleted and made again, leaves
 //! enforcement running when killed, adopts it on restart, and `reset`
 //! removes everything. Needs root (skipped with a reason otherwise).
 
@@ -65,7 +66,8 @@ fn polcd_enforces_reloads_survives_and_resets() {
     println!("reload: {reload:?}");
     assert_eq!((reload.regenerated, reload.skipped), (1, 2), "only app1 regenerated");
     assert!(polcd.log().contains("skipped 2"), "the log says how many were skipped:\n{}", polcd.log());
-    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "version 2 enforces");
+    let (app3_in, app2_in) = (reaches(&node, "app3", 80), reaches(&node, "app2", 80));
+    assert!(app3_in && !app2_in, "version 2 enforces: app3 {app3_in}, app2 {app2_in}; {:#?}\nlog:\n{}", status(&state), polcd.log());
     let app1_status = second.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
     assert_eq!((app1_status.generation, app1_status.policy_version), (2, 2));
 
@@ -89,6 +91,19 @@ fn polcd_enforces_reloads_survives_and_resets() {
     assert!(!pins.join("endpoints").join("app4").exists(), "app4's links and pins are gone");
     assert_eq!(status(&state).map(|s| s.endpoints.len()), Some(3));
 
+    // app1's veth deleted and made again (a container restart): its links
+    // went with the old device; polcd attaches a fresh generation.
+    node.lab.remove_endpoint("app1").unwrap_or_else(|e| panic!("{e}"));
+    let spec = EndpointSpec { name: "app1".into(), host_iface: "polc-app1".into(), ipv4: Some([10, 200, 1, 11].into()), ipv6: None };
+    node.lab.add_endpoint(spec).unwrap_or_else(|e| panic!("{e}"));
+    let generation_of_app1 = |s: &polc_runtime::agent::api::AgentStatus| {
+        s.endpoints.iter().find(|e| e.name == "app1").map_or(0, |e| e.generation)
+    };
+    wait_for(&state, &polcd, "app1 attached afresh", |s| all_enforcing(s) && generation_of_app1(s) == 1);
+    let after = status(&state);
+    assert!(polcd.log().contains("the device of `app1` is gone or was made again"), "status {after:#?}\nlog:\n{}", polcd.log());
+    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "the new device is enforced");
+
     // kill -9: enforcement goes on; a new polcd adopts the links.
     polcd.kill();
     assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "enforcement outlives polcd");
@@ -96,7 +111,7 @@ fn polcd_enforces_reloads_survives_and_resets() {
     let adopted = wait_for(&state, &polcd, "adoption", all_enforcing);
     assert!(polcd.log().contains("adopted `app1`"), "log:\n{}", polcd.log());
     let app1_status = adopted.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
-    assert_eq!(app1_status.generation, 3, "the adopted links were swapped to a fresh generation");
+    assert_eq!(app1_status.generation, 2, "the adopted links were swapped to a fresh generation");
     assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "still enforcing after adoption");
 
     // reset: refused while running; afterwards nothing is left.

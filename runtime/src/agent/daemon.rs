@@ -413,13 +413,44 @@ impl Agent {
         }
     }
 
-    /// Retries endpoints waiting for their device.
+    /// Endpoints whose device went away (or was deleted and made again)
+    /// lose their defunct links; endpoints waiting for a device get it.
     pub fn tick(&mut self) {
+        self.drop_dead_links();
         if self.ready_pending().is_empty() {
             return;
         }
         if let Err(e) = self.apply(&[], &[]) {
             log(&e);
+        }
+    }
+
+    /// A veth deleted with its container takes its tcx links with it; one
+    /// made again under the same name has none. Either way the endpoint
+    /// waits for its device again and is attached afresh when it is there.
+    fn drop_dead_links(&mut self) {
+        let devices: BTreeMap<String, Device> = self
+            .resolver
+            .set()
+            .inventory
+            .endpoints
+            .iter()
+            .filter_map(|def| self.device(def).map(|d| (def.name.clone(), d)))
+            .collect();
+        for (name, slot) in &mut self.slots {
+            let dead = match (slot.enforced.as_ref(), devices.get(name)) {
+                (Some(enforced), Some(device)) => !enforced.is_live_on(device),
+                _ => false,
+            };
+            if !dead {
+                continue;
+            }
+            if let Some(enforced) = slot.enforced.take() {
+                log(&format!("the device of `{name}` is gone or was made again: waiting for it to attach afresh"));
+                if let Err(e) = enforced.remove() {
+                    log(&format!("removing the links of `{name}`: {e}"));
+                }
+            }
         }
     }
 

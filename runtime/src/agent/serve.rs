@@ -23,7 +23,7 @@ pub enum RunError {
     Watch { path: PathBuf, source: notify::Error },
 }
 
-/// How often endpoints waiting for their device are retried.
+/// How often devices are checked: endpoints waiting for theirs, links whose device went away.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the agent until the process is killed. Enforcement outlives it.
@@ -41,6 +41,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     log(&format!("listening on `{}`, watching `{}`", socket.display(), config.policies.display()));
 
     let mut reload_due: Option<Instant> = None;
+    let mut last_tick = Instant::now();
     loop {
         let wait = reload_due.map_or(RETRY, |due| due.saturating_duration_since(Instant::now()));
         match inbox.recv_timeout(wait) {
@@ -54,7 +55,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         if reload_due.is_some_and(|due| Instant::now() >= due) {
             reload_due = None;
             agent.reload();
-        } else if reload_due.is_none() {
+        } else if reload_due.is_none() && last_tick.elapsed() >= RETRY {
+            last_tick = Instant::now();
             agent.tick();
         }
     }
