@@ -155,6 +155,15 @@ pub struct StateFile {
     pub policies: PathBuf,
 }
 
+/// One endpoint to load: its artifact, where, as which generation.
+struct LoadJob {
+    name: String,
+    artifact: crate::swap::Artifact,
+    device: Device,
+    dir: PathBuf,
+    number: u64,
+}
+
 /// The outcome of applying one change.
 struct Applied {
     regenerated: Vec<String>,
@@ -283,10 +292,10 @@ impl Agent {
                 todo.push(name);
             }
         }
-        // 1. Build and load every affected endpoint; nothing runs yet.
-        let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
+        // 1. Build every affected endpoint (objects from the cache), then load
+        //    and fill them; nothing runs yet.
         let version = self.policy_version + 1;
-        let discard = |prepared: Vec<(String, Generation, Device)>| prepared.into_iter().for_each(|(_, g, _)| g.discard());
+        let mut jobs: Vec<LoadJob> = Vec::new();
         for name in &todo {
             let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
             let Some(device) = self.device(&def) else { continue };
@@ -301,20 +310,21 @@ impl Agent {
             }
             let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
             let id = self.id_of(name);
-            let built = self.builder.endpoint(&policy, &def, id).map_err(|e| e.to_string());
-            let loaded = built.and_then(|artifact| {
-                load_generation(&artifact, &self.config.pin_root.join("node"), &self.endpoint_dir(name), number)
-                    .map_err(|e| e.to_string())
-            });
-            match loaded {
-                Ok(generation) => prepared.push((name.clone(), generation, device)),
+            match self.builder.endpoint(&policy, &def, id) {
+                Ok(artifact) => jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number }),
+                Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
+            }
+        }
+        // Loads run one after another: in parallel they were no faster on
+        // this 2-core machine (BENCHMARKS.md), and libbpf's log is global.
+        let node_pins = self.config.pin_root.join("node");
+        let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
+        for job in jobs {
+            match load_generation(&job.artifact, &node_pins, &job.dir, job.number) {
+                Ok(generation) => prepared.push((job.name, generation, job.device)),
                 Err(e) => {
-                    discard(prepared);
-                    let message = format!("endpoint `{name}`: {e}");
-                    if let Some(slot) = self.slots.get_mut(name) {
-                        slot.last_error = Some(message.clone());
-                    }
-                    return Err(message);
+                    prepared.into_iter().for_each(|(_, g, _)| g.discard());
+                    return Err(self.endpoint_failed(&job.name, &e.to_string()));
                 }
             }
         }
@@ -322,7 +332,7 @@ impl Agent {
         let ipcache = ipcache_entries(self.resolver.resolved());
         if self.node.exist() {
             if let Err(e) = self.node.sync_ipcache(&self.ipcache, &ipcache) {
-                discard(prepared);
+                prepared.into_iter().for_each(|(_, g, _)| g.discard());
                 return Err(format!("ipcache: {e}"));
             }
             self.ipcache = ipcache;
@@ -362,6 +372,13 @@ impl Agent {
             self.ids.remove(name);
         }
         Ok(Applied { regenerated })
+    }
+
+    /// Records a build or load failure on the endpoint; the change's error.
+    fn endpoint_failed(&mut self, name: &str, error: &str) -> String {
+        let message = format!("endpoint `{name}`: {error}");
+        self.slots.entry(name.to_string()).or_default().last_error = Some(message.clone());
+        message
     }
 
     fn record_reload(&mut self, started: Instant, names: &[String], skipped: usize, recomputed: usize, removed: usize) {
