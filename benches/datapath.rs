@@ -10,7 +10,6 @@
 
 // The test support is shared with tests/datapath; the benchmark uses part of it.
 #![allow(dead_code)]
-
 #![allow(clippy::panic)] // tests report failures by panicking
 #[path = "../tests/datapath/harness.rs"]
 mod harness;
@@ -52,11 +51,22 @@ fn endpoint_with_rules(rules: u32, n: u32) -> Case {
         tables.insert(PeerKey::Identity(Identity(Identity::FIRST_ENDPOINT + peer)), l4);
     }
     let egress = DirectionTable { enforced: true, enforced_by: vec![], tables };
-    let policy = EndpointPolicy { name: format!("bench{rules}"), identity: Identity(5000 + n), ingress: DirectionTable::default(), egress };
+    let policy = EndpointPolicy {
+        name: format!("bench{rules}"),
+        identity: Identity(5000 + n),
+        ingress: DirectionTable::default(),
+        egress,
+    };
     let ipcache = (0..PEERS)
         .map(|i| (ipnet::IpNet::from(IpAddr::V4(peer_addr(i))), Identity(Identity::FIRST_ENDPOINT + i)))
         .collect();
-    let constants = EndpointConstants { name: policy.name.clone(), identity: policy.identity.0, id: 100 + n, trace_level: 0, addresses: endpoint_addresses() };
+    let constants = EndpointConstants {
+        name: policy.name.clone(),
+        identity: policy.identity.0,
+        id: 100 + n,
+        trace_level: 0,
+        addresses: endpoint_addresses(),
+    };
     Case { resolved: Resolved { ipcache, ..Resolved::default() }, policy, constants }
 }
 

@@ -24,7 +24,8 @@ fn table(seed: u32) -> DirectionTable {
     for peer in 0..5 {
         let mut l4 = L4Table::default();
         let port = 1000 + ((seed * 7 + peer) % 50) as u16 * 10;
-        let decision = Decision { action: if peer == 0 { Action::Deny } else { Action::Allow }, rule: RuleId(1 + peer) };
+        let decision =
+            Decision { action: if peer == 0 { Action::Deny } else { Action::Allow }, rule: RuleId(1 + peer) };
         l4.protocols.insert(6, vec![PortEntry { low: port, high: port + 5, decision }]);
         tables.insert(PeerKey::Identity(Identity(Identity::FIRST_ENDPOINT + peer + seed % 20)), l4);
     }
@@ -41,7 +42,12 @@ fn workload() -> (Resolved, Vec<EndpointDef>) {
             _ => (DirectionTable::default(), DirectionTable::default()),
         };
         let name = format!("ep{e}");
-        endpoints.push(EndpointPolicy { name: name.clone(), identity: Identity(Identity::FIRST_ENDPOINT + e), ingress, egress });
+        endpoints.push(EndpointPolicy {
+            name: name.clone(),
+            identity: Identity(Identity::FIRST_ENDPOINT + e),
+            ingress,
+            egress,
+        });
         defs.push(EndpointDef {
             name,
             labels: BTreeMap::new(),
@@ -68,7 +74,13 @@ fn main() {
     let start = Instant::now();
     let warm = build_bundle(&resolved, &defs, out.path(), &options).unwrap_or_else(|e| panic!("{e}"));
     let warm_time = start.elapsed();
-    println!("cold build, {} endpoints: {:.2} s, {} objects, clang ran {} times", cold.endpoints, cold_time.as_secs_f64(), cold.objects, cold.clang_runs);
+    println!(
+        "cold build, {} endpoints: {:.2} s, {} objects, clang ran {} times",
+        cold.endpoints,
+        cold_time.as_secs_f64(),
+        cold.objects,
+        cold.clang_runs
+    );
     println!("rebuild without change: {:.3} s, clang ran {} times", warm_time.as_secs_f64(), warm.clang_runs);
 
     let sample = Resolved { endpoints: resolved.endpoints[..PER_ENDPOINT_SAMPLE].to_vec(), ..Resolved::default() };

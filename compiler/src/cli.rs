@@ -6,6 +6,7 @@
 mod build;
 mod check;
 mod fmt;
+mod graph;
 mod test;
 mod trace;
 mod show;
@@ -34,6 +35,8 @@ enum Command {
     Test(test::Args),
     /// Resolve identities and per-endpoint tables, and show them; writes identities.lock
     Show(show::Args),
+    /// Draw who may talk to whom: DOT, SVG, or an HTML connectivity matrix
+    Graph(graph::Args),
 }
 
 /// Output for people or for machines.
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(args) => trace::run(args),
         Command::Test(args) => test::run(args),
         Command::Show(args) => show::run(args),
+        Command::Graph(args) => graph::run(args),
     };
     ExitCode::from(code)
 }
@@ -149,4 +153,22 @@ pub fn resolve_with_lock(
         }
     }
     Ok((resolved, lock))
+}
+
+/// The policy set's `identities.lock` (empty when there is none yet), for
+/// commands that take numbers from it without writing it. Unreadable: 2;
+/// unparsable: 1.
+pub fn read_lock(paths: &[std::path::PathBuf]) -> Result<polc::resolve::IdentityLock, u8> {
+    let lock_path = polc::resolve::lock_path(paths);
+    match std::fs::read_to_string(&lock_path) {
+        Ok(text) => polc::resolve::IdentityLock::parse(&text).map_err(|e| {
+            print_error(&format!("`{}`: {e}", lock_path.display()), None);
+            EXIT_INVALID
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(polc::resolve::IdentityLock::default()),
+        Err(e) => {
+            print_error(&format!("cannot read `{}`: {e}", lock_path.display()), None);
+            Err(EXIT_USAGE)
+        }
+    }
 }

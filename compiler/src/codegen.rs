@@ -24,6 +24,9 @@ pub enum CodegenError {
     /// More entries than the policy map holds, e.g. thousands of port ranges.
     #[error("endpoint `{endpoint}`: {direction} policy needs {needed} map entries, the map holds {capacity}")]
     Capacity { endpoint: String, direction: &'static str, needed: usize, capacity: u32 },
+    /// More distinct rules than counter slots (65,534) in one endpoint.
+    #[error("endpoint `{endpoint}`: {rules} distinct rules, at most 65534 per endpoint")]
+    TooManyRules { endpoint: String, rules: usize },
     #[error("template `{name}`: {source}")]
     Template { name: String, source: minijinja::Error },
     #[error("cannot run `{program}`: {source}")]

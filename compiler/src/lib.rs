@@ -7,6 +7,7 @@
 //! - [`diag`]: diagnostics as values, rendered as `file:line:col` text or JSON.
 //! - [`format`]: the canonical layout (`polc fmt`).
 //! - [`eval`]: the reference evaluator (what a policy set means for one flow).
+//! - [`graph`]: who may talk to whom, drawn (DOT, SVG, HTML matrix).
 //!
 //! [`driver`] ties them together for the CLI and for tests.
 
@@ -15,6 +16,7 @@ pub mod diag;
 pub mod driver;
 pub mod eval;
 pub mod format;
+pub mod graph;
 pub mod ir;
 pub mod resolve;
 pub mod sema;

@@ -12,7 +12,11 @@ fn example(name: &str) -> PathBuf {
 
 fn polc(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_polc")).args(args).output().unwrap_or_else(|e| panic!("{e}"));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn clang_present() -> bool {
@@ -62,4 +66,13 @@ fn build_of_a_missing_path_is_a_usage_error() {
     let (code, _, stderr) = polc(&["build", "/nonexistent/polc", "-o", "/tmp/never"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("/nonexistent/polc"), "{stderr}");
+}
+
+#[test]
+fn dump_ir_prints_the_resolved_tables() {
+    let dir = example("l3-l4-rule");
+    let (code, stdout, stderr) = polc(&["build", dir.to_str().unwrap_or_default(), "--dump", "ir", "--locked"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(stdout.contains("app1") && json.is_object(), "{stdout}");
 }

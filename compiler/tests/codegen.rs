@@ -38,7 +38,8 @@ fn web() -> (EndpointPolicy, EndpointConstants) {
         enforced_by: vec!["web-ingress".into()],
         tables: BTreeMap::from([(PeerKey::Identity(Identity(257)), frontend), (PeerKey::Any, any)]),
     };
-    let policy = EndpointPolicy { name: "web".into(), identity: Identity(256), ingress, egress: DirectionTable::default() };
+    let policy =
+        EndpointPolicy { name: "web".into(), identity: Identity(256), ingress, egress: DirectionTable::default() };
     let constants = EndpointConstants {
         name: "web".into(),
         identity: 256,
@@ -64,7 +65,10 @@ fn rendered_headers() {
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| {
         insta::assert_snapshot!("node_config", render_node(&NodeConfig::default()).unwrap_or_else(|e| e.to_string()));
-        insta::assert_snapshot!("web_ep_config", render_endpoint(&constants, &features, &maps).unwrap_or_else(|e| e.to_string()));
+        insta::assert_snapshot!(
+            "web_ep_config",
+            render_endpoint(&constants, &features, &maps).unwrap_or_else(|e| e.to_string())
+        );
         insta::assert_snapshot!("web_shape", render_shape(&features).unwrap_or_else(|e| e.to_string()));
     });
 }
@@ -97,7 +101,8 @@ fn objects_are_compiled_once_per_code_shape() {
     assert_eq!(features, other_features);
 
     let first = clang.compile(&node, &render_shape(&features).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
-    let again = clang.compile(&node, &render_shape(&other_features).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    let again =
+        clang.compile(&node, &render_shape(&other_features).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(first.compiled && !again.compiled, "the second endpoint reuses the object");
     assert_eq!(first.hash, again.hash);
     assert!(first.warnings.is_empty(), "{}", first.warnings);
@@ -184,7 +189,8 @@ fn a_bundle_has_one_object_per_code_shape_and_rebuilds_from_cache() {
     assert_eq!(again.clang_runs, 0, "a rebuild without change runs no clang");
 
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap_or_default()).unwrap_or_default();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap_or_default())
+            .unwrap_or_default();
     let endpoints = manifest["endpoints"].as_array().cloned().unwrap_or_default();
     let object = |i: usize| endpoints[i]["object"].as_str().unwrap_or_default().to_string();
     assert_eq!(endpoints.len(), 4);

@@ -30,7 +30,8 @@ fn policy(port: u16, deny: bool) -> String {
 
 fn policy_dir(text: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), dir.path().join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), dir.path().join("endpoints.pol"))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("policy.pol"), text).unwrap_or_else(|e| panic!("{e}"));
     dir
 }
@@ -91,7 +92,8 @@ fn agent_reloads() {
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let policies = work.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), policies.join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), policies.join("endpoints.pol"))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(policies.join("policy.pol"), policy(8080, false)).unwrap_or_else(|e| panic!("{e}"));
     let (set, _) = resolve_dir(&policies);
     let node = Node::new("bench-agent", &set);
@@ -105,7 +107,8 @@ fn agent_reloads() {
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let times: Vec<Duration> = (0..ROUNDS / 2)
         .map(|i| {
-            std::fs::write(policies.join("policy.pol"), policy(8080 + (i % 2) as u16 + 1, false)).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(policies.join("policy.pol"), policy(8080 + (i % 2) as u16 + 1, false))
+                .unwrap_or_else(|e| panic!("{e}"));
             let start = Instant::now();
             agent.reload();
             let took = start.elapsed();
@@ -130,17 +133,25 @@ fn wide_change() {
         ));
     }
     std::fs::write(policies.join("endpoints.pol"), inventory).unwrap_or_else(|e| panic!("{e}"));
-    let rule = |port: u16| format!("policy web {{\n  select {{app=web}}\n  ingress {{\n    allow peers: from {{app=web}} on tcp/{port}\n  }}\n}}\n");
+    let rule = |port: u16| {
+        format!("policy web {{\n  select {{app=web}}\n  ingress {{\n    allow peers: from {{app=web}} on tcp/{port}\n  }}\n}}\n")
+    };
     std::fs::write(policies.join("policy.pol"), rule(80)).unwrap_or_else(|e| panic!("{e}"));
     let (set, _) = resolve_dir(&policies);
     let setup = Instant::now();
     let mut lab = Lab::new(&support_prefix()).unwrap_or_else(|e| panic!("{e}"));
     for def in &set.inventory.endpoints {
-        let spec = EndpointSpec { name: def.name.clone(), host_iface: def.iface.clone().unwrap_or_default(), ipv4: def.ipv4, ipv6: None };
+        let spec = EndpointSpec {
+            name: def.name.clone(),
+            host_iface: def.iface.clone().unwrap_or_default(),
+            ipv4: def.ipv4,
+            ipv6: None,
+        };
         lab.add_endpoint(spec).unwrap_or_else(|e| panic!("{e}"));
     }
     println!("(lab of {endpoints} endpoints made in {:?})", setup.elapsed());
-    let pins = polc_runtime::loader::PinDir::create(&format!("bench-{}-wide", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
+    let pins = polc_runtime::loader::PinDir::create(&format!("bench-{}-wide", std::process::id()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let config = Config {
         policies: policies.clone(),
         state: work.path().join("state"),

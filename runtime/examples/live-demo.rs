@@ -84,7 +84,8 @@ impl Drop for Demo {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new(&self.polcd_bin).arg("--state").arg(&self.state).arg("reset").stdout(Stdio::null()).status();
+        let _ =
+            Command::new(&self.polcd_bin).arg("--state").arg(&self.state).arg("reset").stdout(Stdio::null()).status();
         println!("cleaned up: polcd stopped, links and pins removed, namespaces deleted");
     }
 }
@@ -156,9 +157,20 @@ fn run(args: &Args) -> Result<(), Stop> {
         check_interrupt()?;
         let iface = def.iface.clone().unwrap_or_else(|| format!("polc-{}", def.name));
         demo.lab
-            .add_endpoint(EndpointSpec { name: def.name.clone(), host_iface: iface.clone(), ipv4: def.ipv4, ipv6: def.ipv6 })
+            .add_endpoint(EndpointSpec {
+                name: def.name.clone(),
+                host_iface: iface.clone(),
+                ipv4: def.ipv4,
+                ipv6: def.ipv6,
+            })
             .map_err(failed)?;
-        println!("   {:<6} {:<15} behind {iface} in netns {}-{}", def.name, def.ipv4.map(|a| a.to_string()).unwrap_or_default(), args.prefix, def.name);
+        println!(
+            "   {:<6} {:<15} behind {iface} in netns {}-{}",
+            def.name,
+            def.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+            args.prefix,
+            def.name
+        );
     }
 
     println!("== starting polcd on {}", policies.display());

@@ -104,20 +104,20 @@ impl Attachment {
                 return Err(AttachError::AlreadyAttached { path });
             }
         }
-        std::fs::create_dir_all(pins)
-            .map_err(|source| LoadError::PinDir { path: pins.to_path_buf(), source })?;
+        std::fs::create_dir_all(pins).map_err(|source| LoadError::PinDir { path: pins.to_path_buf(), source })?;
         let mut attachment = Attachment { links: Vec::new(), pins: pins.to_path_buf() };
-        let result = in_namespace(device.netns.as_deref(), || -> Result<(), AttachError> {
-            let index = ifindex(&device.iface)?
-                .ok_or_else(|| AttachError::NoDevice { iface: device.iface.clone(), ns: device.ns_label() })?;
-            for direction in Direction::BOTH {
-                let program = direction.entry_program();
-                let link = attach_tcx(&endpoint.program(program)?, index)
-                    .map_err(|source| AttachError::Attach { program, iface: device.iface.clone(), source })?;
-                attachment.links.push((direction, link));
-            }
-            Ok(())
-        });
+        let result =
+            in_namespace(device.netns.as_deref(), || -> Result<(), AttachError> {
+                let index = ifindex(&device.iface)?
+                    .ok_or_else(|| AttachError::NoDevice { iface: device.iface.clone(), ns: device.ns_label() })?;
+                for direction in Direction::BOTH {
+                    let program = direction.entry_program();
+                    let link = attach_tcx(&endpoint.program(program)?, index)
+                        .map_err(|source| AttachError::Attach { program, iface: device.iface.clone(), source })?;
+                    attachment.links.push((direction, link));
+                }
+                Ok(())
+            });
         // On any failure `attachment` drops here: unpinned links detach.
         result??;
         for (direction, link) in &mut attachment.links {
@@ -215,7 +215,8 @@ fn attach_tcx(program: &libbpf_rs::Program<'_>, ifindex: u32) -> Result<Link, st
     let index = i32::try_from(ifindex).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: the program pointer is valid while `program` lives; libbpf
     // copies what it needs from `opts`. The returned link is owned by us.
-    let ptr = unsafe { libbpf_rs::libbpf_sys::bpf_program__attach_tcx(program.as_libbpf_object().as_ptr(), index, &opts) };
+    let ptr =
+        unsafe { libbpf_rs::libbpf_sys::bpf_program__attach_tcx(program.as_libbpf_object().as_ptr(), index, &opts) };
     match NonNull::new(ptr) {
         // SAFETY: a non-null link freshly returned by libbpf.
         Some(ptr) => Ok(unsafe { Link::from_ptr(ptr) }),
@@ -225,7 +226,8 @@ fn attach_tcx(program: &libbpf_rs::Program<'_>, ifindex: u32) -> Result<Link, st
 
 /// The index of `iface` in the current thread's namespace.
 fn ifindex(iface: &str) -> Result<Option<u32>, AttachError> {
-    let name = CString::new(iface).map_err(|_| AttachError::NoDevice { iface: iface.to_string(), ns: String::new() })?;
+    let name =
+        CString::new(iface).map_err(|_| AttachError::NoDevice { iface: iface.to_string(), ns: String::new() })?;
     // SAFETY: a NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     Ok((index != 0).then_some(index))

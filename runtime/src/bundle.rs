@@ -4,7 +4,7 @@
 //! compiler (`polc::codegen::bundle`); only the fields the runtime needs are
 //! read here.
 
-use crate::datapath::{Direction, PolicyAction};
+use crate::datapath::{self, Direction, PolicyAction};
 use crate::loader::{LoadError, LoadSpec, LoadedEndpoint, PinDir};
 use crate::seam::{fill_ipcache, fill_policy, PolicyEntry};
 use serde::Deserialize;
@@ -44,6 +44,8 @@ pub struct EndpointEntry {
     pub object: String,
     pub constants: Constants,
     pub rodata: BTreeMap<String, String>,
+    pub rule_slots: Vec<u32>,
+    pub metrics_entries: u32,
     pub ingress: DirectionEntry,
     pub egress: DirectionEntry,
 }
@@ -68,6 +70,7 @@ pub struct ManifestPolicyEntry {
     pub port: u16,
     pub action: ManifestAction,
     pub rule: u32,
+    pub slot: u16,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -85,7 +88,15 @@ impl From<ManifestPolicyEntry> for PolicyEntry {
             ManifestAction::Allow => PolicyAction::Allow,
             ManifestAction::Deny => PolicyAction::Deny,
         };
-        PolicyEntry { prefix_len: e.prefix_len, identity: e.identity, proto: e.proto, port: e.port, action, rule: e.rule }
+        PolicyEntry {
+            prefix_len: e.prefix_len,
+            identity: e.identity,
+            proto: e.proto,
+            port: e.port,
+            action,
+            rule: e.rule,
+            slot: e.slot,
+        }
     }
 }
 
@@ -113,19 +124,24 @@ impl Bundle {
         let endpoint = self.endpoint(name)?;
         let mut constants = Vec::new();
         for (var, hex) in &endpoint.rodata {
-            let bytes = decode_hex(hex).ok_or_else(|| BundleError::Constant { endpoint: name.to_string(), name: var.clone() })?;
+            let bytes = decode_hex(hex)
+                .ok_or_else(|| BundleError::Constant { endpoint: name.to_string(), name: var.clone() })?;
             constants.push((var.clone(), bytes));
         }
         let object = self.dir.join("objects").join(format!("{}.o", endpoint.object));
+        let map_sizes = [(datapath::METRICS_MAP.to_string(), endpoint.metrics_entries)];
         let spec = LoadSpec {
             endpoint: name,
             object: &object,
             constants: &constants,
+            map_sizes: &map_sizes,
             node_pins: pins.node_maps(),
             endpoint_pins: pins.endpoint_maps(endpoint.constants.id),
         };
-        let loaded = LoadedEndpoint::load(&spec)?;
-        let ipcache: Vec<_> = self.manifest.ipcache.iter().map(|e| (e.prefix.network(), e.prefix.prefix_len(), e.identity)).collect();
+        let mut loaded = LoadedEndpoint::load(&spec)?;
+        loaded.set_rule_slots(endpoint.rule_slots.clone());
+        let ipcache: Vec<_> =
+            self.manifest.ipcache.iter().map(|e| (e.prefix.network(), e.prefix.prefix_len(), e.identity)).collect();
         fill_ipcache(&loaded, &ipcache)?;
         for (direction, table) in [(Direction::Ingress, &endpoint.ingress), (Direction::Egress, &endpoint.egress)] {
             if table.enforced {

@@ -84,9 +84,23 @@ pub enum Reason {
 impl Reason {
     pub fn from_u8(value: u8) -> Option<Reason> {
         use Reason::*;
-        [PolicyAllow, NotEnforced, Established, Reply, Arp, Neighbour, PolicyDeny, DefaultDeny, Truncated, Invalid, Fragment, UnknownL3, NoTailCall]
-            .into_iter()
-            .find(|r| *r as u8 == value)
+        [
+            PolicyAllow,
+            NotEnforced,
+            Established,
+            Reply,
+            Arp,
+            Neighbour,
+            PolicyDeny,
+            DefaultDeny,
+            Truncated,
+            Invalid,
+            Fragment,
+            UnknownL3,
+            NoTailCall,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == value)
     }
 
     pub fn is_drop(self) -> bool {
@@ -126,11 +140,12 @@ pub fn policy_key(prefix_len: u32, identity: u32, proto: u8, port: u16) -> [u8; 
     key
 }
 
-/// `struct policy_value` (8 bytes).
-pub fn policy_value(action: PolicyAction, rule: u32) -> [u8; 8] {
+/// `struct policy_value` (8 bytes): rule id, action, the rule's counter slot.
+pub fn policy_value(action: PolicyAction, rule: u32, slot: u16) -> [u8; 8] {
     let mut value = [0u8; 8];
     value[0..4].copy_from_slice(&rule.to_ne_bytes());
     value[4] = action as u8;
+    value[6..8].copy_from_slice(&slot.to_ne_bytes());
     value
 }
 
@@ -222,7 +237,7 @@ impl VerdictEvent {
     }
 }
 
-/// `struct metrics_key`: one counter per rule, reason and direction.
+/// One counter: per rule, reason and direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MetricsKey {
     pub rule: u32,
@@ -230,16 +245,32 @@ pub struct MetricsKey {
     pub direction: Direction,
 }
 
+/// Reasons in their dense order (`reason_index` in common.h).
+const REASONS_DENSE: [Reason; 13] = [
+    Reason::PolicyAllow,
+    Reason::NotEnforced,
+    Reason::Established,
+    Reason::Reply,
+    Reason::Arp,
+    Reason::Neighbour,
+    Reason::PolicyDeny,
+    Reason::DefaultDeny,
+    Reason::Truncated,
+    Reason::Invalid,
+    Reason::Fragment,
+    Reason::UnknownL3,
+    Reason::NoTailCall,
+];
+
 impl MetricsKey {
-    pub fn parse(raw: &[u8]) -> Option<MetricsKey> {
-        if raw.len() < 8 {
-            return None;
-        }
-        Some(MetricsKey {
-            rule: u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]),
-            reason: Reason::from_u8(raw[4])?,
-            direction: Direction::from_u8(raw[5])?,
-        })
+    /// The counter at `index` of `ep_metrics`: (slot * 13 + reason) * 2 +
+    /// direction; `rule_slots[s - 1]` is the rule of slot `s`.
+    pub fn from_index(index: u32, rule_slots: &[u32]) -> Option<MetricsKey> {
+        let direction = Direction::from_u8((index % 2) as u8)?;
+        let reason = *REASONS_DENSE.get(((index / 2) % 13) as usize)?;
+        let slot = (index / 26) as usize;
+        let rule = if slot == 0 { 0 } else { *rule_slots.get(slot - 1)? };
+        Some(MetricsKey { rule, reason, direction })
     }
 }
 
@@ -269,6 +300,18 @@ mod tests {
         let key = ipcache_key("10.1.2.3".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 24);
         assert_eq!(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), 56);
         assert_eq!(&key[4..12], &[AF_INET, 0, 0, 0, 10, 1, 2, 3]);
+    }
+
+    #[test]
+    fn counter_indexes_decode() {
+        let slots = [7, 40];
+        let key = |rule, reason, direction| Some(MetricsKey { rule, reason, direction });
+        assert_eq!(MetricsKey::from_index(0, &slots), key(0, Reason::PolicyAllow, Direction::Ingress));
+        assert_eq!(
+            MetricsKey::from_index((2 * 13 + 6) * 2 + 1, &slots),
+            key(40, Reason::PolicyDeny, Direction::Egress)
+        );
+        assert_eq!(MetricsKey::from_index(3 * 26, &slots), None, "no slot 3");
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct LoadSpec<'a> {
     /// Written into `.rodata` by variable name before load (empty for a
     /// per-endpoint compile, whose constants are #defines).
     pub constants: &'a [(String, Vec<u8>)],
+    /// Map name -> max entries, overriding the object's (e.g. the counter
+    /// array, sized by the endpoint's rules).
+    pub map_sizes: &'a [(String, u32)],
     pub node_pins: PathBuf,
     pub endpoint_pins: PathBuf,
 }
@@ -135,6 +138,8 @@ fn take_log_tail(lines: usize) -> String {
 /// and its prog arrays filled.
 pub struct LoadedEndpoint {
     object: Object,
+    /// The rule id of each counter slot (slot 1 first), from the build.
+    rule_slots: Vec<u32>,
 }
 
 impl LoadedEndpoint {
@@ -159,6 +164,9 @@ impl LoadedEndpoint {
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
             let mut map = map;
+            if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
+                map.set_max_entries(*size).map_err(bpf_error(format!("size of `{name}`")))?;
+            }
             map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
@@ -168,7 +176,7 @@ impl LoadedEndpoint {
             source,
             log: take_log_tail(40),
         })?;
-        let loaded = LoadedEndpoint { object };
+        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
         loaded.fill_tail_calls()?;
         Ok(loaded)
     }
@@ -193,7 +201,6 @@ impl LoadedEndpoint {
         MapHandle::try_from(&map).map_err(bpf_error(format!("handle of `{name}`")))
     }
 
-
     /// One of the object's programs, e.g. to attach it.
     pub fn program(&self, name: &str) -> Result<libbpf_rs::Program<'_>, LoadError> {
         self.object.progs().find(|p| p.name() == name).ok_or_else(|| LoadError::NoProgram(name.to_string()))
@@ -206,7 +213,12 @@ impl LoadedEndpoint {
 
     /// Runs `program` `repeat` times on `packet`: the tc action and the
     /// kernel's mean time per run.
-    pub fn run_repeated(&self, program: &str, packet: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), LoadError> {
+    pub fn run_repeated(
+        &self,
+        program: &str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), LoadError> {
         let prog = self
             .object
             .progs_mut()
@@ -217,20 +229,28 @@ impl LoadedEndpoint {
         Ok((output.return_value, output.duration))
     }
 
-    /// The per-rule counters, summed over CPUs.
+    pub fn set_rule_slots(&mut self, rule_slots: Vec<u32>) {
+        self.rule_slots = rule_slots;
+    }
+
+    /// The per-rule counters that counted something, summed over CPUs.
     pub fn metrics(&self) -> Result<Vec<(MetricsKey, Counter)>, LoadError> {
         let map = self.map(datapath::METRICS_MAP)?;
         let mut out = Vec::new();
         for key in map.keys() {
-            let Some(parsed) = MetricsKey::parse(&key) else { continue };
-            let per_cpu = map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
+            let Some(index) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
+            let Some(parsed) = MetricsKey::from_index(index, &self.rule_slots) else { continue };
+            let per_cpu =
+                map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
             let mut total = Counter::default();
             for raw in per_cpu {
                 let c = Counter::parse(&raw).unwrap_or_default();
                 total.packets += c.packets;
                 total.bytes += c.bytes;
             }
-            out.push((parsed, total));
+            if total.packets > 0 {
+                out.push((parsed, total));
+            }
         }
         out.sort_by_key(|(k, _)| *k);
         Ok(out)
@@ -290,13 +310,14 @@ impl EventReader {
 /// Variable name -> (offset, size) in `.rodata`, read after open (the
 /// object file's BTF says 0 until libbpf has laid the section out).
 fn rodata_offsets(open: &libbpf_rs::OpenObject) -> Result<Vec<(String, u32, usize)>, LoadError> {
-    let btf = Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() })
-        .map_err(bpf_error("read BTF"))?;
+    let btf = Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() }).map_err(bpf_error("read BTF"))?;
     let Some(btf) = btf else { return Ok(Vec::new()) };
     let Some(section) = btf.type_by_name::<DataSec>(".rodata") else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for var in section.iter() {
-        if let Some(name) = btf.type_by_id::<BtfType>(var.ty).and_then(|t| t.name().map(|n| n.to_string_lossy().into_owned())) {
+        if let Some(name) =
+            btf.type_by_id::<BtfType>(var.ty).and_then(|t| t.name().map(|n| n.to_string_lossy().into_owned()))
+        {
             out.push((name, var.offset, var.size));
         }
     }

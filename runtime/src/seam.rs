@@ -40,16 +40,25 @@ pub struct PolicyEntry {
     pub port: u16,
     pub action: datapath::PolicyAction,
     pub rule: u32,
+    pub slot: u16,
 }
 
 /// Writes a direction's policy entries into its map.
-pub fn fill_policy(maps: &dyn EndpointMaps, direction: datapath::Direction, entries: &[PolicyEntry]) -> Result<(), LoadError> {
+pub fn fill_policy(
+    maps: &dyn EndpointMaps,
+    direction: datapath::Direction,
+    entries: &[PolicyEntry],
+) -> Result<(), LoadError> {
     let map = direction.policy_map();
     if !maps.has_map(map) {
         return Err(LoadError::NoMap(map.to_string()));
     }
     for e in entries {
-        maps.update(map, &datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port), &datapath::policy_value(e.action, e.rule))?;
+        maps.update(
+            map,
+            &datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port),
+            &datapath::policy_value(e.action, e.rule, e.slot),
+        )?;
     }
     Ok(())
 }
@@ -117,10 +126,18 @@ mod tests {
         assert_eq!(maps.lookup(datapath::IPCACHE_HOST_MAP, &key).ok().flatten(), Some(301u32.to_ne_bytes().to_vec()));
         assert_eq!(maps.contents.borrow().len(), 2);
 
-        let entry = PolicyEntry { prefix_len: 64, identity: 300, proto: 6, port: 80, action: PolicyAction::Allow, rule: 4 };
+        let entry = PolicyEntry {
+            prefix_len: 64,
+            identity: 300,
+            proto: 6,
+            port: 80,
+            action: PolicyAction::Allow,
+            rule: 4,
+            slot: 1,
+        };
         assert!(fill_policy(&maps, Direction::Ingress, &[entry]).is_ok());
         let stored = maps.lookup("ep_pol_in", &datapath::policy_key(64, 300, 6, 80)).ok().flatten();
-        assert_eq!(stored, Some(datapath::policy_value(PolicyAction::Allow, 4).to_vec()));
+        assert_eq!(stored, Some(datapath::policy_value(PolicyAction::Allow, 4, 1).to_vec()));
         // Egress is not enforced in this shape: no map to fill.
         assert!(matches!(fill_policy(&maps, Direction::Egress, &[entry]), Err(LoadError::NoMap(_))));
     }

@@ -36,6 +36,10 @@ pub struct Artifact {
     pub object: PathBuf,
     /// `.rodata` values by variable name.
     pub constants: Vec<(String, Vec<u8>)>,
+    /// Map name -> max entries, overriding the object's (the counter array).
+    pub map_sizes: Vec<(String, u32)>,
+    /// The rule id of each counter slot (index 0: slot 1).
+    pub rule_slots: Vec<u32>,
     /// Per direction, the policy map entries; `None` when not enforced.
     pub ingress: Option<Vec<PolicyEntry>>,
     pub egress: Option<Vec<PolicyEntry>>,
@@ -94,7 +98,12 @@ fn pinned_generations(dir: &Path) -> Vec<u64> {
 
 /// Loads `artifact` as generation `number` under `dir` and fills its maps
 /// completely. On failure, nothing of it is left pinned.
-pub fn load_generation(artifact: &Artifact, node_pins: &Path, dir: &Path, number: u64) -> Result<Generation, SwapError> {
+pub fn load_generation(
+    artifact: &Artifact,
+    node_pins: &Path,
+    dir: &Path,
+    number: u64,
+) -> Result<Generation, SwapError> {
     let pins = generation_dir(dir, number);
     // A leftover of a crashed attempt would be reused by name: start clean.
     let _ = std::fs::remove_dir_all(&pins);
@@ -102,10 +111,12 @@ pub fn load_generation(artifact: &Artifact, node_pins: &Path, dir: &Path, number
         endpoint: &artifact.endpoint,
         object: &artifact.object,
         constants: &artifact.constants,
+        map_sizes: &artifact.map_sizes,
         node_pins: node_pins.to_path_buf(),
         endpoint_pins: pins.clone(),
     };
-    let filled = LoadedEndpoint::load(&spec).and_then(|loaded| {
+    let filled = LoadedEndpoint::load(&spec).and_then(|mut loaded| {
+        loaded.set_rule_slots(artifact.rule_slots.clone());
         for direction in Direction::BOTH {
             if let Some(entries) = artifact.entries(direction) {
                 seam::fill_policy(&loaded, direction, entries)?;
@@ -143,7 +154,12 @@ impl Enforced {
 
     /// Attaches a loaded (and filled) generation to `device`; on failure its
     /// pins are removed.
-    pub fn attach(generation: Generation, device: &Device, node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
+    pub fn attach(
+        generation: Generation,
+        device: &Device,
+        node_pins: &Path,
+        dir: &Path,
+    ) -> Result<Enforced, SwapError> {
         match Attachment::attach(&generation.loaded, device, dir) {
             Ok(attachment) => Ok(Enforced {
                 dir: dir.to_path_buf(),
@@ -163,7 +179,13 @@ impl Enforced {
     pub fn adopt(node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
         let attachment = Attachment::adopt(dir)?;
         let generation = pinned_generations(dir).last().copied().unwrap_or(0);
-        Ok(Enforced { dir: dir.to_path_buf(), node_pins: node_pins.to_path_buf(), attachment, current: None, generation })
+        Ok(Enforced {
+            dir: dir.to_path_buf(),
+            node_pins: node_pins.to_path_buf(),
+            attachment,
+            current: None,
+            generation,
+        })
     }
 
     /// The generation the links run (0 if unknown).

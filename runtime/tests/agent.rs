@@ -18,7 +18,8 @@ use support::{all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_f
 
 const T: Duration = Duration::from_millis(400);
 
-const ONLY_APP3: &str = "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
+const ONLY_APP3: &str =
+    "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
 
 #[test]
 fn polcd_enforces_reloads_survives_and_resets() {
@@ -39,17 +40,23 @@ fn polcd_enforces_reloads_survives_and_resets() {
         set.inventory.endpoint(name).and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("{name}"))
     };
     let app1 = addr("app1");
-    let reaches = |node: &Node, from: &str, port: u16| node.lab.tcp_reaches(from, app1, port, T).unwrap_or_else(|e| panic!("{e}"));
+    let reaches = |node: &Node, from: &str, port: u16| {
+        node.lab.tcp_reaches(from, app1, port, T).unwrap_or_else(|e| panic!("{e}"))
+    };
 
     let mut polcd = Polcd::start(&policies, &state, node.lab.node_ns(), &pins);
     let first = wait_for(&state, &polcd, "all endpoints enforcing", all_enforcing);
     assert_eq!(first.policy_version, 1);
     let mode = std::fs::metadata(api::socket_path(&state)).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
     assert_eq!(mode, 0o600, "the socket is root's only");
-    assert!(reaches(&node, "app2", 80) && !reaches(&node, "app3", 80) && !reaches(&node, "app2", 81), "the example enforces");
+    assert!(
+        reaches(&node, "app2", 80) && !reaches(&node, "app3", 80) && !reaches(&node, "app2", 81),
+        "the example enforces"
+    );
 
     // A broken policy file: the old policy keeps enforcing, status says why.
-    std::fs::write(policies.join("policy.pol"), "policy broken {\n  select {id=app1\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(policies.join("policy.pol"), "policy broken {\n  select {id=app1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let broken = wait_for(&state, &polcd, "the broken file to be reported", |s| s.last_error.is_some());
     let error = broken.last_error.clone().unwrap_or_default();
     println!("broken policy reported: {}", error.lines().next().unwrap_or(""));
@@ -67,15 +74,28 @@ fn polcd_enforces_reloads_survives_and_resets() {
     assert_eq!((reload.regenerated, reload.skipped), (1, 2), "only app1 regenerated");
     assert!(polcd.log().contains("skipped 2"), "the log says how many were skipped:\n{}", polcd.log());
     let (app3_in, app2_in) = (reaches(&node, "app3", 80), reaches(&node, "app2", 80));
-    assert!(app3_in && !app2_in, "version 2 enforces: app3 {app3_in}, app2 {app2_in}; {:#?}\nlog:\n{}", status(&state), polcd.log());
+    assert!(
+        app3_in && !app2_in,
+        "version 2 enforces: app3 {app3_in}, app2 {app2_in}; {:#?}\nlog:\n{}",
+        status(&state),
+        polcd.log()
+    );
     let app1_status = second.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
     assert_eq!((app1_status.generation, app1_status.policy_version), (2, 2));
 
     // An endpoint added through the socket, with app3's labels.
     node.lab
-        .add_endpoint(EndpointSpec { name: "app4".into(), host_iface: "polc-app4".into(), ipv4: Some([10, 200, 1, 14].into()), ipv6: None })
+        .add_endpoint(EndpointSpec {
+            name: "app4".into(),
+            host_iface: "polc-app4".into(),
+            ipv4: Some([10, 200, 1, 14].into()),
+            ipv6: None,
+        })
         .unwrap_or_else(|e| panic!("{e}"));
-    let added = polcd_cli(&state, &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app3"]);
+    let added = polcd_cli(
+        &state,
+        &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app3"],
+    );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let with_app4 = wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
     let app4 = with_app4.endpoints.iter().find(|e| e.name == "app4").unwrap_or_else(|| panic!("app4"));
@@ -94,14 +114,23 @@ fn polcd_enforces_reloads_survives_and_resets() {
     // app1's veth deleted and made again (a container restart): its links
     // went with the old device; polcd attaches a fresh generation.
     node.lab.remove_endpoint("app1").unwrap_or_else(|e| panic!("{e}"));
-    let spec = EndpointSpec { name: "app1".into(), host_iface: "polc-app1".into(), ipv4: Some([10, 200, 1, 11].into()), ipv6: None };
+    let spec = EndpointSpec {
+        name: "app1".into(),
+        host_iface: "polc-app1".into(),
+        ipv4: Some([10, 200, 1, 11].into()),
+        ipv6: None,
+    };
     node.lab.add_endpoint(spec).unwrap_or_else(|e| panic!("{e}"));
     let generation_of_app1 = |s: &polc_runtime::agent::api::AgentStatus| {
         s.endpoints.iter().find(|e| e.name == "app1").map_or(0, |e| e.generation)
     };
     wait_for(&state, &polcd, "app1 attached afresh", |s| all_enforcing(s) && generation_of_app1(s) == 1);
     let after = status(&state);
-    assert!(polcd.log().contains("the device of `app1` is gone or was made again"), "status {after:#?}\nlog:\n{}", polcd.log());
+    assert!(
+        polcd.log().contains("the device of `app1` is gone or was made again"),
+        "status {after:#?}\nlog:\n{}",
+        polcd.log()
+    );
     assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "the new device is enforced");
 
     // kill -9: enforcement goes on; a new polcd adopts the links.

@@ -37,10 +37,8 @@ struct Probes {
 fn live_matrix(set: &PolicySet, lab: &Lab, probes: &Probes) -> (usize, Vec<String>) {
     let endpoints = &set.inventory.endpoints;
     let per_destination: Vec<(usize, Vec<String>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = endpoints
-            .iter()
-            .map(|to| scope.spawn(move || probe_destination(set, lab, probes, to)))
-            .collect();
+        let workers: Vec<_> =
+            endpoints.iter().map(|to| scope.spawn(move || probe_destination(set, lab, probes, to))).collect();
         workers.into_iter().map(|w| w.join().unwrap_or_else(|_| panic!("a probe thread panicked"))).collect()
     });
     let count = per_destination.iter().map(|(n, _)| n).sum();
@@ -140,7 +138,10 @@ fn l3_l4_rule_on_real_veths_matches_the_evaluator() {
     assert!(!expected(&set, app2, app1, TCP, 8080), "the reverse direction is denied");
     assert!(!node.lab.tcp_reaches("app2", app1, 8080, TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
     assert!(tcp_exchange(&node.lab, "app1", "app2", app2, 8080), "app1 -> app2:8080 exchanges data both ways");
-    assert!(node.lab.ping_reaches("app1", app2, Duration::from_secs(1)).unwrap_or_else(|e| panic!("{e}")), "echo replies pass");
+    assert!(
+        node.lab.ping_reaches("app1", app2, Duration::from_secs(1)).unwrap_or_else(|e| panic!("{e}")),
+        "echo replies pass"
+    );
 }
 
 #[test]

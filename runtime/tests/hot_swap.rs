@@ -27,7 +27,8 @@ const V2: &str = "policy hot {\n  select {id=app1}\n  ingress {\n    allow flow:
 
 fn policy_dir(version: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let endpoints = std::fs::read_to_string(example_dir("l3-l4-rule").join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
+    let endpoints =
+        std::fs::read_to_string(example_dir("l3-l4-rule").join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("endpoints.pol"), endpoints).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("policy.pol"), version).unwrap_or_else(|e| panic!("{e}"));
     dir
@@ -117,5 +118,8 @@ fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {
         .collect();
     assert_eq!(generations, vec![format!("gen-{before}")], "only the running generation is pinned");
     assert!(!node.lab.tcp_reaches("app2", app1, 80, t).unwrap_or_else(|e| panic!("{e}")), "v2 still enforces");
-    assert!(node.lab.udp_reaches("app2", app1, ALLOWED_PORT, t).unwrap_or_else(|e| panic!("{e}")), "and still allows the flow");
+    assert!(
+        node.lab.udp_reaches("app2", app1, ALLOWED_PORT, t).unwrap_or_else(|e| panic!("{e}")),
+        "and still allows the flow"
+    );
 }

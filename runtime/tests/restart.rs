@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{all_enforcing, count, example_dir, polcd_cli, receiver, resolve_dir, send, wait_for, Node, Polcd};
 
-const POLICY: &str = "policy flows {\n  select {id=app1}\n  ingress {\n    allow flow: from {id=app2} on udp/5000\n  }\n}\n";
+const POLICY: &str =
+    "policy flows {\n  select {id=app1}\n  ingress {\n    allow flow: from {id=app2} on udp/5000\n  }\n}\n";
 
 #[test]
 fn kill_restart_and_endpoint_churn_lose_nothing() {
@@ -24,7 +25,8 @@ fn kill_restart_and_endpoint_churn_lose_nothing() {
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (policies, state) = (work.path().join("policies"), work.path().join("state"));
     std::fs::create_dir_all(&policies).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), policies.join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), policies.join("endpoints.pol"))
+        .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(policies.join("policy.pol"), POLICY).unwrap_or_else(|e| panic!("{e}"));
     let (set, _) = resolve_dir(&policies);
     let mut node = Node::new("restart", &set);
@@ -45,14 +47,23 @@ fn kill_restart_and_endpoint_churn_lose_nothing() {
     polcd.kill();
     std::thread::sleep(Duration::from_millis(300));
     let polcd = Polcd::start(&policies, &state, node.lab.node_ns(), &pins);
-    let adopted = wait_for(&state, &polcd, "adoption", |s| all_enforcing(s) && s.endpoints.iter().all(|e| e.generation == 2));
+    let adopted =
+        wait_for(&state, &polcd, "adoption", |s| all_enforcing(s) && s.endpoints.iter().all(|e| e.generation == 2));
     assert!(polcd.log().contains("adopted `app1`"), "log:\n{}", polcd.log());
     assert_eq!(adopted.policy_version, 1);
 
     node.lab
-        .add_endpoint(EndpointSpec { name: "app4".into(), host_iface: "polc-app4".into(), ipv4: Some([10, 200, 1, 14].into()), ipv6: None })
+        .add_endpoint(EndpointSpec {
+            name: "app4".into(),
+            host_iface: "polc-app4".into(),
+            ipv4: Some([10, 200, 1, 14].into()),
+            ipv6: None,
+        })
         .unwrap_or_else(|e| panic!("{e}"));
-    let added = polcd_cli(&state, &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app4"]);
+    let added = polcd_cli(
+        &state,
+        &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app4"],
+    );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
     let deleted = polcd_cli(&state, &["endpoint", "del", "app4"]);

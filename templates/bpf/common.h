@@ -74,6 +74,22 @@ enum reason {
 	REASON_NO_TAIL_CALL = 70, /* the program for the address family is missing */
 };
 
+/* Reasons numbered densely (0..REASON_COUNT-1), for the counter array. */
+#define REASON_PASSES 6
+#define REASON_COUNT 13
+
+static __always_inline __u32 reason_index(__u8 reason)
+{
+	return reason < REASON_FIRST_DROP ? reason - 1 : reason - REASON_FIRST_DROP + REASON_PASSES;
+}
+
+/* A rule as the datapath carries it: its id (for events) and its counter
+ * slot, dense per endpoint (0: no rule). */
+struct rule_ref {
+	__u32 id;
+	__u32 slot;
+};
+
 /* What the parser extracted; everything later reads only this. Addresses
  * are in network order, IPv4 in addr[0] with the rest zero. */
 struct packet {

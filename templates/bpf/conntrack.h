@@ -28,7 +28,8 @@ struct ct_entry {
 	__u64 expires; /* bpf_ktime_get_ns() deadline */
 	__u32 rule;    /* the rule that allowed the connection (0: not enforced) */
 	__u8 flags;
-	__u8 pad[3];
+	__u8 pad;
+	__u16 slot;    /* its counter slot in the endpoint that opened it */
 };
 
 struct {
@@ -104,7 +105,7 @@ static __always_inline struct ct_entry *ct_find(struct ct_key *key, __u64 now)
 	return entry;
 }
 
-static __always_inline enum ct_state ct_lookup(const struct packet *p, __u8 dir, __u32 *rule)
+static __always_inline enum ct_state ct_lookup(const struct packet *p, __u8 dir, struct rule_ref *rule)
 {
 	struct ct_key key;
 	__u64 now = bpf_ktime_get_ns();
@@ -113,23 +114,25 @@ static __always_inline enum ct_state ct_lookup(const struct packet *p, __u8 dir,
 	struct ct_entry *entry = ct_find(&key, now);
 	if (entry) {
 		ct_observe(entry, p, 0, now);
-		*rule = entry->rule;
+		rule->id = entry->rule;
+		rule->slot = entry->slot;
 		return CT_ESTABLISHED;
 	}
 	ct_key_of(&key, p, dir, 1);
 	entry = ct_find(&key, now);
 	if (entry) {
 		ct_observe(entry, p, 1, now);
-		*rule = entry->rule;
+		rule->id = entry->rule;
+		rule->slot = entry->slot;
 		return CT_REPLY;
 	}
 	return CT_NEW;
 }
 
-static __always_inline void ct_create(const struct packet *p, __u8 dir, __u32 rule)
+static __always_inline void ct_create(const struct packet *p, __u8 dir, const struct rule_ref *rule)
 {
 	struct ct_key key;
-	struct ct_entry entry = { .rule = rule };
+	struct ct_entry entry = { .rule = rule->id, .slot = rule->slot };
 	__u64 now = bpf_ktime_get_ns();
 
 	ct_key_of(&key, p, dir, 0);

@@ -31,23 +31,23 @@ PROG_ARRAY(ep_calls_in);
 static __always_inline int decide(struct packet *p, int parsed, __u8 dir)
 {
 	if (parsed != PARSE_OK)
-		return verdict(p, dir, parsed, 0, 0);
+		return verdict(p, dir, parsed, &NO_RULE, 0);
 
 	__u32 peer = ipcache_identity(p->family, dir == DIR_EGRESS ? p->daddr : p->saddr);
 	if (p->tracked) {
-		__u32 rule = 0;
+		struct rule_ref rule = {};
 		enum ct_state state = ct_lookup(p, dir, &rule);
 		if (state == CT_ESTABLISHED)
-			return verdict(p, dir, REASON_ESTABLISHED, rule, peer);
+			return verdict(p, dir, REASON_ESTABLISHED, &rule, peer);
 		if (state == CT_REPLY)
-			return verdict(p, dir, REASON_REPLY, rule, peer);
+			return verdict(p, dir, REASON_REPLY, &rule, peer);
 	}
 
 	struct decision d;
 	policy_decide(dir, peer, p, &d);
 	if (d.reason < REASON_FIRST_DROP && p->tracked)
-		ct_create(p, dir, d.rule);
-	return verdict(p, dir, d.reason, d.rule, peer);
+		ct_create(p, dir, &d.rule);
+	return verdict(p, dir, d.reason, &d.rule, peer);
 }
 
 static __always_inline int dispatch(struct __sk_buff *skb, void *calls, __u8 dir)
@@ -57,23 +57,23 @@ static __always_inline int dispatch(struct __sk_buff *skb, void *calls, __u8 dir
 	struct packet p = { .len = skb->len };
 
 	if (data + ETH_HLEN > data_end)
-		return verdict(&p, dir, REASON_TRUNCATED, 0, 0);
+		return verdict(&p, dir, REASON_TRUNCATED, &NO_RULE, 0);
 	__u16 ethertype = load_be16((__u8 *)data + 12);
 	switch (ethertype) {
 	case ETH_P_ARP:
-		return verdict(&p, dir, REASON_ARP, 0, 0);
+		return verdict(&p, dir, REASON_ARP, &NO_RULE, 0);
 #ifdef ENABLE_IPV4
 	case ETH_P_IP:
 		bpf_tail_call(skb, calls, SLOT_IPV4);
-		return verdict(&p, dir, REASON_NO_TAIL_CALL, 0, 0);
+		return verdict(&p, dir, REASON_NO_TAIL_CALL, &NO_RULE, 0);
 #endif
 #ifdef ENABLE_IPV6
 	case ETH_P_IPV6:
 		bpf_tail_call(skb, calls, SLOT_IPV6);
-		return verdict(&p, dir, REASON_NO_TAIL_CALL, 0, 0);
+		return verdict(&p, dir, REASON_NO_TAIL_CALL, &NO_RULE, 0);
 #endif
 	default:
-		return verdict(&p, dir, REASON_UNKNOWN_L3, 0, 0);
+		return verdict(&p, dir, REASON_UNKNOWN_L3, &NO_RULE, 0);
 	}
 }
 

@@ -1,5 +1,6 @@
 /* The one place every verdict goes through: it counts the packet per rule,
- * reason and direction (per-CPU, per endpoint), reports it on the node-wide
+ * reason and direction (a per-CPU array per endpoint, indexed by the rule's
+ * dense slot, so counting costs no hash lookup), reports it on the node-wide
  * ring buffer when the trace level asks for it, and returns the tc action.
  *   trace level 0: drops; 1: drops and new connections; 2: every verdict. */
 #ifndef POLC_EVENTS_H
@@ -7,21 +8,16 @@
 
 #include "common.h"
 
-struct metrics_key {
-	__u32 rule;
-	__u8 reason;
-	__u8 dir;
-	__u16 pad;
-};
-
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
 };
 
+/* Index: (slot * REASON_COUNT + reason_index) * 2 + dir. The loader sizes
+ * the map for the endpoint's slots. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, struct metrics_key);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
 	__type(value, struct metrics_value);
 	__uint(max_entries, METRICS_MAP_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -55,16 +51,13 @@ struct {
 } node_events SEC(".maps");
 #endif
 
-static __always_inline void count_verdict(__u32 rule, __u8 reason, __u8 dir, __u32 len)
+static __always_inline void count_verdict(__u32 slot, __u8 reason, __u8 dir, __u32 len)
 {
-	struct metrics_key key = { .rule = rule, .reason = reason, .dir = dir };
-	struct metrics_value *value = bpf_map_lookup_elem(&ep_metrics, &key);
+	__u32 index = (slot * REASON_COUNT + reason_index(reason)) * 2 + dir;
+	struct metrics_value *value = bpf_map_lookup_elem(&ep_metrics, &index);
 	if (value) {
 		value->packets += 1;
 		value->bytes += len;
-	} else {
-		struct metrics_value first = { .packets = 1, .bytes = len };
-		bpf_map_update_elem(&ep_metrics, &key, &first, BPF_NOEXIST);
 	}
 }
 
@@ -78,13 +71,13 @@ static __always_inline int should_report(__u8 reason)
 	return EP_TRACE_LEVEL >= TRACE_NEW && (reason == REASON_POLICY_ALLOW || reason == REASON_NOT_ENFORCED);
 }
 
-static __always_inline void report_verdict(const struct packet *p, __u8 dir, __u8 reason, __u32 rule, __u32 peer)
+static __always_inline void report_verdict(const struct packet *p, __u8 dir, __u8 reason, const struct rule_ref *rule, __u32 peer)
 {
 	struct verdict_event *ev = bpf_ringbuf_reserve(&node_events, sizeof(*ev), 0);
 	if (!ev)
 		return;
 	ev->endpoint = EP_ID;
-	ev->rule = rule;
+	ev->rule = rule->id;
 	ev->src_identity = dir == DIR_EGRESS ? EP_IDENTITY : peer;
 	ev->dst_identity = dir == DIR_EGRESS ? peer : EP_IDENTITY;
 	__builtin_memcpy(ev->saddr, p->saddr, sizeof(ev->saddr));
@@ -101,9 +94,11 @@ static __always_inline void report_verdict(const struct packet *p, __u8 dir, __u
 
 /* `peer` is the peer's identity, 0 when the packet was dropped before the
  * ipcache lookup. */
-static __always_inline int verdict(const struct packet *p, __u8 dir, __u8 reason, __u32 rule, __u32 peer)
+static const struct rule_ref NO_RULE = {};
+
+static __always_inline int verdict(const struct packet *p, __u8 dir, __u8 reason, const struct rule_ref *rule, __u32 peer)
 {
-	count_verdict(rule, reason, dir, p->len);
+	count_verdict(rule->slot, reason, dir, p->len);
 #ifdef ENABLE_EVENTS
 	if (should_report(reason))
 		report_verdict(p, dir, reason, rule, peer);

@@ -27,7 +27,8 @@ struct policy_key {
 struct policy_value {
 	__u32 rule;
 	__u8 action;
-	__u8 pad[3];
+	__u8 pad;
+	__u16 slot; /* the rule's counter slot */
 };
 
 #define POLICY_MAP(name)                                        \
@@ -48,7 +49,7 @@ POLICY_MAP(ep_pol_eg);
 #endif
 
 struct decision {
-	__u32 rule;
+	struct rule_ref rule;
 	__u8 reason;
 };
 
@@ -65,17 +66,20 @@ static __always_inline void policy_lookup(void *map, __u32 peer, const struct pa
 		key.identity = 0;
 		value = bpf_map_lookup_elem(map, &key);
 	}
-	d->rule = 0;
+	d->rule.id = 0;
+	d->rule.slot = 0;
 	d->reason = REASON_DEFAULT_DENY;
 	if (!value)
 		return;
 	if (value->action == POLICY_ALLOW) {
-		d->rule = value->rule;
+		d->rule.id = value->rule;
+		d->rule.slot = value->slot;
 		d->reason = REASON_POLICY_ALLOW;
 	}
 #ifdef ENABLE_DENY_RULES
 	if (value->action == POLICY_DENY) {
-		d->rule = value->rule;
+		d->rule.id = value->rule;
+		d->rule.slot = value->slot;
 		d->reason = REASON_POLICY_DENY;
 	}
 #endif
@@ -95,7 +99,8 @@ static __always_inline void policy_decide(__u8 dir, __u32 peer, const struct pac
 		return;
 #endif
 	}
-	d->rule = 0;
+	d->rule.id = 0;
+	d->rule.slot = 0;
 	d->reason = REASON_NOT_ENFORCED;
 }
 

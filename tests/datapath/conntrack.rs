@@ -94,13 +94,17 @@ fn connections_close_expire_and_replies_pass() {
         return;
     }
     let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let node = polc::codegen::header::NodeConfig { conntrack: polc::codegen::header::ConntrackLifetimes { tcp: 3000, non_tcp: 60, close: 10 }, ..node_config() };
+    let node = polc::codegen::header::NodeConfig {
+        conntrack: polc::codegen::header::ConntrackLifetimes { tcp: 3000, non_tcp: 60, close: 10 },
+        ..node_config()
+    };
     let case = web_client();
     let options = BuildOptions { events: true, trace_level: 2 };
     let pins = format!("test-{}-conntrack", std::process::id());
     let loaded = load_case_on(cache.path(), &node, &case, Compile::Shape, &pins, &options);
     let ep = &loaded.endpoint;
-    let (me, peer): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])), "192.0.2.9".parse().unwrap_or(IpAddr::from([0; 4])));
+    let (me, peer): (IpAddr, IpAddr) =
+        ("10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])), "192.0.2.9".parse().unwrap_or(IpAddr::from([0; 4])));
 
     let syn = tcp(me, peer, 40000, 80, TCP_SYN);
     let syn_ack = tcp(peer, me, 80, 40000, TCP_SYN | TCP_ACK);
@@ -114,9 +118,15 @@ fn connections_close_expire_and_replies_pass() {
     assert!((2990..=3000).contains(&lifetime) && flags == 0, "open: {lifetime}s, flags {flags}");
 
     // FIN from both sides closes: the entry lives the close timeout, no more.
-    assert_eq!(reason_of(&loaded, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_FIN | TCP_ACK)), (Reason::Established, RULE));
+    assert_eq!(
+        reason_of(&loaded, Direction::Egress, &tcp(me, peer, 40000, 80, TCP_FIN | TCP_ACK)),
+        (Reason::Established, RULE)
+    );
     assert!(ct_entry(ep, &key).is_some_and(|(l, f)| l > 2990 && f == 0x01), "half closed");
-    assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_FIN | TCP_ACK)), (Reason::Reply, RULE));
+    assert_eq!(
+        reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_FIN | TCP_ACK)),
+        (Reason::Reply, RULE)
+    );
     let (lifetime, flags) = ct_entry(ep, &key).unwrap_or_else(|| panic!("entry gone too early"));
     assert!(lifetime <= 10 && flags & 0x04 != 0, "closed: {lifetime}s, flags {flags}");
     // The last ACK still passes within the close timeout.

@@ -4,17 +4,17 @@
 use crate::packets::{Parsed, Summary, TCP, TCP_FIN, TCP_RST};
 use polc::codegen::bundle::{build_bundle, BundleOptions};
 use polc::codegen::header::{BuildOptions, EndpointAddresses, EndpointConstants, NodeConfig};
-use polc::sema::model::EndpointDef;
-use polc::syntax::Span;
 use polc::ir::{EndpointPolicy, Resolved, TableVerdict};
+use polc::sema::model::EndpointDef;
 use polc::syntax::ast::Action;
-use polc_runtime::datapath::{self, Direction, Reason};
+use polc::syntax::Span;
 use polc_runtime::bundle::Bundle;
+use polc_runtime::datapath::{self, Direction, Reason};
 use polc_runtime::loader::{LoadedEndpoint, PinDir};
 use polc_runtime::seam::EndpointMaps;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::net::IpAddr;
+use std::path::Path;
 
 /// Whether this process may load BPF programs; the reason if not.
 pub fn bpf_unavailable() -> Option<String> {
@@ -29,7 +29,11 @@ pub fn bpf_unavailable() -> Option<String> {
     if caps & (CAP_SYS_ADMIN | CAP_BPF) == 0 {
         return Some("this process has neither CAP_BPF nor CAP_SYS_ADMIN (run as root)".into());
     }
-    if std::process::Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into())).arg("--version").output().is_err() {
+    if std::process::Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Some("clang is not installed".into());
     }
     None
@@ -128,6 +132,7 @@ pub fn load_case_on(
         per_endpoint_compile: compile == Compile::PerEndpoint,
         jobs: 1,
         cache: Some(cache.to_path_buf()),
+        progress: false,
     };
     let report = build_bundle(&resolved, &[def], out.path(), &bundle_options).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.warnings.is_empty(), "clang warnings:\n{:?}", report.warnings);
@@ -212,12 +217,13 @@ impl Model {
                 }
             }
         }
-        let (reason, rule) = match table(&case.policy, direction).lookup(polc::ir::Identity(peer), p.proto, p.policy_port) {
-            TableVerdict::NotEnforced => (Reason::NotEnforced, 0),
-            TableVerdict::Decided { action: Action::Allow, rule } => (Reason::PolicyAllow, rule.0),
-            TableVerdict::Decided { action: Action::Deny, rule } => (Reason::PolicyDeny, rule.0),
-            TableVerdict::DefaultDeny => (Reason::DefaultDeny, 0),
-        };
+        let (reason, rule) =
+            match table(&case.policy, direction).lookup(polc::ir::Identity(peer), p.proto, p.policy_port) {
+                TableVerdict::NotEnforced => (Reason::NotEnforced, 0),
+                TableVerdict::Decided { action: Action::Allow, rule } => (Reason::PolicyAllow, rule.0),
+                TableVerdict::Decided { action: Action::Deny, rule } => (Reason::PolicyDeny, rule.0),
+                TableVerdict::DefaultDeny => (Reason::DefaultDeny, 0),
+            };
         if !reason.is_drop() && p.tracked {
             let mut flow = Flow { rule, fin_forward: false, fin_reply: false, closed: false };
             observe(&mut flow, &p, false);

@@ -59,7 +59,12 @@ fn random_case(rng: &mut Rng, n: usize) -> Case {
 
 /// The next packet of a case: fresh, a repeat, a reply to an earlier one,
 /// or malformed.
-fn next_packet(rng: &mut Rng, case: &Case, hot_ports: &[u16], sent: &[(PacketSpec, Direction)]) -> (Vec<u8>, Direction) {
+fn next_packet(
+    rng: &mut Rng,
+    case: &Case,
+    hot_ports: &[u16],
+    sent: &[(PacketSpec, Direction)],
+) -> (Vec<u8>, Direction) {
     let (mut spec, direction) = match rng.below(10) {
         0..=2 if !sent.is_empty() => {
             let (spec, direction) = &sent[rng.below(sent.len())];
@@ -104,7 +109,15 @@ fn run_case(cache: &std::path::Path, rng: &mut Rng, n: usize, tally: &mut Tally)
 
 /// Builds and loads `case`, sends it `packets` random packets and compares
 /// every verdict, then the counters.
-fn run_packets(cache: &std::path::Path, case: &Case, compile: Compile, label: &str, packets: usize, rng: &mut Rng, tally: &mut Tally) {
+fn run_packets(
+    cache: &std::path::Path,
+    case: &Case,
+    compile: Compile,
+    label: &str,
+    packets: usize,
+    rng: &mut Rng,
+    tally: &mut Tally,
+) {
     // Unique in the process: tests run in parallel and must not share pins.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -123,15 +136,27 @@ fn run_packets(cache: &std::path::Path, case: &Case, compile: Compile, label: &s
             _ => model_parse(&bytes),
         };
         let expected = model.expect(case, direction, parsed);
-        let action = loaded.endpoint.run(direction.entry_program(), &bytes).unwrap_or_else(|e| panic!("{e} len {} {bytes:02x?}", bytes.len()));
+        let action = loaded
+            .endpoint
+            .run(direction.entry_program(), &bytes)
+            .unwrap_or_else(|e| panic!("{e} len {} {bytes:02x?}", bytes.len()));
         let events = loaded.drain_events();
-        let context = || format!("{label} ({compile:?}) packet {i} {direction:?} {parsed:?}\n{case:#?}\nbytes {bytes:02x?}", case = case.policy);
+        let context = || {
+            format!(
+                "{label} ({compile:?}) packet {i} {direction:?} {parsed:?}\n{case:#?}\nbytes {bytes:02x?}",
+                case = case.policy
+            )
+        };
         assert_eq!(action, expected.reason.tc_action(), "tc action, expected {expected:?}; {}", context());
         assert_eq!(events.len(), 1, "one event per packet; {}", context());
         let event = events[0];
         let (own, peer) = (case.constants.identity, expected.peer);
         let identities = if direction == Direction::Egress { (own, peer) } else { (peer, own) };
-        let got = Expected { reason: event.reason, rule: event.rule, peer: if direction == Direction::Egress { event.dst_identity } else { event.src_identity } };
+        let got = Expected {
+            reason: event.reason,
+            rule: event.rule,
+            peer: if direction == Direction::Egress { event.dst_identity } else { event.src_identity },
+        };
         assert_eq!(got, expected, "{}", context());
         assert_eq!((event.src_identity, event.dst_identity), identities, "{}", context());
         assert_eq!((event.direction, event.endpoint), (direction, case.constants.id), "{}", context());
@@ -143,13 +168,15 @@ fn run_packets(cache: &std::path::Path, case: &Case, compile: Compile, label: &s
                 sent.push((spec, direction));
             }
         }
-        let counter = counters.entry(MetricsKey { rule: expected.rule, reason: expected.reason, direction }).or_default();
+        let counter =
+            counters.entry(MetricsKey { rule: expected.rule, reason: expected.reason, direction }).or_default();
         counter.packets += 1;
         counter.bytes += bytes.len() as u64;
         *tally.by_reason.entry(expected.reason).or_default() += 1;
         tally.packets += 1;
     }
-    let kernel: BTreeMap<MetricsKey, Counter> = loaded.endpoint.metrics().unwrap_or_else(|e| panic!("{e}")).into_iter().collect();
+    let kernel: BTreeMap<MetricsKey, Counter> =
+        loaded.endpoint.metrics().unwrap_or_else(|e| panic!("{e}")).into_iter().collect();
     assert_eq!(kernel, counters, "per-rule counters of {label}");
     tally.cases += 1;
     if compile == Compile::PerEndpoint {
@@ -209,7 +236,10 @@ fn datapath_agrees_with_the_ir_on_every_example() {
     for dir in polc_suite::example_dirs() {
         let (set, resolved) = polc_suite::resolve_example(&dir).unwrap_or_else(|e| panic!("{e}"));
         for policy in &resolved.endpoints {
-            let def = set.inventory.endpoint(&policy.name).unwrap_or_else(|| panic!("{} has no inventory entry", policy.name));
+            let def = set
+                .inventory
+                .endpoint(&policy.name)
+                .unwrap_or_else(|| panic!("{} has no inventory entry", policy.name));
             let constants = EndpointConstants {
                 name: policy.name.clone(),
                 identity: policy.identity.0,

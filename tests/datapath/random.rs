@@ -65,7 +65,11 @@ pub fn random_ipcache(rng: &mut Rng, pool: &[Identity]) -> Vec<(ipnet::IpNet, Id
     for _ in 0..(1 + rng.below(12)) {
         let v6 = rng.chance(50);
         let addr = random_addr(rng, v6);
-        let len = if v6 { rng.pick(&[0, 96, 104, 112, 120, 124, 127, 128]) } else { rng.pick(&[0, 8, 16, 20, 24, 28, 31, 32]) };
+        let len = if v6 {
+            rng.pick(&[0, 96, 104, 112, 120, 124, 127, 128])
+        } else {
+            rng.pick(&[0, 8, 16, 20, 24, 28, 31, 32])
+        };
         let Ok(net) = ipnet::IpNet::new(addr, len) else { continue };
         let net = net.trunc();
         if out.iter().any(|(n, _)| *n == net) {
@@ -78,7 +82,8 @@ pub fn random_ipcache(rng: &mut Rng, pool: &[Identity]) -> Vec<(ipnet::IpNet, Id
 
 /// An address for a peer: mostly inside some ipcache prefix.
 pub fn peer_addr(rng: &mut Rng, ipcache: &[(ipnet::IpNet, Identity)], v6: bool) -> IpAddr {
-    let inside: Vec<&ipnet::IpNet> = ipcache.iter().map(|(n, _)| n).filter(|n| matches!(n, ipnet::IpNet::V6(_)) == v6).collect();
+    let inside: Vec<&ipnet::IpNet> =
+        ipcache.iter().map(|(n, _)| n).filter(|n| matches!(n, ipnet::IpNet::V6(_)) == v6).collect();
     if inside.is_empty() || rng.chance(20) {
         return random_addr(rng, v6);
     }
@@ -152,7 +157,13 @@ pub fn random_direction(rng: &mut Rng, pool: &[Identity]) -> DirectionTable {
 
 /// A fresh packet between the endpoint and a peer, in one direction.
 /// `hot_ports`: interval bounds of the endpoint's tables, so packets hit its rules' edges.
-pub fn random_packet(rng: &mut Rng, endpoint: (IpAddr, IpAddr), peer: IpAddr, from_endpoint: bool, hot_ports: &[u16]) -> PacketSpec {
+pub fn random_packet(
+    rng: &mut Rng,
+    endpoint: (IpAddr, IpAddr),
+    peer: IpAddr,
+    from_endpoint: bool,
+    hot_ports: &[u16],
+) -> PacketSpec {
     let v6 = peer.is_ipv6();
     let own = if v6 { endpoint.1 } else { endpoint.0 };
     let proto = match rng.below(10) {
@@ -173,7 +184,11 @@ pub fn random_packet(rng: &mut Rng, endpoint: (IpAddr, IpAddr), peer: IpAddr, fr
     let mut ipv6_ext = Vec::new();
     if v6 && rng.chance(15) {
         for _ in 0..(1 + rng.below(3)) {
-            ipv6_ext.push(if rng.chance(25) { Ext::Fragment(0) } else { Ext::Options(rng.pick(&[0, 43, 60]), rng.below(3) as u8) });
+            ipv6_ext.push(if rng.chance(25) {
+                Ext::Fragment(0)
+            } else {
+                Ext::Options(rng.pick(&[0, 43, 60]), rng.below(3) as u8)
+            });
         }
     }
     let dport = if !hot_ports.is_empty() && rng.chance(50) { rng.pick(hot_ports) } else { random_port(rng) };
@@ -183,7 +198,11 @@ pub fn random_packet(rng: &mut Rng, endpoint: (IpAddr, IpAddr), peer: IpAddr, fr
         proto,
         sport: random_port(rng),
         dport,
-        icmp_type: if !hot_ports.is_empty() && rng.chance(30) { rng.pick(hot_ports) as u8 } else { rng.pick(icmp_types) },
+        icmp_type: if !hot_ports.is_empty() && rng.chance(30) {
+            rng.pick(hot_ports) as u8
+        } else {
+            rng.pick(icmp_types)
+        },
         icmp_id: rng.below(4) as u16,
         tcp_flags: rng.pick(&[TCP_SYN, TCP_SYN, TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST]),
         ipv4_options: if rng.chance(10) { 1 + rng.below(3) as u8 } else { 0 },

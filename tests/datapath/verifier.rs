@@ -44,6 +44,7 @@ fn a_verifier_rejection_names_the_endpoint_and_shows_the_log() {
         endpoint: "payments",
         object: &object,
         constants: &[],
+        map_sizes: &[],
         node_pins: pins.node_maps(),
         endpoint_pins: pins.endpoint_maps(1),
     };

@@ -58,12 +58,14 @@ pub fn run(args: Args) -> u8 {
         Err(code) => return code,
     };
     if args.dump == Some(Stage::Ir) {
-        println!("{}", serde_json::to_string_pretty(&resolved).unwrap_or_default());
+        // The JSON of `polc show` (tables keyed by peer need string keys).
+        println!("{}", serde_json::to_string_pretty(&polc::resolve::show::to_json(&resolved)).unwrap_or_default());
         return EXIT_OK;
     }
     let options = BundleOptions {
         build: BuildOptions { trace_level: args.trace_level, ..BuildOptions::default() },
         per_endpoint_compile: args.per_endpoint_compile,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         ..BundleOptions::default()
     };

@@ -14,7 +14,7 @@
 //! Compiles run in parallel (`jobs` threads), one per distinct code shape.
 
 use super::clang::{Clang, CompiledObject};
-use super::entries::{check_capacity, direction_entries, PolicyEntry};
+use super::entries::{assign_slots, check_capacity, direction_entries, PolicyEntry};
 use super::header::{
     code_shape, features_of, policy_map_summary, render_endpoint, render_node, render_shape, shape_name, BuildOptions,
     EndpointAddresses, EndpointConstants, NodeConfig,
@@ -37,11 +37,20 @@ pub struct BundleOptions {
     pub jobs: usize,
     /// Where clang's inputs and objects are kept between builds (default `OUT/.cache`).
     pub cache: Option<PathBuf>,
+    /// Show `[done/total]` on stderr while compiling (for a terminal).
+    pub progress: bool,
 }
 
 impl Default for BundleOptions {
     fn default() -> Self {
-        BundleOptions { build: BuildOptions::default(), node: NodeConfig::default(), per_endpoint_compile: false, jobs: 2, cache: None }
+        BundleOptions {
+            build: BuildOptions::default(),
+            node: NodeConfig::default(),
+            per_endpoint_compile: false,
+            jobs: 2,
+            cache: None,
+            progress: false,
+        }
     }
 }
 
@@ -71,6 +80,10 @@ pub struct EndpointManifest {
     pub constants: EndpointConstants,
     /// `.rodata` variable -> hex bytes (empty with a per-endpoint compile).
     pub rodata: BTreeMap<String, String>,
+    /// The rule id of each counter slot (the first is slot 1).
+    pub rule_slots: Vec<u32>,
+    /// Size of the endpoint's counter array (`ep_metrics`).
+    pub metrics_entries: u32,
     pub ingress: DirectionManifest,
     pub egress: DirectionManifest,
 }
@@ -120,12 +133,21 @@ pub fn plan_endpoints(
             addresses,
         };
         let features = features_of(policy, &addresses, &options.build);
-        let ingress = direction_entries(&policy.name, &policy.ingress)?;
-        let egress = direction_entries(&policy.name, &policy.egress)?;
+        let mut ingress = direction_entries(&policy.name, &policy.ingress)?;
+        let mut egress = direction_entries(&policy.name, &policy.egress)?;
+        let rule_slots = assign_slots(&policy.name, [&mut ingress, &mut egress])?;
         check_capacity(&policy.name, "ingress", &ingress, options.node.sizes.policy)?;
         check_capacity(&policy.name, "egress", &egress, options.node.sizes.policy)?;
-        let maps = [policy_map_summary("ep_pol_in", &policy.ingress, &ingress), policy_map_summary("ep_pol_eg", &policy.egress, &egress)];
-        let enforced_maps: Vec<_> = maps.into_iter().zip([policy.ingress.enforced, policy.egress.enforced]).filter(|(_, on)| *on).map(|(m, _)| m).collect();
+        let maps = [
+            policy_map_summary("ep_pol_in", &policy.ingress, &ingress),
+            policy_map_summary("ep_pol_eg", &policy.egress, &egress),
+        ];
+        let enforced_maps: Vec<_> = maps
+            .into_iter()
+            .zip([policy.ingress.enforced, policy.egress.enforced])
+            .filter(|(_, on)| *on)
+            .map(|(m, _)| m)
+            .collect();
         let header = render_endpoint(&constants, &features, &enforced_maps)?;
         let (compile_header, rodata) = if options.per_endpoint_compile {
             (header.clone(), BTreeMap::new())
@@ -146,12 +168,18 @@ pub fn plan_endpoints(
                 features: features.iter().map(|f| f.define()).collect(),
                 constants,
                 rodata,
+                metrics_entries: metrics_entries(rule_slots.len()),
+                rule_slots,
                 ingress: direction(&policy.ingress, ingress),
                 egress: direction(&policy.egress, egress),
             },
             header,
             compile_header,
-            object_label: if options.per_endpoint_compile { policy.name.clone() } else { shape_name(&code_shape(&features)) },
+            object_label: if options.per_endpoint_compile {
+                policy.name.clone()
+            } else {
+                shape_name(&code_shape(&features))
+            },
         });
     }
     Ok(planned)
@@ -176,7 +204,7 @@ pub fn build_bundle(
     shapes.sort();
     shapes.dedup();
     let clang = Clang::new(&options.cache.clone().unwrap_or_else(|| out.join(".cache")))?;
-    let compiled = compile_all(&clang, &node_header, &shapes, options.jobs.max(1))?;
+    let compiled = compile_all(&clang, &node_header, &shapes, options.jobs.max(1), options.progress)?;
 
     let mut report = BuildReport { endpoints: planned.len(), ..BuildReport::default() };
     let mut objects = BTreeMap::new();
@@ -204,7 +232,11 @@ pub fn build_bundle(
         node_header: "node_config.h",
         per_endpoint_compile: options.per_endpoint_compile,
         identities: &resolved.identities,
-        ipcache: resolved.ipcache.iter().map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 }).collect(),
+        ipcache: resolved
+            .ipcache
+            .iter()
+            .map(|(prefix, id)| IpcacheEntry { prefix: prefix.trunc(), identity: id.0 })
+            .collect(),
         objects,
         endpoints,
     };
@@ -214,9 +246,17 @@ pub fn build_bundle(
 }
 
 /// Compiles every header with `jobs` threads; results in input order.
-fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize) -> Result<Vec<CompiledObject>, CodegenError> {
+fn compile_all(
+    clang: &Clang,
+    node_header: &str,
+    headers: &[String],
+    jobs: usize,
+    progress: bool,
+) -> Result<Vec<CompiledObject>, CodegenError> {
     let next = Mutex::new(0usize);
-    let results: Mutex<Vec<Option<Result<CompiledObject, CodegenError>>>> = Mutex::new(headers.iter().map(|_| None).collect());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<CompiledObject, CodegenError>>>> =
+        Mutex::new(headers.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(headers.len()) {
             scope.spawn(|| loop {
@@ -231,14 +271,35 @@ fn compile_all(clang: &Clang, node_header: &str, headers: &[String], jobs: usize
                 if let Ok(mut results) = results.lock() {
                     results[i] = Some(result);
                 }
+                let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if progress {
+                    eprint!("\r[{finished}/{}] objects", headers.len());
+                }
             });
         }
     });
+    if progress && !headers.is_empty() {
+        eprintln!();
+    }
     let results = results.into_inner().unwrap_or_default();
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(CodegenError::Io { path: PathBuf::from("<compile worker>"), source: std::io::Error::other("a compile thread stopped") })))
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(CodegenError::Io {
+                    path: PathBuf::from("<compile worker>"),
+                    source: std::io::Error::other("a compile thread stopped"),
+                })
+            })
+        })
         .collect()
+}
+
+/// Counters per slot: one per verdict reason and direction (templates/bpf/events.h).
+const COUNTERS_PER_SLOT: u32 = 13 * 2;
+
+pub fn metrics_entries(rules: usize) -> u32 {
+    (rules as u32 + 1) * COUNTERS_PER_SLOT
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), CodegenError> {

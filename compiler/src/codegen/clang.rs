@@ -25,7 +25,8 @@ const MAIN_SOURCE: &str = "endpoint.bpf.c";
 pub const NODE_HEADER: &str = "node_config.h";
 pub const ENDPOINT_HEADER: &str = "ep_config.h";
 
-pub const CFLAGS: [&str; 7] = ["-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function", "-I/usr/include/x86_64-linux-gnu"];
+pub const CFLAGS: [&str; 7] =
+    ["-O2", "-g", "-target", "bpf", "-Wall", "-Wno-unused-function", "-I/usr/include/x86_64-linux-gnu"];
 
 /// A compiled object in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,8 @@ pub struct PolicyEntry {
     pub port: u16,
     pub action: EntryAction,
     pub rule: u32,
+    /// The rule's counter slot in this endpoint (see [`assign_slots`]); 0: no rule.
+    pub slot: u16,
 }
 
 /// The identity that keys the `any` table in the map.
@@ -65,11 +67,40 @@ pub fn direction_entries(endpoint: &str, table: &DirectionTable) -> Result<Vec<P
     Ok(out)
 }
 
+/// Numbers the rules an endpoint's entries name densely from 1 (its
+/// counter slots: the datapath counts in an array, not a hash) and writes
+/// each entry's slot. Returns the rule id of each slot (index 0: slot 1).
+pub fn assign_slots(endpoint: &str, directions: [&mut Vec<PolicyEntry>; 2]) -> Result<Vec<u32>, CodegenError> {
+    let mut rules: Vec<u32> = directions.iter().flat_map(|d| d.iter()).map(|e| e.rule).filter(|&r| r != 0).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    if rules.len() >= usize::from(u16::MAX) {
+        return Err(CodegenError::TooManyRules { endpoint: endpoint.to_string(), rules: rules.len() });
+    }
+    for entry in directions.into_iter().flatten() {
+        entry.slot = match rules.binary_search(&entry.rule) {
+            Ok(i) if entry.rule != 0 => i as u16 + 1,
+            _ => 0,
+        };
+    }
+    Ok(rules)
+}
+
 /// Fails when a direction needs more entries than the policy map holds:
 /// a build error naming the endpoint, never a runtime drop.
-pub fn check_capacity(endpoint: &str, direction: &'static str, entries: &[PolicyEntry], capacity: u32) -> Result<(), CodegenError> {
+pub fn check_capacity(
+    endpoint: &str,
+    direction: &'static str,
+    entries: &[PolicyEntry],
+    capacity: u32,
+) -> Result<(), CodegenError> {
     if entries.len() > capacity as usize {
-        return Err(CodegenError::Capacity { endpoint: endpoint.to_string(), direction, needed: entries.len(), capacity });
+        return Err(CodegenError::Capacity {
+            endpoint: endpoint.to_string(),
+            direction,
+            needed: entries.len(),
+            capacity,
+        });
     }
     Ok(())
 }
@@ -86,6 +117,7 @@ fn table_entries(identity: u32, table: &L4Table, out: &mut Vec<PolicyEntry>) {
             Some(Action::Deny) => EntryAction::Deny,
         },
         rule: decision.map_or(0, |d| d.rule.0),
+        slot: 0,
     };
     out.push(entry(IDENTITY_BITS, 0, 0, table.other));
     if table.other.is_some() {
@@ -185,8 +217,12 @@ mod tests {
                 for port in [0, 9, 10, 15, 20, 21, 53, 65535] {
                     let expected = table.lookup(Identity(peer), proto, port);
                     let got = match lpm(&entries, peer, proto, port) {
-                        Some(e) if e.action == EntryAction::Allow => TableVerdict::Decided { action: Action::Allow, rule: RuleId(e.rule) },
-                        Some(e) if e.action == EntryAction::Deny => TableVerdict::Decided { action: Action::Deny, rule: RuleId(e.rule) },
+                        Some(e) if e.action == EntryAction::Allow => {
+                            TableVerdict::Decided { action: Action::Allow, rule: RuleId(e.rule) }
+                        }
+                        Some(e) if e.action == EntryAction::Deny => {
+                            TableVerdict::Decided { action: Action::Deny, rule: RuleId(e.rule) }
+                        }
                         _ => TableVerdict::DefaultDeny,
                     };
                     assert_eq!(got, expected, "peer {peer} proto {proto} port {port}");
@@ -197,11 +233,38 @@ mod tests {
 
     #[test]
     fn capacity_is_checked_at_build_time() {
-        let entries = split_range(1, 65534).into_iter().map(|(port, bits)| PolicyEntry { prefix_len: 48 + bits, identity: 0, proto: 6, port, action: EntryAction::Allow, rule: 1 });
+        let entries = split_range(1, 65534).into_iter().map(|(port, bits)| PolicyEntry {
+            prefix_len: 48 + bits,
+            identity: 0,
+            proto: 6,
+            port,
+            action: EntryAction::Allow,
+            rule: 1,
+            slot: 0,
+        });
         let entries: Vec<PolicyEntry> = entries.collect();
         assert!(check_capacity("web", "ingress", &entries, 30).is_ok());
         let err = check_capacity("web", "ingress", &entries, 29).map_err(|e| e.to_string());
         assert_eq!(err, Err("endpoint `web`: ingress policy needs 30 map entries, the map holds 29".to_string()));
+    }
+
+    #[test]
+    fn slots_are_dense_per_endpoint() {
+        let entry = |rule| PolicyEntry {
+            prefix_len: 64,
+            identity: 1,
+            proto: 6,
+            port: 1,
+            action: EntryAction::Allow,
+            rule,
+            slot: 9,
+        };
+        let mut ingress = vec![entry(40), entry(0), entry(7)];
+        let mut egress = vec![entry(7), entry(12)];
+        let slots = assign_slots("web", [&mut ingress, &mut egress]).unwrap_or_default();
+        assert_eq!(slots, vec![7, 12, 40]);
+        let got: Vec<u16> = ingress.iter().chain(&egress).map(|e| e.slot).collect();
+        assert_eq!(got, vec![3, 0, 1, 1, 2]);
     }
 
     #[test]

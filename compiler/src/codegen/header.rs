@@ -5,8 +5,8 @@
 use super::entries::PolicyEntry;
 use super::CodegenError;
 use crate::ir::{DirectionTable, EndpointPolicy, Identity};
-use crate::syntax::ast::Action;
 use crate::sema::model::EndpointDef;
+use crate::syntax::ast::Action;
 use minijinja::{context, Environment};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -89,9 +89,18 @@ pub fn features_of(policy: &EndpointPolicy, addresses: &EndpointAddresses, optio
     let mut features = Features::new();
     let enforced: Vec<&DirectionTable> = [&policy.ingress, &policy.egress].into_iter().filter(|t| t.enforced).collect();
     let intervals = || {
-        enforced.iter().flat_map(|t| t.tables.values()).flat_map(|l4| l4.protocols.iter()).flat_map(|(p, v)| v.iter().map(move |e| (*p, e)))
+        enforced
+            .iter()
+            .flat_map(|t| t.tables.values())
+            .flat_map(|l4| l4.protocols.iter())
+            .flat_map(|(p, v)| v.iter().map(move |e| (*p, e)))
     };
-    let decisions = || enforced.iter().flat_map(|t| t.tables.values()).flat_map(|l4| l4.other.iter().copied().chain(l4.protocols.values().flatten().map(|e| e.decision)));
+    let decisions = || {
+        enforced
+            .iter()
+            .flat_map(|t| t.tables.values())
+            .flat_map(|l4| l4.other.iter().copied().chain(l4.protocols.values().flatten().map(|e| e.decision)))
+    };
     let switches = [
         (Feature::Ipv4, addresses.ipv4.is_some()),
         (Feature::Ipv6, addresses.ipv6.is_some()),
@@ -142,7 +151,13 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            sizes: MapSizes { ipcache: 65536, conntrack: 262144, events_ringbuf: 1 << 20, policy: 65536, metrics: 16384 },
+            sizes: MapSizes {
+                ipcache: 65536,
+                conntrack: 262144,
+                events_ringbuf: 1 << 20,
+                policy: 65536,
+                metrics: 16384,
+            },
             conntrack: ConntrackLifetimes { tcp: 21600, non_tcp: 60, close: 10 },
         }
     }

@@ -2,12 +2,15 @@
 //! half of `polc build` (features, code shape, clang with the object cache,
 //! `.rodata` constants, policy map entries, capacity) as the agent needs it.
 
-use crate::datapath::PolicyAction;
+use crate::datapath::{PolicyAction, METRICS_MAP};
 use crate::seam;
 use crate::swap::Artifact;
+use polc::codegen::bundle::metrics_entries;
 use polc::codegen::clang::Clang;
-use polc::codegen::entries::{check_capacity, direction_entries, EntryAction, PolicyEntry};
-use polc::codegen::header::{features_of, render_node, render_shape, BuildOptions, EndpointAddresses, EndpointConstants, NodeConfig};
+use polc::codegen::entries::{assign_slots, check_capacity, direction_entries, EntryAction, PolicyEntry};
+use polc::codegen::header::{
+    features_of, render_node, render_shape, BuildOptions, EndpointAddresses, EndpointConstants, NodeConfig,
+};
 use polc::codegen::CodegenError;
 use polc::ir::{DirectionTable, EndpointPolicy, Resolved};
 use polc::sema::model::EndpointDef;
@@ -40,8 +43,15 @@ impl NodeBuilder {
     pub fn endpoint(&self, policy: &EndpointPolicy, def: &EndpointDef, id: u32) -> Result<Artifact, CodegenError> {
         let addresses = EndpointAddresses::of(def);
         let features = features_of(policy, &addresses, &self.options);
-        let ingress = enforced_entries(&policy.name, "ingress", &policy.ingress, self.node.sizes.policy)?;
-        let egress = enforced_entries(&policy.name, "egress", &policy.egress, self.node.sizes.policy)?;
+        // Empty for a direction that is not enforced.
+        let mut ingress = direction_entries(&policy.name, &policy.ingress)?;
+        let mut egress = direction_entries(&policy.name, &policy.egress)?;
+        // Counter slots are numbered over both directions, as `polc build` does.
+        let rule_slots = assign_slots(&policy.name, [&mut ingress, &mut egress])?;
+        let capacity = self.node.sizes.policy;
+        check_capacity(&policy.name, "ingress", &ingress, capacity)?;
+        check_capacity(&policy.name, "egress", &egress, capacity)?;
+        let map_sizes = vec![(METRICS_MAP.to_string(), metrics_entries(rule_slots.len()))];
         let object = self.clang.compile(&self.node_header, &render_shape(&features)?)?;
         let constants = EndpointConstants {
             name: policy.name.clone(),
@@ -50,22 +60,19 @@ impl NodeBuilder {
             trace_level: self.options.trace_level,
             addresses,
         };
-        Ok(Artifact { endpoint: policy.name.clone(), object: object.path, constants: constants.rodata(), ingress, egress })
+        let encode = |table: &DirectionTable, entries: Vec<PolicyEntry>| {
+            table.enforced.then(|| entries.iter().map(runtime_entry).collect())
+        };
+        Ok(Artifact {
+            endpoint: policy.name.clone(),
+            object: object.path,
+            constants: constants.rodata(),
+            map_sizes,
+            rule_slots,
+            ingress: encode(&policy.ingress, ingress),
+            egress: encode(&policy.egress, egress),
+        })
     }
-}
-
-fn enforced_entries(
-    endpoint: &str,
-    direction: &'static str,
-    table: &DirectionTable,
-    capacity: u32,
-) -> Result<Option<Vec<seam::PolicyEntry>>, CodegenError> {
-    if !table.enforced {
-        return Ok(None);
-    }
-    let entries = direction_entries(endpoint, table)?;
-    check_capacity(endpoint, direction, &entries, capacity)?;
-    Ok(Some(entries.iter().map(runtime_entry).collect()))
 }
 
 fn runtime_entry(e: &PolicyEntry) -> seam::PolicyEntry {
@@ -74,7 +81,15 @@ fn runtime_entry(e: &PolicyEntry) -> seam::PolicyEntry {
         EntryAction::Allow => PolicyAction::Allow,
         EntryAction::Deny => PolicyAction::Deny,
     };
-    seam::PolicyEntry { prefix_len: e.prefix_len, identity: e.identity, proto: e.proto, port: e.port, action, rule: e.rule }
+    seam::PolicyEntry {
+        prefix_len: e.prefix_len,
+        identity: e.identity,
+        proto: e.proto,
+        port: e.port,
+        action,
+        rule: e.rule,
+        slot: e.slot,
+    }
 }
 
 /// The node-wide ipcache entries: (prefix address, length, identity).

@@ -176,7 +176,11 @@ impl Agent {
         crate::loader::ensure_bpffs()?;
         std::fs::create_dir_all(&config.state)
             .map_err(|source| AgentError::Io { path: config.state.clone(), source })?;
-        let state = StateFile { pin_root: config.pin_root.clone(), netns: config.netns.clone(), policies: config.policies.clone() };
+        let state = StateFile {
+            pin_root: config.pin_root.clone(),
+            netns: config.netns.clone(),
+            policies: config.policies.clone(),
+        };
         write_json(&config.state.join(STATE_FILE), &state)?;
         let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
             .ok()
@@ -186,7 +190,8 @@ impl Agent {
         let file_set = read_policies(&config.policies).map_err(AgentError::Policy)?;
         let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
         let lock = read_lock(&config.policies).map_err(AgentError::Policy)?;
-        let resolver = Resolver::new(set, &lock, ResolveConfig::default()).map_err(|e| AgentError::Policy(e.to_string()))?;
+        let resolver =
+            Resolver::new(set, &lock, ResolveConfig::default()).map_err(|e| AgentError::Policy(e.to_string()))?;
         let builder = NodeBuilder::new(&config.state.join("cache"), NodeConfig::default(), BuildOptions::default())?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let mut agent = Agent {
@@ -311,7 +316,9 @@ impl Agent {
             let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
             let id = self.id_of(name);
             match self.builder.endpoint(&policy, &def, id) {
-                Ok(artifact) => jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number }),
+                Ok(artifact) => {
+                    jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number })
+                }
                 Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
             }
         }
@@ -391,7 +398,15 @@ impl Agent {
             abbreviate(names)
         ));
         let regenerated_endpoints = names.to_vec();
-        self.last_reload = Some(ReloadStatus { at_ms: now_ms(), took_ms, regenerated, regenerated_endpoints, skipped, recomputed, removed });
+        self.last_reload = Some(ReloadStatus {
+            at_ms: now_ms(),
+            took_ms,
+            regenerated,
+            regenerated_endpoints,
+            skipped,
+            recomputed,
+            removed,
+        });
     }
 
     /// Moves to `file_set` + `api`: resolution, then [`Agent::apply`]; on any
@@ -408,7 +423,13 @@ impl Agent {
                 self.api = api;
                 self.policy_version += 1;
                 let skipped = total.saturating_sub(changes.changed_endpoints.len());
-                self.record_reload(started, &applied.regenerated, skipped, changes.recomputed, changes.removed_endpoints.len());
+                self.record_reload(
+                    started,
+                    &applied.regenerated,
+                    skipped,
+                    changes.recomputed,
+                    changes.removed_endpoints.len(),
+                );
                 Ok(())
             }
             Err(e) => {
@@ -424,7 +445,10 @@ impl Agent {
         match result {
             Ok(()) => self.last_error = None,
             Err(e) => {
-                log(&format!("the change was not applied; policy version {} keeps enforcing:\n{e}", self.policy_version));
+                log(&format!(
+                    "the change was not applied; policy version {} keeps enforcing:\n{e}",
+                    self.policy_version
+                ));
                 self.last_error = Some(e);
             }
         }
@@ -486,7 +510,9 @@ impl Agent {
             Request::EndpointDel { name } => {
                 if !self.api.contains_key(&name) {
                     return match self.file_set.inventory.endpoint(&name) {
-                        Some(_) => Response::error(format!("endpoint `{name}` is declared in the policy files: remove it there")),
+                        Some(_) => Response::error(format!(
+                            "endpoint `{name}` is declared in the policy files: remove it there"
+                        )),
                         None => Response::error(format!("no endpoint `{name}`")),
                     };
                 }

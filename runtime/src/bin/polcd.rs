@@ -115,7 +115,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Status(format) => client(&cli.state, &Request::Status, |r| match &r.status {
-            Some(status) if format.format == "json" => println!("{}", serde_json::to_string_pretty(status).unwrap_or_default()),
+            Some(status) if format.format == "json" => {
+                println!("{}", serde_json::to_string_pretty(status).unwrap_or_default())
+            }
             Some(status) => print_status(status),
             None => {}
         }),
@@ -124,7 +126,14 @@ fn main() -> ExitCode {
                 Ok(labels) => labels,
                 Err(e) => return fail(2, &e),
             };
-            let endpoint = EndpointSpec { name: args.name, iface: args.iface, netns: args.netns, ipv4: args.ipv4, ipv6: args.ipv6, labels };
+            let endpoint = EndpointSpec {
+                name: args.name,
+                iface: args.iface,
+                netns: args.netns,
+                ipv4: args.ipv4,
+                ipv6: args.ipv6,
+                labels,
+            };
             client(&cli.state, &Request::EndpointAdd { endpoint }, |_| {})
         }
         Command::Endpoint(EndpointCommand::Del { name }) => client(&cli.state, &Request::EndpointDel { name }, |_| {}),
@@ -194,7 +203,10 @@ fn print_status(status: &AgentStatus) {
 }
 
 fn print_endpoints(endpoints: &[EndpointStatus]) {
-    println!("{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  error", "endpoint", "identity", "state", "iface", "gen", "version");
+    println!(
+        "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  error",
+        "endpoint", "identity", "state", "iface", "gen", "version"
+    );
     for e in endpoints {
         println!(
             "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {}",

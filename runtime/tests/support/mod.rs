@@ -7,19 +7,19 @@ use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::ir::Resolved;
 use polc::resolve::{IdentityLock, ResolveConfig};
 use polc::sema::model::PolicySet;
+use polc_runtime::agent::api::{self, AgentStatus, Request};
 use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
 use polc_runtime::attach::Device;
 use polc_runtime::loader::PinDir;
+use polc_runtime::netlab::in_netns;
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
 use polc_runtime::seam;
 use polc_runtime::swap::{Artifact, Enforced};
-use polc_runtime::agent::api::{self, AgentStatus, Request};
-use polc_runtime::netlab::in_netns;
-use std::process::{Child, Command, Stdio};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +79,8 @@ impl Node {
         }
         let pins = PinDir::create(&format!("test-{}-{test}", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
         let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let builder = NodeBuilder::new(cache.path(), node_config(), BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let builder =
+            NodeBuilder::new(cache.path(), node_config(), BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
         Node { enforced: BTreeMap::new(), builder, pins, lab, _cache: cache }
     }
 
@@ -94,17 +95,25 @@ impl Node {
 
     /// The artifact of endpoint `name` under `resolved`.
     pub fn artifact(&self, set: &PolicySet, resolved: &Resolved, name: &str) -> Artifact {
-        let index = set.inventory.endpoints.iter().position(|e| e.name == name).unwrap_or_else(|| panic!("no `{name}`"));
+        let index =
+            set.inventory.endpoints.iter().position(|e| e.name == name).unwrap_or_else(|| panic!("no `{name}`"));
         let policy = resolved.endpoint(name).unwrap_or_else(|| panic!("`{name}` not resolved"));
-        self.builder.endpoint(policy, &set.inventory.endpoints[index], index as u32 + 1).unwrap_or_else(|e| panic!("{e}"))
+        self.builder
+            .endpoint(policy, &set.inventory.endpoints[index], index as u32 + 1)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Builds, loads and attaches every endpoint; fills the ipcache.
     pub fn enforce_all(&mut self, set: &PolicySet, resolved: &Resolved) {
         for def in &set.inventory.endpoints {
             let artifact = self.artifact(set, resolved, &def.name);
-            let enforced = Enforced::start(&artifact, &self.device(&def.name), &self.pins.node_maps(), &self.endpoint_dir(&def.name))
-                .unwrap_or_else(|e| panic!("enforce `{}`: {e}", def.name));
+            let enforced = Enforced::start(
+                &artifact,
+                &self.device(&def.name),
+                &self.pins.node_maps(),
+                &self.endpoint_dir(&def.name),
+            )
+            .unwrap_or_else(|e| panic!("enforce `{}`: {e}", def.name));
             self.enforced.insert(def.name.clone(), enforced);
         }
         let any = self.enforced.values().find_map(|e| e.current()).unwrap_or_else(|| panic!("no endpoint loaded"));
@@ -218,7 +227,12 @@ pub fn wait_for(state: &Path, polcd: &Polcd, what: &str, done: impl Fn(&AgentSta
         if let Some(s) = status(state).filter(|s| done(s)) {
             return s;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; status {:#?}\nlog:\n{}", status(state), polcd.log());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status {:#?}\nlog:\n{}",
+            status(state),
+            polcd.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
