@@ -11,8 +11,10 @@ mod support;
 
 use polc_runtime::agent::api;
 use polc_runtime::netlab::{require_kernel, EndpointSpec};
+use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use support::{all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
 
@@ -104,8 +106,29 @@ fn polcd_enforces_reloads_survives_and_resets() {
     assert!(reaches(&node, "app4", 80), "app4 is app3 to app1's policy");
     let listed = polcd_cli(&state, &["endpoint", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("app4"));
-    let duplicate = polcd_cli(&state, &["endpoint", "add", "app1", "--iface", "x"]);
+    let duplicate = polcd_cli(&state, &["endpoint", "add", "app1", "--iface", "x", "--ipv4", "10.200.1.99"]);
     assert_eq!(duplicate.status.code(), Some(1), "an existing name is refused");
+    let same_address = polcd_cli(&state, &["endpoint", "add", "app5", "--iface", "x", "--ipv4", "10.200.1.12"]);
+    let refusal = String::from_utf8_lossy(&same_address.stderr);
+    assert!(
+        same_address.status.code() == Some(1) && refusal.contains("`app2`"),
+        "an address in use is refused: {refusal}"
+    );
+
+    // The socket speaks JSON lines: several requests on one connection, and
+    // a request it does not know is answered with an error.
+    let mut socket = UnixStream::connect(api::socket_path(&state)).unwrap_or_else(|e| panic!("{e}"));
+    socket.write_all(b"{\"cmd\":\"endpoint_list\"}\n{\"cmd\":\"reboot\"}\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut lines = BufReader::new(socket).lines();
+    let mut answer = || -> serde_json::Value {
+        let line = lines.next().and_then(|l| l.ok()).unwrap_or_else(|| panic!("no answer"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let (listed, unknown) = (answer(), answer());
+    assert_eq!(listed["ok"], true);
+    assert_eq!(listed["endpoints"].as_array().map(Vec::len), Some(4));
+    assert_eq!(unknown["ok"], false);
+    assert!(unknown["error"].as_str().is_some_and(|e| e.contains("bad request")), "{unknown}");
     let deleted = polcd_cli(&state, &["endpoint", "del", "app4"]);
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
     assert!(!pins.join("endpoints").join("app4").exists(), "app4's links and pins are gone");

@@ -500,8 +500,8 @@ impl Agent {
             Request::Status => Response { status: Some(self.status()), ..Response::ok() },
             Request::EndpointList => Response { endpoints: Some(self.status().endpoints), ..Response::ok() },
             Request::EndpointAdd { endpoint } => {
-                if self.resolver.set().inventory.endpoint(&endpoint.name).is_some() {
-                    return Response::error(format!("endpoint `{}` exists", endpoint.name));
+                if let Err(e) = self.check_new_endpoint(&endpoint) {
+                    return Response::error(e);
                 }
                 let mut api = self.api.clone();
                 api.insert(endpoint.name.clone(), endpoint);
@@ -521,6 +521,30 @@ impl Agent {
                 self.api_change(api)
             }
         }
+    }
+
+    /// What `endpoint add` refuses: a name or an address already in use, a
+    /// name that is not an identifier, an endpoint without any address.
+    fn check_new_endpoint(&self, new: &EndpointSpec) -> Result<(), String> {
+        let inventory = &self.resolver.set().inventory;
+        if inventory.endpoint(&new.name).is_some() {
+            return Err(format!("endpoint `{}` exists", new.name));
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if new.name.is_empty() || !new.name.chars().all(valid) {
+            return Err(format!("`{}` is not a valid endpoint name (letters, digits, `-`, `_`)", new.name));
+        }
+        if new.ipv4.is_none() && new.ipv6.is_none() {
+            return Err(format!("endpoint `{}` needs an address (--ipv4 or --ipv6)", new.name));
+        }
+        for other in &inventory.endpoints {
+            let same_v4 = new.ipv4.is_some() && other.ipv4 == new.ipv4;
+            let same_v6 = new.ipv6.is_some() && other.ipv6 == new.ipv6;
+            if same_v4 || same_v6 {
+                return Err(format!("endpoint `{}` already has that address", other.name));
+            }
+        }
+        Ok(())
     }
 
     fn api_change(&mut self, api: BTreeMap<String, EndpointSpec>) -> Response {
