@@ -68,6 +68,8 @@ pub enum SwapError {
 pub struct Generation {
     pub number: u64,
     pub loaded: LoadedEndpoint,
+    /// The object file it was loaded from.
+    pub object: PathBuf,
     pins: PathBuf,
 }
 
@@ -125,7 +127,7 @@ pub fn load_generation(
         Ok(loaded)
     });
     match filled {
-        Ok(loaded) => Ok(Generation { number, loaded, pins }),
+        Ok(loaded) => Ok(Generation { number, loaded, object: artifact.object.clone(), pins }),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&pins);
             Err(e.into())
@@ -191,6 +193,11 @@ impl Enforced {
     /// The generation the links run (0 if unknown).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The object the links run, when this process loaded it.
+    pub fn object(&self) -> Option<&Path> {
+        self.current.as_ref().map(|g| g.object.as_path())
     }
 
     /// The loaded generation, when this process loaded it.

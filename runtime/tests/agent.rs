@@ -84,6 +84,8 @@ fn polcd_enforces_reloads_survives_and_resets() {
     );
     let app1_status = second.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
     assert_eq!((app1_status.generation, app1_status.policy_version), (2, 2));
+    assert!(app1_status.program.as_deref().is_some_and(|p| p.len() >= 8), "status names the object: {app1_status:?}");
+    println!("{}", String::from_utf8_lossy(&polcd_cli(&state, &["status"]).stdout));
 
     // An endpoint added through the socket, with app3's labels.
     node.lab

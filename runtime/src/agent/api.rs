@@ -63,6 +63,9 @@ pub struct EndpointStatus {
     pub state: String,
     /// The generation the links run (0: none yet).
     pub generation: u64,
+    /// The object it runs: its code shape's hash (`None` until this polcd
+    /// loaded it, e.g. just after adopting).
+    pub program: Option<String>,
     /// The policy version of its last regeneration.
     pub policy_version: u64,
     /// When it was last regenerated, in milliseconds since the Unix epoch.

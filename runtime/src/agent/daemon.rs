@@ -580,6 +580,10 @@ impl Agent {
                     netns: def.netns.clone(),
                     state: state.to_string(),
                     generation: enforced.map_or(0, Enforced::generation),
+                    program: enforced
+                        .and_then(Enforced::object)
+                        .and_then(|o| o.file_stem())
+                        .map(|stem| stem.to_string_lossy().into_owned()),
                     policy_version: slot.map_or(0, |s| s.policy_version),
                     last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
                     last_error: slot.and_then(|s| s.last_error.clone()),

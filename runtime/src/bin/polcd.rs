@@ -204,18 +204,19 @@ fn print_status(status: &AgentStatus) {
 
 fn print_endpoints(endpoints: &[EndpointStatus]) {
     println!(
-        "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  error",
-        "endpoint", "identity", "state", "iface", "gen", "version"
+        "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  error",
+        "endpoint", "identity", "state", "iface", "gen", "version", "program"
     );
     for e in endpoints {
         println!(
-            "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {}",
+            "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  {}",
             e.name,
             e.identity,
             e.state,
             e.iface.as_deref().unwrap_or("-"),
             e.generation,
             e.policy_version,
+            e.program.as_deref().unwrap_or("-"),
             e.last_error.as_deref().unwrap_or("")
         );
     }
