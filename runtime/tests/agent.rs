@@ -1,5 +1,6 @@
 //! polcd end to end on real veths: it enforces the l3-l4-rule example, keeps
-//! the old policy enforcing when a broken file is pushed (and says so in
+//! the old policy enforcing when a broken file or a policy over capacity is
+//! pushed (and says so in
 //! status), applies a good change touching only the endpoints the impact
 //! graph names, adds and removes endpoints through its socket, attaches
 //! afresh when an endpoint's veth is deleted and made again, leaves
@@ -67,6 +68,22 @@ fn polcd_enforces_reloads_survives_and_resets() {
     assert!(reaches(&node, "app2", 80) && !reaches(&node, "app3", 80), "version 1 still enforces");
     let cli = polcd_cli(&state, &["status"]);
     assert!(String::from_utf8_lossy(&cli.stdout).contains("NOT applied"), "polcd status shows the failure");
+
+    // A policy over capacity (20,000 entries for app1, the limit is 16,384):
+    // refused at resolution, the error names the rule, version 1 enforces.
+    let ports: Vec<String> = (2..40_002).step_by(2).map(|p| format!("tcp/{p}")).collect();
+    let big = format!(
+        "policy big {{\n  select {{id=app1}}\n  ingress {{\n    allow many: from {{id=app2}} on {}\n  }}\n}}\n",
+        ports.join(", ")
+    );
+    std::fs::write(policies.join("policy.pol"), big).unwrap_or_else(|e| panic!("{e}"));
+    let over = wait_for(&state, &polcd, "the capacity error", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("policy entries"))
+    });
+    println!("over capacity: {}", over.last_error.as_deref().and_then(|e| e.lines().next()).unwrap_or(""));
+    assert!(over.last_error.as_deref().is_some_and(|e| e.contains("`many`")), "the error names the rule: {over:?}");
+    assert_eq!(over.policy_version, 1);
+    assert!(reaches(&node, "app2", 80) && !reaches(&node, "app2", 82), "version 1 still enforces");
 
     // A good change touches app1 only: app2 and app3 are skipped.
     std::fs::write(policies.join("policy.pol"), ONLY_APP3).unwrap_or_else(|e| panic!("{e}"));
