@@ -1,10 +1,9 @@
 //! polcd end to end on real veths: it enforces the l3-l4-rule example, keeps
 //! the old policy enforcing when a broken file or a policy over capacity is
-//! pushed (and says so in
-//! status), applies a good change touching only the endpoints the impact
-//! graph names, adds and removes endpoints through its socket, attaches
-//! afresh when an endpoint's veth is deleted and made again, leaves
-//! enforcement running when killed, adopts it on restart, and `reset`
+//! pushed (and says so in status), applies a good change touching only the
+//! endpoints the impact graph names, adds and removes endpoints through its
+//! socket, attaches afresh when an endpoint's veth is deleted and made again,
+//! leaves enforcement running when killed, adopts it on restart, and `reset`
 //! removes everything. Needs root (skipped with a reason otherwise).
 
 #![allow(clippy::panic)]
