@@ -1,4 +1,4 @@
-//! The live demo (run by scripts/demo-live.sh, as root): the seed's
+//! The live demo (run by scripts/demo.sh, as root): the seed's
 //! endpoints (app1, app2, app3; demo1, demo2) in network namespaces, polcd
 //! enforcing examples/l3-l4-rule and examples/deny-demo on their veths, the
 //! connectivity matrix from real TCP, UDP and ICMP attempts (checked against
