@@ -1,60 +1,32 @@
 #!/usr/bin/env bash
-# The main job on its embedded default: for every example under examples/,
-# check it, run its policy tests, and print the connectivity matrix its
-# policies mean (from `polc trace`: the reference evaluator). Installs what
-# is missing first. (The live version, with endpoints in network namespaces
-# enforced by polcd, replaces the matrix source when the runtime lands.)
+# The live demo, as root: the seed's endpoints (app1, app2, app3; demo1,
+# demo2) in network namespaces, polcd enforcing examples/l3-l4-rule and
+# examples/deny-demo on their veths, the connectivity matrix from real
+# traffic, the seed's change (deny demo2 -> demo1) by editing a policy file,
+# the matrix again and the reload time. Cleans up after itself, also on
+# Ctrl-C (runtime/examples/live-demo.rs does the work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 polc_setup
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: needs root (network namespaces, BPF); without it, bash scripts/matrix.sh shows what the policies mean" >&2
+  exit 2
+fi
 
-echo "== building polc" >&2
-cargo build --quiet --release -p polc
-POLC=target/release/polc
+echo "== building polcd and the demo" >&2
+cargo build --quiet -p polc-runtime --bin polcd --example live-demo
+WORK=$(mktemp -d /tmp/polc-demo.XXXXXX)
+PREFIX="polcdemo$$"
 
-# Endpoint names of an example, from its inventory (`endpoint NAME {`).
-endpoints() { grep -ho '^endpoint [A-Za-z0-9_-]*' "$1"/*.pol | awk '{print $2}'; }
-
-# What each flow may carry, from the candidates below; `all` when every
-# candidate is allowed, `.` when none is.
-CANDIDATES=("--port 80/tcp:tcp/80" "--port 9000/tcp:tcp/9000" "--port 5432/tcp:tcp/5432"
-            "--port 53/udp:udp/53" "--icmp echo-request:ping")
-
-matrix() {
-  local example=$1 names from to cell candidate
-  mapfile -t names < <(endpoints "$example")
-  printf '  %-10s' "from\\to"
-  for to in "${names[@]}"; do printf '%-20s ' "$to"; done
-  echo
-  for from in "${names[@]}"; do
-    printf '  %-10s' "$from"
-    for to in "${names[@]}"; do
-      cell=""
-      if [ "$from" != "$to" ]; then
-        for candidate in "${CANDIDATES[@]}"; do
-          # shellcheck disable=SC2086
-          if "$POLC" trace "$example" --from "$from" --to "$to" ${candidate%%:*} | head -n 1 | grep -q '^ALLOWED'; then
-            cell="${cell:+$cell,}${candidate##*:}"
-          fi
-        done
-      fi
-      [ "$cell" = "tcp/80,tcp/9000,tcp/5432,udp/53,ping" ] && cell="all"
-      printf '%-20s ' "${cell:-.}"
-    done
-    echo
-  done
+# The demo removes what it made; this is the safety net if it is killed hard.
+cleanup() {
+  set +e
+  target/debug/polcd --state "$WORK/state" reset >/dev/null 2>&1
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-"); do ip netns del "$ns"; done
+  rm -rf "$WORK"
 }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-for example in examples/*/; do
-  example=${example%/}
-  echo
-  echo "=== $example"
-  "$POLC" check "$example"
-  "$POLC" test "$example" | tail -n 1
-  echo "  allowed (of: ${CANDIDATES[*]##*:}):"
-  matrix "$example"
-done
-echo
-echo "Why a flow is denied, e.g.:"
-"$POLC" trace examples/deny-demo --from demo2 --to demo1 --port 80/tcp
+target/debug/examples/live-demo --polcd target/debug/polcd --examples examples --work "$WORK" --prefix "$PREFIX"

@@ -1,6 +1,7 @@
 //! The node runtime: loads built bundles, attaches them to endpoint devices
-//! and swaps them on change. It knows nothing of the policy language; it
-//! takes built artifacts (objects, constants, map entries).
+//! and swaps them on change. Its core (loader, attach, swap) knows nothing
+//! of the policy language: it takes built artifacts (objects, constants, map
+//! entries); only [`agent`] calls polc, to build them.
 //!
 //! - [`datapath`]: the binary interface of the BPF datapath (map keys and
 //!   values, verdict reasons, events), shared with `templates/bpf/`.
@@ -11,11 +12,17 @@
 //! - [`bundle`]: reading a build's output and loading an endpoint from it.
 //! - [`netlab`]: network namespaces with veth-attached endpoints, for the
 //!   tests and the demo (the "containers" polcd enforces policy on).
-//!
-//! Attaching and hot swapping: see issue "polcd: load, attach, hot-swap".
+//! - [`attach`]: tcx links on an endpoint's host-side veth, pinned, swapped
+//!   atomically with `BPF_LINK_UPDATE`, in the device's network namespace.
+//! - [`swap`]: one enforced endpoint; policy changes as new generations
+//!   (fresh per-endpoint maps, filled first), switched all or nothing.
+//! - [`agent`]: polcd itself (the only part that uses polc, to build).
 
+pub mod attach;
 pub mod bundle;
 pub mod datapath;
 pub mod loader;
 pub mod netlab;
 pub mod seam;
+pub mod swap;
+pub mod agent;

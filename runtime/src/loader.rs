@@ -201,6 +201,11 @@ impl LoadedEndpoint {
         MapHandle::try_from(&map).map_err(bpf_error(format!("handle of `{name}`")))
     }
 
+    /// One of the object's programs, e.g. to attach it.
+    pub fn program(&self, name: &str) -> Result<libbpf_rs::Program<'_>, LoadError> {
+        self.object.progs().find(|p| p.name() == name).ok_or_else(|| LoadError::NoProgram(name.to_string()))
+    }
+
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN); the tc action.
     pub fn run(&self, program: &str, packet: &[u8]) -> Result<u32, LoadError> {
         Ok(self.run_repeated(program, packet, 1)?.0)

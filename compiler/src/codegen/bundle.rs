@@ -314,7 +314,7 @@ pub(crate) fn compile_all(
 /// Counters per slot: one per verdict reason and direction (templates/bpf/events.h).
 const COUNTERS_PER_SLOT: u32 = 13 * 2;
 
-fn metrics_entries(rules: usize) -> u32 {
+pub fn metrics_entries(rules: usize) -> u32 {
     (rules as u32 + 1) * COUNTERS_PER_SLOT
 }
 

@@ -1,0 +1,606 @@
+//! The agent's state and its one event loop.
+//!
+//! Everything that touches BPF runs on the loop's thread; the socket server
+//! and the file watcher are threads that send it [`Event`]s. A change (policy
+//! files, an endpoint added or removed) goes through [`Resolver::update`],
+//! whose impact graph names the endpoints to regenerate; the others are not
+//! touched. A change is applied all or nothing: every affected endpoint is
+//! built and loaded first (new generations, maps filled), then the node
+//! ipcache is brought up to date, then the links switch. If anything fails
+//! before the switch, the loaded generations are discarded, the resolver
+//! goes back to its previous state and the running programs keep enforcing.
+
+use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
+use super::build::{ipcache_entries, NodeBuilder};
+use super::node::{IpcacheEntry, NodeMaps};
+use crate::attach::{Attachment, Device};
+use crate::swap::{load_generation, Enforced, Generation};
+use polc::codegen::header::{BuildOptions, NodeConfig};
+use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
+use polc::sema::model::{EndpointDef, PolicySet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How `polcd run` was started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policies: PathBuf,
+    pub state: PathBuf,
+    /// The namespace holding the endpoints' host-side devices (`None`: polcd's own).
+    pub netns: Option<String>,
+    /// Where everything is pinned (`node/`, `endpoints/<name>/`).
+    pub pin_root: PathBuf,
+    /// Quiet time after a file change before reloading.
+    pub debounce: Duration,
+}
+
+/// What the loop reacts to.
+pub enum Event {
+    Request(Request, mpsc::Sender<Response>),
+    /// Something under the policy directory changed.
+    FilesChanged,
+}
+
+/// The state file: what `reset` and a restarted agent need to know.
+pub const STATE_FILE: &str = "agent.json";
+/// Endpoints added through the API, kept across restarts.
+pub const API_ENDPOINTS_FILE: &str = "endpoints.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Policy(String),
+    #[error("cannot write `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Codegen(#[from] polc::codegen::CodegenError),
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
+}
+
+/// One endpoint the agent knows.
+#[derive(Default)]
+struct Slot {
+    enforced: Option<Enforced>,
+    policy_version: u64,
+    last_regeneration_ms: Option<u64>,
+    last_error: Option<String>,
+}
+
+pub struct Agent {
+    config: Config,
+    builder: NodeBuilder,
+    node: NodeMaps,
+    resolver: Resolver,
+    /// The last policy set read from the files without errors.
+    file_set: PolicySet,
+    api: BTreeMap<String, EndpointSpec>,
+    slots: BTreeMap<String, Slot>,
+    ids: BTreeMap<String, u32>,
+    ipcache: Vec<IpcacheEntry>,
+    policy_version: u64,
+    last_reload: Option<ReloadStatus>,
+    last_error: Option<String>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// At most ten names, then how many more.
+fn abbreviate(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(", and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+pub fn log(message: &str) {
+    eprintln!("polcd: {message}");
+}
+
+/// Reads, parses and checks the policy directory; errors rendered as text.
+fn read_policies(dir: &Path) -> Result<PolicySet, String> {
+    let frontend = polc::driver::load(&[dir.to_path_buf()]).map_err(|e| e.to_string())?;
+    if frontend.has_errors() {
+        let diagnostics: Vec<_> = frontend.diagnostics.iter().cloned().collect();
+        return Err(polc::diag::render::render_all_text(&frontend.sources, &diagnostics).trim_end().to_string());
+    }
+    Ok(frontend.checked)
+}
+
+fn read_lock(dir: &Path) -> Result<IdentityLock, String> {
+    match std::fs::read_to_string(dir.join(polc::resolve::LOCK_FILE)) {
+        Ok(text) => IdentityLock::parse(&text).map_err(|e| format!("`{}`: {e}", polc::resolve::LOCK_FILE)),
+        Err(_) => Ok(IdentityLock::default()),
+    }
+}
+
+/// The file set with the API's endpoints added to its inventory.
+fn with_api_endpoints(set: &PolicySet, api: &BTreeMap<String, EndpointSpec>) -> Result<PolicySet, String> {
+    let mut set = set.clone();
+    for spec in api.values() {
+        if set.inventory.endpoint(&spec.name).is_some() {
+            return Err(format!("endpoint `{}` is declared in the policy files and added through the API", spec.name));
+        }
+        set.inventory.endpoints.push(EndpointDef {
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            ipv4: spec.ipv4,
+            ipv6: spec.ipv6,
+            mac: None,
+            iface: Some(spec.iface.clone()),
+            netns: spec.netns.clone(),
+            named_ports: BTreeMap::new(),
+            span: Default::default(),
+        });
+    }
+    Ok(set)
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), AgentError> {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    std::fs::write(path, text).map_err(|source| AgentError::Io { path: path.to_path_buf(), source })
+}
+
+/// What `agent.json` records.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StateFile {
+    pub pin_root: PathBuf,
+    pub netns: Option<String>,
+    pub policies: PathBuf,
+}
+
+/// One endpoint to load: its artifact, where, as which generation.
+struct LoadJob {
+    name: String,
+    artifact: crate::swap::Artifact,
+    device: Device,
+    dir: PathBuf,
+    number: u64,
+}
+
+/// The outcome of applying one change.
+struct Applied {
+    regenerated: Vec<String>,
+}
+
+impl Agent {
+    /// Reads the policy set, adopts what a previous agent left pinned and
+    /// enforces every endpoint whose device exists.
+    pub fn start(config: Config) -> Result<Agent, AgentError> {
+        crate::loader::ensure_bpffs()?;
+        std::fs::create_dir_all(&config.state)
+            .map_err(|source| AgentError::Io { path: config.state.clone(), source })?;
+        let state = StateFile {
+            pin_root: config.pin_root.clone(),
+            netns: config.netns.clone(),
+            policies: config.policies.clone(),
+        };
+        write_json(&config.state.join(STATE_FILE), &state)?;
+        let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+
+        let file_set = read_policies(&config.policies).map_err(AgentError::Policy)?;
+        let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
+        let lock = read_lock(&config.policies).map_err(AgentError::Policy)?;
+        let resolver =
+            Resolver::new(set, &lock, ResolveConfig::default()).map_err(|e| AgentError::Policy(e.to_string()))?;
+        let builder = NodeBuilder::new(&config.state.join("cache"), NodeConfig::default(), BuildOptions::default())?;
+        let node = NodeMaps::new(&config.pin_root.join("node"));
+        let mut agent = Agent {
+            config,
+            builder,
+            node,
+            resolver,
+            file_set,
+            api,
+            slots: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            ipcache: Vec::new(),
+            policy_version: 0,
+            last_reload: None,
+            last_error: None,
+        };
+        agent.adopt();
+        let started = Instant::now();
+        let names: Vec<String> = agent.inventory_names();
+        match agent.apply(&names, &[]) {
+            Ok(applied) => {
+                agent.policy_version = 1;
+                let all = agent.inventory_names().len();
+                agent.record_reload(started, &applied.regenerated, 0, all, 0);
+            }
+            Err(e) => return Err(AgentError::Policy(e)),
+        }
+        Ok(agent)
+    }
+
+    fn inventory_names(&self) -> Vec<String> {
+        self.resolver.set().inventory.endpoints.iter().map(|e| e.name.clone()).collect()
+    }
+
+    fn endpoints_dir(&self) -> PathBuf {
+        self.config.pin_root.join("endpoints")
+    }
+
+    fn endpoint_dir(&self, name: &str) -> PathBuf {
+        self.endpoints_dir().join(name)
+    }
+
+    /// Takes over the links a previous agent pinned; endpoints no longer in
+    /// the inventory are detached, and pins without links removed.
+    fn adopt(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.endpoints_dir()) else { return };
+        let known: BTreeSet<String> = self.inventory_names().into_iter().collect();
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path();
+            if !Attachment::is_pinned(&dir) {
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
+            match Enforced::adopt(&self.config.pin_root.join("node"), &dir) {
+                Ok(enforced) if known.contains(&name) => {
+                    log(&format!("adopted `{name}` (generation {})", enforced.generation()));
+                    self.slots.entry(name).or_default().enforced = Some(enforced);
+                }
+                Ok(enforced) => {
+                    log(&format!("`{name}` is no longer in the inventory: detaching"));
+                    if let Err(e) = enforced.remove() {
+                        log(&format!("detaching `{name}`: {e}"));
+                    }
+                }
+                Err(e) => log(&format!("cannot adopt `{name}`: {e}")),
+            }
+        }
+    }
+
+    fn id_of(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let used: BTreeSet<u32> = self.ids.values().copied().collect();
+        let id = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn device(&self, def: &EndpointDef) -> Option<Device> {
+        def.iface.as_ref().map(|iface| Device { iface: iface.clone(), netns: self.config.netns.clone() })
+    }
+
+    /// Endpoints with an iface that are not enforced yet but whose device now exists.
+    fn ready_pending(&self) -> Vec<String> {
+        let set = self.resolver.set();
+        set.inventory
+            .endpoints
+            .iter()
+            .filter(|def| self.slots.get(&def.name).is_none_or(|s| s.enforced.is_none()))
+            .filter(|def| self.device(def).is_some_and(|d| d.exists()))
+            .map(|def| def.name.clone())
+            .collect()
+    }
+
+    /// Regenerates `changed` (and pending endpoints whose device appeared),
+    /// removes `removed`: all or nothing up to the switch.
+    fn apply(&mut self, changed: &[String], removed: &[String]) -> Result<Applied, String> {
+        let mut todo: Vec<String> = changed.to_vec();
+        for name in self.ready_pending() {
+            if !todo.contains(&name) {
+                todo.push(name);
+            }
+        }
+        // 1. Build every affected endpoint (objects from the cache), then load
+        //    and fill them; nothing runs yet.
+        let version = self.policy_version + 1;
+        let mut jobs: Vec<LoadJob> = Vec::new();
+        for name in &todo {
+            let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
+            let Some(device) = self.device(&def) else { continue };
+            let enforced = self.slots.get(name).and_then(|s| s.enforced.as_ref());
+            if enforced.is_none() && !device.exists() {
+                continue;
+            }
+            let number = enforced.map_or(1, Enforced::next_generation);
+            if enforced.is_none() {
+                // Leftovers of an endpoint that was never attached.
+                let _ = std::fs::remove_dir_all(self.endpoint_dir(name));
+            }
+            let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
+            let id = self.id_of(name);
+            match self.builder.endpoint(&policy, &def, id) {
+                Ok(artifact) => {
+                    jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number })
+                }
+                Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
+            }
+        }
+        // Loads run one after another: in parallel they were no faster on
+        // this 2-core machine (BENCHMARKS.md), and libbpf's log is global.
+        let node_pins = self.config.pin_root.join("node");
+        let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
+        for job in jobs {
+            match load_generation(&job.artifact, &node_pins, &job.dir, job.number) {
+                Ok(generation) => prepared.push((job.name, generation, job.device)),
+                Err(e) => {
+                    prepared.into_iter().for_each(|(_, g, _)| g.discard());
+                    return Err(self.endpoint_failed(&job.name, &e.to_string()));
+                }
+            }
+        }
+        // 2. The node-wide ipcache (the maps exist once any object loaded).
+        let ipcache = ipcache_entries(self.resolver.resolved());
+        if self.node.exist() {
+            if let Err(e) = self.node.sync_ipcache(&self.ipcache, &ipcache) {
+                prepared.into_iter().for_each(|(_, g, _)| g.discard());
+                return Err(format!("ipcache: {e}"));
+            }
+            self.ipcache = ipcache;
+        }
+        // 3. Switch. Past this point a failure concerns one endpoint only.
+        let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
+        for (name, generation, device) in prepared {
+            let dir = self.endpoint_dir(&name);
+            let node_pins = self.config.pin_root.join("node");
+            let slot = self.slots.entry(name.clone()).or_default();
+            let result = match slot.enforced.as_mut() {
+                Some(enforced) => enforced.switch_to(generation),
+                None => Enforced::attach(generation, &device, &node_pins, &dir).map(|e| {
+                    slot.enforced = Some(e);
+                }),
+            };
+            match result {
+                Ok(()) => {
+                    slot.policy_version = version;
+                    slot.last_regeneration_ms = Some(now_ms());
+                    slot.last_error = None;
+                }
+                Err(e) => {
+                    log(&format!("endpoint `{name}`: {e}"));
+                    slot.last_error = Some(e.to_string());
+                }
+            }
+        }
+        for name in removed {
+            if let Some(slot) = self.slots.remove(name) {
+                if let Some(enforced) = slot.enforced {
+                    if let Err(e) = enforced.remove() {
+                        log(&format!("detaching `{name}`: {e}"));
+                    }
+                }
+            }
+            self.ids.remove(name);
+        }
+        Ok(Applied { regenerated })
+    }
+
+    /// Records a build or load failure on the endpoint; the change's error.
+    fn endpoint_failed(&mut self, name: &str, error: &str) -> String {
+        let message = format!("endpoint `{name}`: {error}");
+        self.slots.entry(name.to_string()).or_default().last_error = Some(message.clone());
+        message
+    }
+
+    fn record_reload(&mut self, started: Instant, names: &[String], skipped: usize, recomputed: usize, removed: usize) {
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let regenerated = names.len();
+        log(&format!(
+            "policy version {}: regenerated {regenerated} endpoint(s) [{}], skipped {skipped} (untouched by the change; \
+             the impact graph had {recomputed} recomputed), removed {removed} in {took_ms:.1} ms",
+            self.policy_version,
+            abbreviate(names)
+        ));
+        let regenerated_endpoints = names.to_vec();
+        self.last_reload = Some(ReloadStatus {
+            at_ms: now_ms(),
+            took_ms,
+            regenerated,
+            regenerated_endpoints,
+            skipped,
+            recomputed,
+            removed,
+        });
+    }
+
+    /// Moves to `file_set` + `api`: resolution, then [`Agent::apply`]; on any
+    /// error everything stays as it was.
+    fn change(&mut self, file_set: PolicySet, api: BTreeMap<String, EndpointSpec>) -> Result<(), String> {
+        let started = Instant::now();
+        let set = with_api_endpoints(&file_set, &api)?;
+        let backup = self.resolver.clone();
+        let changes = self.resolver.update(set).map_err(|e| e.to_string())?;
+        let total = self.resolver.set().inventory.endpoints.len();
+        match self.apply(&changes.changed_endpoints, &changes.removed_endpoints) {
+            Ok(applied) => {
+                self.file_set = file_set;
+                self.api = api;
+                self.policy_version += 1;
+                let skipped = total.saturating_sub(changes.changed_endpoints.len());
+                self.record_reload(
+                    started,
+                    &applied.regenerated,
+                    skipped,
+                    changes.recomputed,
+                    changes.removed_endpoints.len(),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.resolver = backup;
+                Err(e)
+            }
+        }
+    }
+
+    /// The policy files changed: reload them.
+    pub fn reload(&mut self) {
+        let result = read_policies(&self.config.policies).and_then(|set| self.change(set, self.api.clone()));
+        match result {
+            Ok(()) => self.last_error = None,
+            Err(e) => {
+                log(&format!(
+                    "the change was not applied; policy version {} keeps enforcing:\n{e}",
+                    self.policy_version
+                ));
+                self.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Endpoints whose device went away (or was deleted and made again)
+    /// lose their defunct links; endpoints waiting for a device get it.
+    pub fn tick(&mut self) {
+        self.drop_dead_links();
+        if self.ready_pending().is_empty() {
+            return;
+        }
+        if let Err(e) = self.apply(&[], &[]) {
+            log(&e);
+        }
+    }
+
+    /// A veth deleted with its container takes its tcx links with it; one
+    /// made again under the same name has none. Either way the endpoint
+    /// waits for its device again and is attached afresh when it is there.
+    fn drop_dead_links(&mut self) {
+        let devices: BTreeMap<String, Device> = self
+            .resolver
+            .set()
+            .inventory
+            .endpoints
+            .iter()
+            .filter_map(|def| self.device(def).map(|d| (def.name.clone(), d)))
+            .collect();
+        for (name, slot) in &mut self.slots {
+            let dead = match (slot.enforced.as_ref(), devices.get(name)) {
+                (Some(enforced), Some(device)) => !enforced.is_live_on(device),
+                _ => false,
+            };
+            if !dead {
+                continue;
+            }
+            if let Some(enforced) = slot.enforced.take() {
+                log(&format!("the device of `{name}` is gone or was made again: waiting for it to attach afresh"));
+                if let Err(e) = enforced.remove() {
+                    log(&format!("removing the links of `{name}`: {e}"));
+                }
+            }
+        }
+    }
+
+    pub fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response { status: Some(self.status()), ..Response::ok() },
+            Request::EndpointList => Response { endpoints: Some(self.status().endpoints), ..Response::ok() },
+            Request::EndpointAdd { endpoint } => {
+                if let Err(e) = self.check_new_endpoint(&endpoint) {
+                    return Response::error(e);
+                }
+                let mut api = self.api.clone();
+                api.insert(endpoint.name.clone(), endpoint);
+                self.api_change(api)
+            }
+            Request::EndpointDel { name } => {
+                if !self.api.contains_key(&name) {
+                    return match self.file_set.inventory.endpoint(&name) {
+                        Some(_) => Response::error(format!(
+                            "endpoint `{name}` is declared in the policy files: remove it there"
+                        )),
+                        None => Response::error(format!("no endpoint `{name}`")),
+                    };
+                }
+                let mut api = self.api.clone();
+                api.remove(&name);
+                self.api_change(api)
+            }
+        }
+    }
+
+    /// What `endpoint add` refuses: a name or an address already in use, a
+    /// name that is not an identifier, an endpoint without any address.
+    fn check_new_endpoint(&self, new: &EndpointSpec) -> Result<(), String> {
+        let inventory = &self.resolver.set().inventory;
+        if inventory.endpoint(&new.name).is_some() {
+            return Err(format!("endpoint `{}` exists", new.name));
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if new.name.is_empty() || !new.name.chars().all(valid) {
+            return Err(format!("`{}` is not a valid endpoint name (letters, digits, `-`, `_`)", new.name));
+        }
+        if new.ipv4.is_none() && new.ipv6.is_none() {
+            return Err(format!("endpoint `{}` needs an address (--ipv4 or --ipv6)", new.name));
+        }
+        for other in &inventory.endpoints {
+            let same_v4 = new.ipv4.is_some() && other.ipv4 == new.ipv4;
+            let same_v6 = new.ipv6.is_some() && other.ipv6 == new.ipv6;
+            if same_v4 || same_v6 {
+                return Err(format!("endpoint `{}` already has that address", other.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn api_change(&mut self, api: BTreeMap<String, EndpointSpec>) -> Response {
+        match self.change(self.file_set.clone(), api) {
+            Ok(()) => match write_json(&self.config.state.join(API_ENDPOINTS_FILE), &self.api) {
+                Ok(()) => Response::ok(),
+                Err(e) => Response::error(e.to_string()),
+            },
+            Err(e) => Response::error(e),
+        }
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let set = self.resolver.set();
+        let endpoints = set
+            .inventory
+            .endpoints
+            .iter()
+            .map(|def| {
+                let slot = self.slots.get(&def.name);
+                let enforced = slot.and_then(|s| s.enforced.as_ref());
+                let state = match (enforced, self.device(def)) {
+                    (Some(_), _) => "enforcing",
+                    (None, None) => "no-iface",
+                    (None, Some(_)) if slot.is_some_and(|s| s.last_error.is_some()) => "failed",
+                    (None, Some(_)) => "waiting-for-device",
+                };
+                EndpointStatus {
+                    name: def.name.clone(),
+                    source: if self.api.contains_key(&def.name) { "api" } else { "file" }.to_string(),
+                    identity: self.resolver.resolved().endpoint(&def.name).map_or(0, |p| p.identity.0),
+                    iface: def.iface.clone(),
+                    netns: def.netns.clone(),
+                    state: state.to_string(),
+                    generation: enforced.map_or(0, Enforced::generation),
+                    program: enforced
+                        .and_then(Enforced::object)
+                        .and_then(|o| o.file_stem())
+                        .map(|stem| stem.to_string_lossy().into_owned()),
+                    policy_version: slot.map_or(0, |s| s.policy_version),
+                    last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
+                    last_error: slot.and_then(|s| s.last_error.clone()),
+                }
+            })
+            .collect();
+        AgentStatus {
+            policies: self.config.policies.clone(),
+            pin_root: self.config.pin_root.clone(),
+            policy_version: self.policy_version,
+            last_reload: self.last_reload.clone(),
+            last_error: self.last_error.clone(),
+            endpoints,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}

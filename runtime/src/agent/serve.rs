@@ -1,0 +1,126 @@
+//! `polcd run`: the socket server and the file watcher feeding the agent's
+//! event loop.
+
+use super::api::{socket_path, Request, Response};
+use super::daemon::{log, Agent, AgentError, Config, Event};
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("polcd is already running on `{0}`")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot listen on `{path}`: {source}")]
+    Listen { path: PathBuf, source: std::io::Error },
+    #[error("cannot watch `{path}`: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+}
+
+/// How often devices are checked: endpoints waiting for theirs, links whose device went away.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the agent until the process is killed. Enforcement outlives it.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let socket = socket_path(&config.state);
+    if UnixStream::connect(&socket).is_ok() {
+        return Err(RunError::AlreadyRunning(socket));
+    }
+    let mut agent = Agent::start(config.clone())?;
+    let (events, inbox) = mpsc::channel::<Event>();
+    let listener = listen(&socket)?;
+    let to_loop = events.clone();
+    std::thread::spawn(move || serve(listener, to_loop));
+    let _watcher = watch(&config.policies, events)?;
+    log(&format!("listening on `{}`, watching `{}`", socket.display(), config.policies.display()));
+
+    let mut reload_due: Option<Instant> = None;
+    let mut last_tick = Instant::now();
+    loop {
+        let wait = reload_due.map_or(RETRY, |due| due.saturating_duration_since(Instant::now()));
+        match inbox.recv_timeout(wait) {
+            Ok(Event::FilesChanged) => reload_due = Some(Instant::now() + config.debounce),
+            Ok(Event::Request(request, reply)) => {
+                let _ = reply.send(agent.handle(request));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        if reload_due.is_some_and(|due| Instant::now() >= due) {
+            reload_due = None;
+            agent.reload();
+        } else if reload_due.is_none() && last_tick.elapsed() >= RETRY {
+            last_tick = Instant::now();
+            agent.tick();
+        }
+    }
+}
+
+/// The socket, readable and writable by root only.
+fn listen(path: &Path) -> Result<UnixListener, RunError> {
+    let error = |source| RunError::Listen { path: path.to_path_buf(), source };
+    let _ = std::fs::remove_file(path);
+    // SAFETY: umask only changes this process's file creation mask; it is
+    // set so the socket is never reachable by others, even briefly.
+    let old = unsafe { libc::umask(0o077) };
+    let listener = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+    Ok(listener)
+}
+
+fn serve(listener: UnixListener, events: mpsc::Sender<Event>) {
+    for stream in listener.incoming().filter_map(|s| s.ok()) {
+        let events = events.clone();
+        std::thread::spawn(move || answer(stream, events));
+    }
+}
+
+/// Answers each line of one connection.
+fn answer(stream: UnixStream, events: mpsc::Sender<Event>) {
+    let Ok(mut writer) = stream.try_clone() else { return };
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let (reply, response) = mpsc::channel();
+                if events.send(Event::Request(request, reply)).is_err() {
+                    return;
+                }
+                response.recv().unwrap_or_else(|_| Response::error("polcd is stopping"))
+            }
+            Err(e) => Response::error(format!("bad request: {e}")),
+        };
+        let mut text = serde_json::to_string(&response).unwrap_or_default();
+        text.push('\n');
+        if writer.write_all(text.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends [`Event::FilesChanged`] for every change of a file in `dir`
+/// (reads are ignored; debouncing is the loop's).
+fn watch(dir: &Path, events: mpsc::Sender<Event>) -> Result<notify::RecommendedWatcher, RunError> {
+    let error = |source| RunError::Watch { path: dir.to_path_buf(), source };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !matches!(event.kind, EventKind::Access(_)) {
+                let _ = events.send(Event::FilesChanged);
+            }
+        }
+    })
+    .map_err(error)?;
+    watcher.watch(dir, RecursiveMode::Recursive).map_err(error)?;
+    Ok(watcher)
+}

@@ -1,0 +1,223 @@
+//! polcd: the node agent and its client. See runtime/README.md.
+//!
+//! Exit codes: 0 ok, 1 the request failed (polcd said no, a bad policy at
+//! start), 2 usage or I/O error (polcd unreachable, bad arguments).
+
+use clap::{Args, Parser, Subcommand};
+use polc_runtime::agent::api::{self, AgentStatus, EndpointSpec, EndpointStatus, Request, Response};
+use polc_runtime::agent::daemon::Config;
+use polc_runtime::agent::reset::reset;
+use polc_runtime::agent::serve::{run, RunError};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "polcd", about = "polc node agent: enforces a policy set on this node's endpoints with eBPF")]
+struct Cli {
+    /// polcd's state directory (socket, state files, object cache)
+    #[arg(long, global = true, default_value = "/run/polcd")]
+    state: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: enforce the policy set and follow its changes
+    Run(RunArgs),
+    /// Show the agent's state: each endpoint's identity, generation, policy version, errors
+    Status(FormatArgs),
+    /// Add, remove or list endpoints
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Detach every link and remove every pin polcd made (polcd must be stopped)
+    Reset,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The policy set directory (.pol files, identities.lock)
+    #[arg(long)]
+    policies: PathBuf,
+    /// The network namespace holding the endpoints' host-side devices (default: polcd's own)
+    #[arg(long)]
+    netns: Option<String>,
+    /// Where links and maps are pinned
+    #[arg(long, default_value = "/sys/fs/bpf/polc/node")]
+    pin_root: PathBuf,
+    /// Quiet time after a file change before reloading, in milliseconds
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
+}
+
+#[derive(Args)]
+struct FormatArgs {
+    /// `text` or `json`
+    #[arg(long, default_value = "text")]
+    format: String,
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Add an endpoint (its device is attached as soon as it exists)
+    Add(AddArgs),
+    /// Remove an endpoint added with `endpoint add`
+    Del { name: String },
+    /// List the endpoints
+    List(FormatArgs),
+}
+
+#[derive(Args)]
+struct AddArgs {
+    name: String,
+    /// The host-side veth, in the namespace polcd attaches in
+    #[arg(long)]
+    iface: String,
+    /// The endpoint's own network namespace (recorded)
+    #[arg(long)]
+    netns: Option<String>,
+    #[arg(long)]
+    ipv4: Option<Ipv4Addr>,
+    #[arg(long)]
+    ipv6: Option<Ipv6Addr>,
+    /// Labels: `k=v,k2=v2`
+    #[arg(long, default_value = "")]
+    labels: String,
+}
+
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("label `{pair}` is not `key=value`"))?;
+        labels.insert(key.trim().to_string(), value.trim().to_string());
+    }
+    Ok(labels)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let config = Config {
+                policies: args.policies,
+                state: cli.state,
+                netns: args.netns,
+                pin_root: args.pin_root,
+                debounce: Duration::from_millis(args.debounce_ms),
+            };
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ RunError::Agent(_)) => fail(1, &e.to_string()),
+                Err(e) => fail(2, &e.to_string()),
+            }
+        }
+        Command::Status(format) => client(&cli.state, &Request::Status, |r| match &r.status {
+            Some(status) if format.format == "json" => {
+                println!("{}", serde_json::to_string_pretty(status).unwrap_or_default())
+            }
+            Some(status) => print_status(status),
+            None => {}
+        }),
+        Command::Endpoint(EndpointCommand::Add(args)) => {
+            let labels = match parse_labels(&args.labels) {
+                Ok(labels) => labels,
+                Err(e) => return fail(2, &e),
+            };
+            let endpoint = EndpointSpec {
+                name: args.name,
+                iface: args.iface,
+                netns: args.netns,
+                ipv4: args.ipv4,
+                ipv6: args.ipv6,
+                labels,
+            };
+            client(&cli.state, &Request::EndpointAdd { endpoint }, |_| {})
+        }
+        Command::Endpoint(EndpointCommand::Del { name }) => client(&cli.state, &Request::EndpointDel { name }, |_| {}),
+        Command::Endpoint(EndpointCommand::List(format)) => client(&cli.state, &Request::EndpointList, |r| {
+            let endpoints = r.endpoints.clone().unwrap_or_default();
+            if format.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&endpoints).unwrap_or_default());
+            } else {
+                print_endpoints(&endpoints);
+            }
+        }),
+        Command::Reset => match reset(&cli.state) {
+            Ok(removed) => {
+                println!("detached {} endpoint(s){}", removed.endpoints.len(), list(&removed.endpoints));
+                for e in &removed.errors {
+                    eprintln!("error: {e}");
+                }
+                if removed.errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => fail(2, &e.to_string()),
+        },
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn client(state: &std::path::Path, request: &Request, show: impl FnOnce(&Response)) -> ExitCode {
+    match api::request(state, request) {
+        Ok(response) if response.ok => {
+            show(&response);
+            ExitCode::SUCCESS
+        }
+        Ok(response) => fail(1, response.error.as_deref().unwrap_or("polcd refused the request")),
+        Err(e) => fail(2, &e.to_string()),
+    }
+}
+
+fn print_status(status: &AgentStatus) {
+    println!("policies: {} (version {})", status.policies.display(), status.policy_version);
+    println!("pins: {}", status.pin_root.display());
+    if let Some(reload) = &status.last_reload {
+        println!(
+            "last reload: {:.1} ms, {} regenerated, {} skipped, {} removed",
+            reload.took_ms, reload.regenerated, reload.skipped, reload.removed
+        );
+    }
+    match &status.last_error {
+        Some(error) => println!("last change NOT applied (version {} enforces):\n{error}", status.policy_version),
+        None => println!("last change: applied"),
+    }
+    print_endpoints(&status.endpoints);
+}
+
+fn print_endpoints(endpoints: &[EndpointStatus]) {
+    println!(
+        "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  error",
+        "endpoint", "identity", "state", "iface", "gen", "version", "program"
+    );
+    for e in endpoints {
+        println!(
+            "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  {}",
+            e.name,
+            e.identity,
+            e.state,
+            e.iface.as_deref().unwrap_or("-"),
+            e.generation,
+            e.policy_version,
+            e.program.as_deref().unwrap_or("-"),
+            e.last_error.as_deref().unwrap_or("")
+        );
+    }
+}

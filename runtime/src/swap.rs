@@ -1,0 +1,254 @@
+//! One endpoint under enforcement, and policy changes applied to it all or
+//! nothing.
+//!
+//! A change builds a new *generation*: the new object is loaded with its
+//! own per-endpoint maps (pinned under `<endpoint dir>/gen-<N>/`, so the new
+//! maps never alias the ones the running programs read), its tail calls and
+//! policy maps are filled completely, and only then are the endpoint's two
+//! tcx links switched to it ([`Attachment::update`]). Until that moment the
+//! old programs, with their old maps, keep enforcing; any failure before it
+//! (an object the verifier rejects, a map update that fails) removes the new
+//! generation and leaves the old one as it was.
+//!
+//! Node-wide maps (ipcache, conntrack, events) are shared by every
+//! generation through the node pin directory: a swap keeps connections.
+//!
+//! Pin layout, under one root (e.g. `/sys/fs/bpf/polc/<node>`):
+//!
+//! ```text
+//! node/                          node_ipcache, node_ipc_host, node_ct, node_events
+//! endpoints/<name>/link_from_ep  tcx link on the veth's ingress (egress policy)
+//! endpoints/<name>/link_to_ep    tcx link on the veth's egress (ingress policy)
+//! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg,
+//!                                ep_calls_in, ep_calls_eg, ep_metrics
+//! ```
+
+use crate::attach::{AttachError, Attachment, Device};
+use crate::datapath::Direction;
+use crate::loader::{LoadError, LoadSpec, LoadedEndpoint};
+use crate::seam::{self, PolicyEntry};
+use std::path::{Path, PathBuf};
+
+/// What a build hands the runtime for one endpoint.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub endpoint: String,
+    pub object: PathBuf,
+    /// `.rodata` values by variable name.
+    pub constants: Vec<(String, Vec<u8>)>,
+    /// Map name -> max entries, overriding the object's (the counter array).
+    pub map_sizes: Vec<(String, u32)>,
+    /// The rule id of each counter slot (index 0: slot 1).
+    pub rule_slots: Vec<u32>,
+    /// Per direction, the policy map entries; `None` when not enforced.
+    pub ingress: Option<Vec<PolicyEntry>>,
+    pub egress: Option<Vec<PolicyEntry>>,
+}
+
+impl Artifact {
+    fn entries(&self, direction: Direction) -> Option<&[PolicyEntry]> {
+        match direction {
+            Direction::Ingress => self.ingress.as_deref(),
+            Direction::Egress => self.egress.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("cannot read `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A loaded generation of an endpoint's programs and maps.
+pub struct Generation {
+    pub number: u64,
+    pub loaded: LoadedEndpoint,
+    /// The object file it was loaded from.
+    pub object: PathBuf,
+    pins: PathBuf,
+}
+
+impl Generation {
+    /// Drops a generation that will not run, with its pins.
+    pub fn discard(self) {
+        let pins = self.pins.clone();
+        drop(self);
+        let _ = std::fs::remove_dir_all(pins);
+    }
+}
+
+/// The directory of generation `number`.
+fn generation_dir(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("gen-{number}"))
+}
+
+/// Generation numbers pinned under an endpoint directory.
+fn pinned_generations(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<u64> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("gen-")).and_then(|n| n.parse().ok()))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Loads `artifact` as generation `number` under `dir` and fills its maps
+/// completely. On failure, nothing of it is left pinned.
+pub fn load_generation(
+    artifact: &Artifact,
+    node_pins: &Path,
+    dir: &Path,
+    number: u64,
+) -> Result<Generation, SwapError> {
+    let pins = generation_dir(dir, number);
+    // A leftover of a crashed attempt would be reused by name: start clean.
+    let _ = std::fs::remove_dir_all(&pins);
+    let spec = LoadSpec {
+        endpoint: &artifact.endpoint,
+        object: &artifact.object,
+        constants: &artifact.constants,
+        map_sizes: &artifact.map_sizes,
+        node_pins: node_pins.to_path_buf(),
+        endpoint_pins: pins.clone(),
+    };
+    let filled = LoadedEndpoint::load(&spec).and_then(|mut loaded| {
+        loaded.set_rule_slots(artifact.rule_slots.clone());
+        for direction in Direction::BOTH {
+            if let Some(entries) = artifact.entries(direction) {
+                seam::fill_policy(&loaded, direction, entries)?;
+            }
+        }
+        Ok(loaded)
+    });
+    match filled {
+        Ok(loaded) => Ok(Generation { number, loaded, object: artifact.object.clone(), pins }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&pins);
+            Err(e.into())
+        }
+    }
+}
+
+/// An endpoint under enforcement: its links and its current generation.
+pub struct Enforced {
+    dir: PathBuf,
+    node_pins: PathBuf,
+    attachment: Attachment,
+    /// `None` after adoption: the programs run, but this process did not
+    /// load them (the next swap loads a fresh generation).
+    current: Option<Generation>,
+    generation: u64,
+}
+
+impl Enforced {
+    /// Loads `artifact`, fills it and attaches it to `device`; everything is
+    /// pinned under `dir` (node maps under `node_pins`).
+    pub fn start(artifact: &Artifact, device: &Device, node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
+        let generation = load_generation(artifact, node_pins, dir, 1)?;
+        Enforced::attach(generation, device, node_pins, dir)
+    }
+
+    /// Attaches a loaded (and filled) generation to `device`; on failure its
+    /// pins are removed.
+    pub fn attach(
+        generation: Generation,
+        device: &Device,
+        node_pins: &Path,
+        dir: &Path,
+    ) -> Result<Enforced, SwapError> {
+        match Attachment::attach(&generation.loaded, device, dir) {
+            Ok(attachment) => Ok(Enforced {
+                dir: dir.to_path_buf(),
+                node_pins: node_pins.to_path_buf(),
+                attachment,
+                generation: generation.number,
+                current: Some(generation),
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&generation.pins);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Takes over an endpoint a previous process left enforced under `dir`.
+    pub fn adopt(node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
+        let attachment = Attachment::adopt(dir)?;
+        let generation = pinned_generations(dir).last().copied().unwrap_or(0);
+        Ok(Enforced {
+            dir: dir.to_path_buf(),
+            node_pins: node_pins.to_path_buf(),
+            attachment,
+            current: None,
+            generation,
+        })
+    }
+
+    /// The generation the links run (0 if unknown).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The object the links run, when this process loaded it.
+    pub fn object(&self) -> Option<&Path> {
+        self.current.as_ref().map(|g| g.object.as_path())
+    }
+
+    /// The loaded generation, when this process loaded it.
+    pub fn current(&self) -> Option<&LoadedEndpoint> {
+        self.current.as_ref().map(|g| &g.loaded)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the links still enforce on `device` (see [`Attachment::is_live_on`]).
+    pub fn is_live_on(&self, device: &Device) -> bool {
+        self.attachment.is_live_on(device)
+    }
+
+    /// The number the next generation of this endpoint gets.
+    pub fn next_generation(&self) -> u64 {
+        self.generation + 1
+    }
+
+    /// Applies a new artifact all or nothing: load and fill a new generation,
+    /// then switch both links to it. On error the running generation stays.
+    pub fn swap(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
+        let next = load_generation(artifact, &self.node_pins, &self.dir, self.next_generation())?;
+        self.switch_to(next)
+    }
+
+    /// Switches both links to `next` (loaded with [`load_generation`] under
+    /// this endpoint's directory) and unpins the generations before it.
+    pub fn switch_to(&mut self, next: Generation) -> Result<(), SwapError> {
+        if let Err(e) = self.attachment.update(&next.loaded) {
+            let _ = std::fs::remove_dir_all(&next.pins);
+            return Err(e.into());
+        }
+        let number = next.number;
+        self.generation = number;
+        // The old generation's programs no longer run: unpin what remains
+        // (for an adopted endpoint, whatever generations were pinned).
+        drop(self.current.replace(next));
+        for old in pinned_generations(&self.dir).into_iter().filter(|n| *n != number) {
+            let _ = std::fs::remove_dir_all(generation_dir(&self.dir, old));
+        }
+        Ok(())
+    }
+
+    /// Detaches the links and removes every pin of the endpoint.
+    pub fn remove(self) -> Result<(), SwapError> {
+        let result = self.attachment.detach();
+        drop(self.current);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(result?)
+    }
+}

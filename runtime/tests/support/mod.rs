@@ -1,0 +1,250 @@
+//! Shared by the kernel tests: an example policy set resolved by polc,
+//! its inventory as lab endpoints, and the endpoints enforced on their veths.
+
+#![allow(dead_code, clippy::panic)] // each test binary uses part of it; tests fail by panicking
+
+use polc::codegen::header::{BuildOptions, NodeConfig};
+use polc::ir::Resolved;
+use polc::resolve::{IdentityLock, ResolveConfig};
+use polc::sema::model::PolicySet;
+use polc_runtime::agent::api::{self, AgentStatus, Request};
+use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
+use polc_runtime::attach::Device;
+use polc_runtime::loader::PinDir;
+use polc_runtime::netlab::in_netns;
+use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
+use polc_runtime::seam;
+use polc_runtime::swap::{Artifact, Enforced};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Packets per second of the test flows.
+pub const RATE: u64 = 12_000;
+
+pub fn example_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
+}
+
+/// Parses, checks and resolves a policy set directory (its lock included).
+pub fn resolve_dir(dir: &Path) -> (PolicySet, Resolved) {
+    let frontend = polc::driver::load(&[dir.to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!frontend.has_errors(), "{} has errors", dir.display());
+    let lock_text = std::fs::read_to_string(dir.join(polc::resolve::LOCK_FILE)).unwrap_or_default();
+    let lock = IdentityLock::parse(&lock_text).unwrap_or_else(|e| panic!("{e}"));
+    let (resolved, _) =
+        polc::resolve::resolve(&frontend.checked, &lock, &ResolveConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    (frontend.checked, resolved)
+}
+
+pub fn node_config() -> NodeConfig {
+    let mut node = NodeConfig::default();
+    node.sizes.ipcache = 1024;
+    node.sizes.conntrack = 16384;
+    node.sizes.policy = 4096;
+    node.sizes.metrics = 1024;
+    node.sizes.events_ringbuf = 1 << 16;
+    node
+}
+
+/// A node: the lab holding the inventory's endpoints, and what is enforced.
+/// Drop order: links first, then pins, then the namespaces.
+pub struct Node {
+    pub enforced: BTreeMap<String, Enforced>,
+    pub builder: NodeBuilder,
+    pub pins: PinDir,
+    pub lab: Lab,
+    _cache: tempfile::TempDir,
+}
+
+impl Node {
+    /// Creates the lab endpoints of `set`'s inventory (their veths as the
+    /// inventory names them, in a node namespace of their own).
+    pub fn new(test: &str, set: &PolicySet) -> Node {
+        let prefix = unique_prefix();
+        let mut lab = Lab::new(&prefix).unwrap_or_else(|e| panic!("{e}"));
+        for def in &set.inventory.endpoints {
+            let spec = EndpointSpec {
+                name: def.name.clone(),
+                host_iface: def.iface.clone().unwrap_or_else(|| format!("polc-{}", def.name)),
+                ipv4: def.ipv4,
+                ipv6: def.ipv6,
+            };
+            lab.add_endpoint(spec).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let pins = PinDir::create(&format!("test-{}-{test}", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
+        let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let builder =
+            NodeBuilder::new(cache.path(), node_config(), BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        Node { enforced: BTreeMap::new(), builder, pins, lab, _cache: cache }
+    }
+
+    pub fn endpoint_dir(&self, name: &str) -> PathBuf {
+        self.pins.path().join("endpoints").join(name)
+    }
+
+    pub fn device(&self, name: &str) -> Device {
+        let ep = self.lab.endpoint(name).unwrap_or_else(|e| panic!("{e}"));
+        Device::in_netns(&ep.spec.host_iface, self.lab.node_ns())
+    }
+
+    /// The artifact of endpoint `name` under `resolved`.
+    pub fn artifact(&self, set: &PolicySet, resolved: &Resolved, name: &str) -> Artifact {
+        let index =
+            set.inventory.endpoints.iter().position(|e| e.name == name).unwrap_or_else(|| panic!("no `{name}`"));
+        let policy = resolved.endpoint(name).unwrap_or_else(|| panic!("`{name}` not resolved"));
+        self.builder
+            .endpoint(policy, &set.inventory.endpoints[index], index as u32 + 1)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Builds, loads and attaches every endpoint; fills the ipcache.
+    pub fn enforce_all(&mut self, set: &PolicySet, resolved: &Resolved) {
+        for def in &set.inventory.endpoints {
+            let artifact = self.artifact(set, resolved, &def.name);
+            let enforced = Enforced::start(
+                &artifact,
+                &self.device(&def.name),
+                &self.pins.node_maps(),
+                &self.endpoint_dir(&def.name),
+            )
+            .unwrap_or_else(|e| panic!("enforce `{}`: {e}", def.name));
+            self.enforced.insert(def.name.clone(), enforced);
+        }
+        let any = self.enforced.values().find_map(|e| e.current()).unwrap_or_else(|| panic!("no endpoint loaded"));
+        seam::fill_ipcache(any, &ipcache_entries(resolved)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A receiver with a large buffer (no loss of our own making), counting
+/// datagrams with a valid sequence number.
+pub fn receiver(ns: &str, addr: IpAddr, port: u16) -> UdpSocket {
+    let socket = in_netns(ns, move || UdpSocket::bind(SocketAddr::new(addr, port)))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: a valid socket and a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(300))).ok();
+    socket
+}
+
+pub fn count(socket: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut received = 0u64;
+        let mut buf = [0u8; 64];
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(8) => received += 1,
+                Ok(_) => {}
+                Err(_) if stop.load(Ordering::SeqCst) => return received,
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// Sends paced datagrams from `ns` to `to` until `stop`; returns how many.
+pub fn send(ns: &str, to: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
+                while sent < due {
+                    if socket.send_to(&sent.to_be_bytes(), to).is_ok() {
+                        sent += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// A running polcd, killed (SIGKILL) when dropped.
+pub struct Polcd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Polcd {
+    pub fn start(policies: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        let log = state.with_extension("log");
+        let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
+            .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
+            .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Polcd { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Polcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn status(state: &Path) -> Option<AgentStatus> {
+    api::request(state, &Request::Status).ok().and_then(|r| r.status)
+}
+
+/// Polls status until `done` holds (at most 60 s: builds run clang).
+pub fn wait_for(state: &Path, polcd: &Polcd, what: &str, done: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = status(state).filter(|s| done(s)) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status {:#?}\nlog:\n{}",
+            status(state),
+            polcd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn all_enforcing(s: &AgentStatus) -> bool {
+    !s.endpoints.is_empty() && s.endpoints.iter().all(|e| e.state == "enforcing")
+}
+
+pub fn polcd_cli(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_polcd"))
+        .args(["--state", &state.display().to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
