@@ -13,6 +13,7 @@
 //!    sorted port intervals (the ICMP type stands in for the port); the
 //!    interval containing the port gives the decision. Protocols other than
 //!    the five known ones use `other`. No interval: default deny.
+//!
 //! Deny precedence is resolved when the table is built: a decision is the
 //! final verdict and the rule that decided it (the matching deny with the
 //! lowest rule id, else the matching allow with the lowest rule id).
