@@ -12,7 +12,9 @@ pub const NODE_MAP_PREFIX: &str = "node_";
 pub const IPCACHE_MAP: &str = "node_ipcache";
 /// Host addresses (/32, /128): looked up before the trie.
 pub const IPCACHE_HOST_MAP: &str = "node_ipc_host";
-pub const CONNTRACK_MAP: &str = "node_ct";
+/// Conntrack, one map per address family (IPv4 has a 16-byte key).
+pub const CONNTRACK4_MAP: &str = "node_ct4";
+pub const CONNTRACK6_MAP: &str = "node_ct6";
 pub const EVENTS_MAP: &str = "node_events";
 pub const METRICS_MAP: &str = "ep_metrics";
 
