@@ -45,7 +45,7 @@ struct ct_key6 {
 #define CT_CLOSED 0x04
 
 struct ct_entry {
-	__u64 expires; /* bpf_ktime_get_ns() deadline */
+	__u64 expires; /* CLOCK_MONOTONIC deadline, see ct_now() */
 	__u32 rule;    /* the rule that allowed the connection (0: not enforced) */
 	__u8 flags;
 	__u8 flipped;  /* the opener's packet was in non-canonical orientation */
@@ -84,6 +84,14 @@ struct ct_tuple {
 };
 
 #define NSEC_PER_SEC 1000000000ULL
+
+/* CLOCK_MONOTONIC at tick resolution: lifetimes are seconds, and the coarse
+ * clock reads a stored value where bpf_ktime_get_ns() reads the clock
+ * source. Deadlines stay comparable with CLOCK_MONOTONIC in user space. */
+static __always_inline __u64 ct_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
 
 /* <0, 0, >0 as the source end sorts before, equal to, after the destination
  * end: addresses in network byte order, then ports. */

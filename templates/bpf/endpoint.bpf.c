@@ -51,7 +51,7 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 	__u64 now = 0;
 	if (p->tracked) {
 		struct rule_ref rule = {};
-		now = bpf_ktime_get_ns();
+		now = ct_now();
 		ct_tuple_of(&tuple, p, dir, family);
 		enum ct_state state = ct_lookup(&tuple, p, now, &rule);
 		if (state == CT_ESTABLISHED)
