@@ -29,15 +29,15 @@ PROG_ARRAY(ep_calls_in);
 
 /* The peer's identity, for the policy and for events. A packet of a tracked
  * connection needs it only when events report it. */
-static __always_inline __u32 peer_identity(const struct packet *p, __u8 dir)
+static __always_inline __u32 peer_identity(const struct packet *p, __u8 dir, __u8 family)
 {
-	return ipcache_identity(p->family, dir == DIR_EGRESS ? p->daddr : p->saddr);
+	return ipcache_identity(family, dir == DIR_EGRESS ? p->daddr : p->saddr);
 }
 
 #ifdef ENABLE_EVENTS
-#define TRACKED_PEER(p, dir) peer_identity(p, dir)
+#define TRACKED_PEER(p, dir, family) peer_identity(p, dir, family)
 #else
-#define TRACKED_PEER(p, dir) 0
+#define TRACKED_PEER(p, dir, family) 0
 #endif
 
 /* Parsed packet -> conntrack -> peer identity -> policy -> verdict.
@@ -55,12 +55,12 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 		ct_tuple_of(&tuple, p, dir, family);
 		enum ct_state state = ct_lookup(&tuple, p, now, &rule);
 		if (state == CT_ESTABLISHED)
-			return verdict(p, dir, REASON_ESTABLISHED, &rule, TRACKED_PEER(p, dir));
+			return verdict(p, dir, REASON_ESTABLISHED, &rule, TRACKED_PEER(p, dir, family));
 		if (state == CT_REPLY)
-			return verdict(p, dir, REASON_REPLY, &rule, TRACKED_PEER(p, dir));
+			return verdict(p, dir, REASON_REPLY, &rule, TRACKED_PEER(p, dir, family));
 	}
 
-	__u32 peer = peer_identity(p, dir);
+	__u32 peer = peer_identity(p, dir, family);
 	struct decision d;
 	policy_decide(dir, peer, p, &d);
 	if (d.reason < REASON_FIRST_DROP && p->tracked)
