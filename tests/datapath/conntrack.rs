@@ -141,3 +141,25 @@ fn connections_close_expire_and_replies_pass() {
     ep.delete("ep_calls_eg", &0u32.to_ne_bytes()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reason_of(&loaded, Direction::Egress, &syn), (Reason::NoTailCall, 0));
 }
+
+/// A tuple that reads the same both ways (the endpoint to itself, port 80 at
+/// both ends) has no canonical orientation: its reply is still found.
+#[test]
+fn a_symmetric_tuple_still_has_replies() {
+    if !require_bpf("a_symmetric_tuple_still_has_replies") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let case = web_client();
+    let options = BuildOptions { events: true, trace_level: 2 };
+    let pins = format!("test-{}-ct-symmetric", std::process::id());
+    let loaded = load_case_on(cache.path(), &node_config(), &case, Compile::Shape, &pins, &options);
+    let me: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]));
+    let packet = |flags| tcp(me, me, 80, 80, flags);
+
+    // Ingress denies everything, so only the connection makes this pass.
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &packet(TCP_SYN)), (Reason::DefaultDeny, 0));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &packet(TCP_SYN)), (Reason::PolicyAllow, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &packet(TCP_SYN | TCP_ACK)), (Reason::Reply, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &packet(TCP_ACK)), (Reason::Established, RULE));
+}
