@@ -4,8 +4,8 @@
 //! `cargo bench --bench datapath` (see BENCHMARKS.md).
 //!
 //! The headline packet is a new TCP connection the policy denies by default: every
-//! repeat parses, resolves the peer in the ipcache, misses conntrack twice
-//! and walks the policy trie (an allowed packet would be "established" from
+//! repeat parses, misses conntrack, resolves the peer in the ipcache and
+//! walks the policy trie (an allowed packet would be "established" from
 //! the second repeat on). The ipcache is the same for both endpoints.
 
 // The test support is shared with tests/datapath; the benchmark uses part of it.

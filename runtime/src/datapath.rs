@@ -10,9 +10,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const NODE_MAP_PREFIX: &str = "node_";
 /// Prefixes shorter than a host address.
 pub const IPCACHE_MAP: &str = "node_ipcache";
-/// Host addresses (/32, /128): looked up before the trie.
-pub const IPCACHE_HOST_MAP: &str = "node_ipc_host";
-pub const CONNTRACK_MAP: &str = "node_ct";
+/// Host addresses (/32, /128), one map per family: looked up before the trie.
+pub const IPCACHE_HOST4_MAP: &str = "node_ipc_host4";
+pub const IPCACHE_HOST6_MAP: &str = "node_ipc_host6";
+/// Conntrack, one map per address family (IPv4 has a 16-byte key).
+pub const CONNTRACK4_MAP: &str = "node_ct4";
+pub const CONNTRACK6_MAP: &str = "node_ct6";
 pub const EVENTS_MAP: &str = "node_events";
 pub const METRICS_MAP: &str = "ep_metrics";
 
@@ -169,16 +172,21 @@ pub fn ipcache_key(addr: IpAddr, prefix_len: u8) -> [u8; 24] {
     key
 }
 
-/// `struct ipcache_host_key` (20 bytes): the LPM key's data part.
-pub fn ipcache_host_key(addr: IpAddr) -> [u8; 20] {
-    let full = match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    };
-    let key = ipcache_key(addr, full);
-    let mut host = [0u8; 20];
-    host.copy_from_slice(&key[4..]);
-    host
+/// The host map for `addr`'s family.
+pub fn ipcache_host_map(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => IPCACHE_HOST4_MAP,
+        IpAddr::V6(_) => IPCACHE_HOST6_MAP,
+    }
+}
+
+/// The host map's key: the bare address in network order (4 or 16 bytes,
+/// `__be32` and `struct ipcache_host6_key` in ipcache.h).
+pub fn ipcache_host_key(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
 }
 
 /// `struct ipcache_value`.

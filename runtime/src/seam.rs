@@ -23,7 +23,7 @@ pub fn fill_ipcache(maps: &dyn EndpointMaps, entries: &[(IpAddr, u8, u32)]) -> R
         let value = datapath::ipcache_value(identity);
         let full = if addr.is_ipv4() { 32 } else { 128 };
         if len == full {
-            maps.update(datapath::IPCACHE_HOST_MAP, &datapath::ipcache_host_key(addr), &value)?;
+            maps.update(datapath::ipcache_host_map(addr), &datapath::ipcache_host_key(addr), &value)?;
         } else {
             maps.update(datapath::IPCACHE_MAP, &datapath::ipcache_key(addr, len), &value)?;
         }
@@ -117,13 +117,13 @@ mod tests {
 
     #[test]
     fn fills_go_to_the_right_maps_in_the_c_layout() {
-        let maps = MemoryMaps::with_maps(&[datapath::IPCACHE_MAP, datapath::IPCACHE_HOST_MAP, "ep_pol_in"]);
+        let maps = MemoryMaps::with_maps(&[datapath::IPCACHE_MAP, datapath::IPCACHE_HOST4_MAP, "ep_pol_in"]);
         let (net, host) = (IpAddr::from([10, 0, 0, 0]), IpAddr::from([10, 0, 0, 7]));
         assert!(fill_ipcache(&maps, &[(net, 8, 300), (host, 32, 301)]).is_ok());
         let key = datapath::ipcache_key(net, 8);
         assert_eq!(maps.lookup(datapath::IPCACHE_MAP, &key).ok().flatten(), Some(300u32.to_ne_bytes().to_vec()));
         let key = datapath::ipcache_host_key(host);
-        assert_eq!(maps.lookup(datapath::IPCACHE_HOST_MAP, &key).ok().flatten(), Some(301u32.to_ne_bytes().to_vec()));
+        assert_eq!(maps.lookup(datapath::IPCACHE_HOST4_MAP, &key).ok().flatten(), Some(301u32.to_ne_bytes().to_vec()));
         assert_eq!(maps.contents.borrow().len(), 2);
 
         let entry = PolicyEntry {

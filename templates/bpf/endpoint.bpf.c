@@ -27,26 +27,44 @@
 PROG_ARRAY(ep_calls_eg);
 PROG_ARRAY(ep_calls_in);
 
-/* Parsed packet -> peer identity -> conntrack -> policy -> verdict. */
-static __always_inline int decide(struct packet *p, int parsed, __u8 dir)
+/* The peer's identity, for the policy and for events. A packet of a tracked
+ * connection needs it only when events report it. */
+static __always_inline __u32 peer_identity(const struct packet *p, __u8 dir, __u8 family)
+{
+	return ipcache_identity(family, dir == DIR_EGRESS ? p->daddr : p->saddr);
+}
+
+#ifdef ENABLE_EVENTS
+#define TRACKED_PEER(p, dir, family) peer_identity(p, dir, family)
+#else
+#define TRACKED_PEER(p, dir, family) 0
+#endif
+
+/* Parsed packet -> conntrack -> peer identity -> policy -> verdict.
+ * `family` is the program's constant. */
+static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 family)
 {
 	if (parsed != PARSE_OK)
 		return verdict(p, dir, parsed, &NO_RULE, 0);
 
-	__u32 peer = ipcache_identity(p->family, dir == DIR_EGRESS ? p->daddr : p->saddr);
+	struct ct_tuple tuple;
+	__u64 now = 0;
 	if (p->tracked) {
 		struct rule_ref rule = {};
-		enum ct_state state = ct_lookup(p, dir, &rule);
+		now = ct_now();
+		ct_tuple_of(&tuple, p, dir, family);
+		enum ct_state state = ct_lookup(&tuple, p, now, &rule);
 		if (state == CT_ESTABLISHED)
-			return verdict(p, dir, REASON_ESTABLISHED, &rule, peer);
+			return verdict(p, dir, REASON_ESTABLISHED, &rule, TRACKED_PEER(p, dir, family));
 		if (state == CT_REPLY)
-			return verdict(p, dir, REASON_REPLY, &rule, peer);
+			return verdict(p, dir, REASON_REPLY, &rule, TRACKED_PEER(p, dir, family));
 	}
 
+	__u32 peer = peer_identity(p, dir, family);
 	struct decision d;
 	policy_decide(dir, peer, p, &d);
 	if (d.reason < REASON_FIRST_DROP && p->tracked)
-		ct_create(p, dir, &d.rule);
+		ct_create(&tuple, p, now, &d.rule);
 	return verdict(p, dir, d.reason, &d.rule, peer);
 }
 
@@ -95,7 +113,7 @@ int from_ep_v4(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	int parsed = parse_ipv4(skb, &p);
-	return decide(&p, parsed, DIR_EGRESS);
+	return decide(&p, parsed, DIR_EGRESS, AF_INET);
 }
 
 SEC("tcx/egress")
@@ -103,7 +121,7 @@ int to_ep_v4(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	int parsed = parse_ipv4(skb, &p);
-	return decide(&p, parsed, DIR_INGRESS);
+	return decide(&p, parsed, DIR_INGRESS, AF_INET);
 }
 #endif
 
@@ -113,7 +131,7 @@ int from_ep_v6(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	int parsed = parse_ipv6(skb, &p);
-	return decide(&p, parsed, DIR_EGRESS);
+	return decide(&p, parsed, DIR_EGRESS, AF_INET6);
 }
 
 SEC("tcx/egress")
@@ -121,7 +139,7 @@ int to_ep_v6(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	int parsed = parse_ipv6(skb, &p);
-	return decide(&p, parsed, DIR_INGRESS);
+	return decide(&p, parsed, DIR_INGRESS, AF_INET6);
 }
 #endif
 

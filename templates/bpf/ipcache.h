@@ -1,5 +1,5 @@
 /* Peer identity: the node-wide ipcache, an LPM trie from IP prefix to
- * security identity, with host addresses (/32, /128) in a hash map in front
+ * security identity, with host addresses (/32, /128) in hash maps in front
  * of it: a host entry is the longest match for its address, and most peers
  * are hosts (endpoints), so most lookups skip the trie walk. An address no prefix covers is the world of its
  * family (`world-ipv4` or `world-ipv6`), as Resolved::identity_of says. */
@@ -30,25 +30,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } node_ipcache SEC(".maps");
 
-struct ipcache_host_key {
-	__u8 family;
-	__u8 pad[3];
+/* Host maps per family, keyed by the bare address: the hash over a 4-byte
+ * IPv4 key is a third of the one over {family, pad, 16 bytes}. */
+#define IPCACHE_HOST_MAP(name, key_type)             \
+	struct {                                     \
+		__uint(type, BPF_MAP_TYPE_HASH);     \
+		__type(key, key_type);               \
+		__type(value, struct ipcache_value); \
+		__uint(max_entries, IPCACHE_MAP_SIZE); \
+		__uint(pinning, LIBBPF_PIN_BY_NAME); \
+	} name SEC(".maps")
+
+struct ipcache_host6_key {
 	__u32 addr[4];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct ipcache_host_key);
-	__type(value, struct ipcache_value);
-	__uint(max_entries, IPCACHE_MAP_SIZE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} node_ipc_host SEC(".maps");
+IPCACHE_HOST_MAP(node_ipc_host4, __be32);
+IPCACHE_HOST_MAP(node_ipc_host6, struct ipcache_host6_key);
 
+/* `family` is the program's constant, so one host map is looked up. */
 static __always_inline __u32 ipcache_identity(__u8 family, const __u32 *addr)
 {
-	struct ipcache_host_key host = { .family = family };
-	__builtin_memcpy(host.addr, addr, sizeof(host.addr));
-	struct ipcache_value *value = bpf_map_lookup_elem(&node_ipc_host, &host);
+	struct ipcache_value *value;
+	if (family == AF_INET) {
+		__be32 host4 = addr[0];
+		value = bpf_map_lookup_elem(&node_ipc_host4, &host4);
+	} else {
+		struct ipcache_host6_key host6;
+		__builtin_memcpy(host6.addr, addr, sizeof(host6.addr));
+		value = bpf_map_lookup_elem(&node_ipc_host6, &host6);
+	}
 	if (value)
 		return value->identity;
 

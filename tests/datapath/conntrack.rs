@@ -7,7 +7,7 @@ use polc::codegen::header::{BuildOptions, EndpointConstants};
 use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
 use polc::sema::model::RuleId;
 use polc::syntax::ast::Action;
-use polc_runtime::datapath::{Direction, Reason, CONNTRACK_MAP};
+use polc_runtime::datapath::{Direction, Reason, CONNTRACK4_MAP};
 use polc_runtime::loader::LoadedEndpoint;
 use polc_runtime::seam::EndpointMaps;
 use std::collections::BTreeMap;
@@ -57,20 +57,18 @@ fn reason_of(loaded: &Loaded, direction: Direction, spec: &PacketSpec) -> (Reaso
     (got[0].reason, got[0].rule)
 }
 
-/// `struct ct_key` of conntrack.h for an IPv4 TCP connection opened by egress.
+/// `struct ct_key4` of conntrack.h for an IPv4 TCP connection opened by
+/// egress, whose source end sorts first (so the key is in its orientation).
 fn ct_key(spec: &PacketSpec) -> Vec<u8> {
-    let octets = |a: IpAddr| match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    let mut key = vec![0u8; 40];
-    key[0..4].copy_from_slice(&octets(spec.src));
-    key[16..20].copy_from_slice(&octets(spec.dst));
-    key[32..34].copy_from_slice(&spec.sport.to_be_bytes());
-    key[34..36].copy_from_slice(&spec.dport.to_be_bytes());
-    key[36] = TCP;
-    key[37] = 2; // AF_INET
-    key[38] = Direction::Egress as u8;
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (spec.src, spec.dst) else { panic!("ct_key: IPv4 only") };
+    assert!((src, spec.sport) < (dst, spec.dport), "the test's tuple is in canonical orientation");
+    let mut key = vec![0u8; 16];
+    key[0..4].copy_from_slice(&src.octets());
+    key[4..8].copy_from_slice(&dst.octets());
+    key[8..10].copy_from_slice(&spec.sport.to_be_bytes());
+    key[10..12].copy_from_slice(&spec.dport.to_be_bytes());
+    key[12] = TCP;
+    key[13] = Direction::Egress as u8;
     key
 }
 
@@ -83,7 +81,7 @@ fn monotonic_ns() -> u64 {
 
 /// (seconds until expiry, flags) of the entry.
 fn ct_entry(endpoint: &LoadedEndpoint, key: &[u8]) -> Option<(i64, u8)> {
-    let value = endpoint.lookup(CONNTRACK_MAP, key).unwrap_or_else(|e| panic!("{e}"))?;
+    let value = endpoint.lookup(CONNTRACK4_MAP, key).unwrap_or_else(|e| panic!("{e}"))?;
     let expires = u64::from_ne_bytes(value[0..8].try_into().unwrap_or([0; 8]));
     Some(((expires as i64 - monotonic_ns() as i64) / 1_000_000_000, value[12]))
 }
@@ -133,13 +131,35 @@ fn connections_close_expire_and_replies_pass() {
     assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::Reply, RULE));
 
     // Expired: the entry is deleted when found and the packet is new again.
-    let mut value = ep.lookup(CONNTRACK_MAP, &key).ok().flatten().unwrap_or_default();
+    let mut value = ep.lookup(CONNTRACK4_MAP, &key).ok().flatten().unwrap_or_default();
     value[0..8].copy_from_slice(&1u64.to_ne_bytes());
-    ep.update(CONNTRACK_MAP, &key, &value).unwrap_or_else(|e| panic!("{e}"));
+    ep.update(CONNTRACK4_MAP, &key, &value).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::DefaultDeny, 0));
     assert_eq!(ct_entry(ep, &key), None);
 
     // Without its tail call target the packet is dropped, never passed.
     ep.delete("ep_calls_eg", &0u32.to_ne_bytes()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reason_of(&loaded, Direction::Egress, &syn), (Reason::NoTailCall, 0));
+}
+
+/// A tuple that reads the same both ways (the endpoint to itself, port 80 at
+/// both ends) has no canonical orientation: its reply is still found.
+#[test]
+fn a_symmetric_tuple_still_has_replies() {
+    if !require_bpf("a_symmetric_tuple_still_has_replies") {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let case = web_client();
+    let options = BuildOptions { events: true, trace_level: 2 };
+    let pins = format!("test-{}-ct-symmetric", std::process::id());
+    let loaded = load_case_on(cache.path(), &node_config(), &case, Compile::Shape, &pins, &options);
+    let me: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]));
+    let packet = |flags| tcp(me, me, 80, 80, flags);
+
+    // Ingress denies everything, so only the connection makes this pass.
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &packet(TCP_SYN)), (Reason::DefaultDeny, 0));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &packet(TCP_SYN)), (Reason::PolicyAllow, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Ingress, &packet(TCP_SYN | TCP_ACK)), (Reason::Reply, RULE));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &packet(TCP_ACK)), (Reason::Established, RULE));
 }
