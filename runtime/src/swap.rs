@@ -16,7 +16,7 @@
 //! Pin layout, under one root (e.g. `/sys/fs/bpf/polc/<node>`):
 //!
 //! ```text
-//! node/                          node_ipcache, node_ipc_host, node_ct, node_events
+//! node/                          node_ipcache, node_ipc_host4/6, node_ct4/6, node_events
 //! endpoints/<name>/link_from_ep  tcx link on the veth's ingress (egress policy)
 //! endpoints/<name>/link_to_ep    tcx link on the veth's egress (ingress policy)
 //! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg,

@@ -40,7 +40,7 @@ impl NodeMaps {
         for &(addr, len, _) in old.iter().filter(|(a, l, _)| !keep.contains(&(*a, *l))) {
             let full = if addr.is_ipv4() { 32 } else { 128 };
             let result = if len == full {
-                self.delete(datapath::IPCACHE_HOST_MAP, &datapath::ipcache_host_key(addr))
+                self.delete(datapath::ipcache_host_map(addr), &datapath::ipcache_host_key(addr))
             } else {
                 self.delete(datapath::IPCACHE_MAP, &datapath::ipcache_key(addr, len))
             };
