@@ -19,6 +19,7 @@
 
 use polc::driver::{self, Frontend};
 use polc::eval::{self, flowspec, Flow, FlowPeer};
+use polc::import::reachability::expectations;
 use polc::import::{emit, import_texts};
 use polc::syntax::SourceMap;
 use std::path::{Path, PathBuf};
@@ -66,48 +67,6 @@ fn allowed(set: &Frontend, from: &str, to: &str, packet: &str) -> bool {
     eval::evaluate(&set.checked, &flow).unwrap_or_else(|e| panic!("{from} -> {to}: {e}")).allowed()
 }
 
-/// Every flow `reachability.txt` states, as (line, from, to, packet, allowed).
-fn expectations(text: &str) -> Vec<(usize, String, String, String, bool)> {
-    let mut out = Vec::new();
-    let mut packets: Vec<String> = Vec::new();
-    let mut columns: Option<Vec<String>> = None;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words[0] {
-            "on" => {
-                packets = line[2..].split(',').map(|p| p.trim().to_string()).collect();
-                columns = None;
-            }
-            "allow" | "deny" => {
-                assert_eq!(words.len(), 5, "line {}: `allow|deny FROM -> TO PACKET`", i + 1);
-                out.push((i + 1, words[1].into(), words[3].into(), words[4].into(), words[0] == "allow"));
-            }
-            _ => match &columns {
-                None => columns = Some(words.iter().map(|w| w.to_string()).collect()),
-                Some(cols) => {
-                    assert_eq!(words.len(), cols.len() + 1, "line {}: one mark per column", i + 1);
-                    for (col, mark) in cols.iter().zip(&words[1..]) {
-                        let want = match *mark {
-                            "." => true,
-                            "X" => false,
-                            "-" => continue,
-                            other => panic!("line {}: unknown mark `{other}`", i + 1),
-                        };
-                        for packet in &packets {
-                            out.push((i + 1, words[0].into(), col.clone(), packet.clone(), want));
-                        }
-                    }
-                }
-            },
-        }
-    }
-    out
-}
-
 #[test]
 fn every_corpus_case_imports_and_has_its_published_reachability() {
     let corpus = root().join("tests/corpus/kubernetes");
@@ -142,10 +101,11 @@ fn every_corpus_case_imports_and_has_its_published_reachability() {
             let set = driver::check_sources(sources);
             assert!(!set.has_errors(), "{label}: {:?}", set.diagnostics.clone().sorted());
             let text = std::fs::read_to_string(case.join("reachability.txt")).expect("reachability.txt");
-            for (line, from, to, packet, want) in expectations(&text) {
+            for e in expectations(&text).unwrap_or_else(|e| panic!("{label}/reachability.txt: {e}")) {
                 flows += 1;
-                if allowed(&set, &from, &to, &packet) != want {
-                    let word = if want { "allowed" } else { "denied" };
+                if allowed(&set, &e.from, &e.to, &e.packet) != e.allowed {
+                    let word = if e.allowed { "allowed" } else { "denied" };
+                    let (line, from, to, packet) = (e.line, &e.from, &e.to, &e.packet);
                     failures.push(format!("{label}/reachability.txt:{line}: {from} -> {to} {packet} should be {word}"));
                 }
             }
