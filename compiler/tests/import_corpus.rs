@@ -19,7 +19,7 @@
 
 use polc::driver::{self, Frontend};
 use polc::eval::{self, flowspec, Flow, FlowPeer};
-use polc::import::reachability::expectations;
+use polc::import::corpus::{expectations, import_case};
 use polc::import::{emit, import_texts};
 use polc::syntax::SourceMap;
 use std::path::{Path, PathBuf};
@@ -74,20 +74,12 @@ fn every_corpus_case_imports_and_has_its_published_reachability() {
     let mut flows = 0;
     let mut failures = Vec::new();
     for family in subdirs(&corpus) {
-        let pods = std::fs::read_to_string(family.join("pods.json")).expect("the family's pods.json");
-        let namespaces = std::fs::read_to_string(family.join("namespaces.json")).ok();
         for case in subdirs(&family) {
             cases += 1;
             let label = format!("{}/{}", name(&family), name(&case));
             let origin = PathBuf::from(format!("tests/corpus/kubernetes/{label}/policy.yaml"));
-            let policy = std::fs::read_to_string(case.join("policy.yaml")).expect("policy.yaml");
-            let (files, warnings) = import_texts(
-                &[(&origin, &policy)],
-                Some((Path::new("pods.json"), &pods)),
-                namespaces.as_deref().map(|ns| (Path::new("namespaces.json"), ns)),
-                false,
-            )
-            .unwrap_or_else(|errors| panic!("{label}: {errors:?}"));
+            let (files, warnings) =
+                import_case(&family, &name(&case), &origin).unwrap_or_else(|e| panic!("{label}: {e}"));
             // The only warnings: CIDRs that hold pod addresses (KUBERNETES.md).
             assert!(warnings.iter().all(|w| w.message.ends_with("which it will not match")), "{label}: {warnings:?}");
             let mut sources = SourceMap::default();
@@ -136,17 +128,8 @@ fn every_family_inventory_imports() {
 /// A corpus case imported with its family's inventory, checked.
 fn imported(family: &str, case: &str) -> polc::sema::model::PolicySet {
     let dir = root().join("tests/corpus/kubernetes").join(family);
-    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let (policy, pods, namespaces) =
-        (read(dir.join(case).join("policy.yaml")), read(dir.join("pods.json")), read(dir.join("namespaces.json")));
     let origin = PathBuf::from(format!("{family}/{case}/policy.yaml"));
-    let (files, _) = import_texts(
-        &[(&origin, &policy)],
-        Some((Path::new("pods.json"), &pods)),
-        Some((Path::new("namespaces.json"), &namespaces)),
-        false,
-    )
-    .expect("imports");
+    let (files, _) = import_case(&dir, case, &origin).unwrap_or_else(|e| panic!("{family}/{case}: {e}"));
     let mut sources = SourceMap::default();
     for file in files {
         sources.add(file.name, file.text);

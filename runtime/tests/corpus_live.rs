@@ -10,8 +10,8 @@
 mod support;
 
 use polc::driver;
-use polc::import::reachability::{expectations, Expectation};
-use polc::import::{emit, import_texts};
+use polc::import::corpus::{expectations, import_case, Expectation};
+use polc::import::emit;
 use polc::resolve::{IdentityLock, ResolveConfig};
 use polc::sema::model::PolicySet;
 use polc::syntax::SourceMap;
@@ -47,17 +47,9 @@ fn read(path: &Path) -> String {
 /// gets a short host interface name (pod names make names past the
 /// kernel's 15 bytes).
 fn imported(family: &str, case: &str) -> PolicySet {
-    let dir = corpus().join(family);
-    let policy = read(&dir.join(case).join("policy.yaml"));
-    let (pods, namespaces) = (read(&dir.join("pods.json")), read(&dir.join("namespaces.json")));
     let origin = PathBuf::from(format!("{family}/{case}/policy.yaml"));
-    let (files, _) = import_texts(
-        &[(&origin, &policy)],
-        Some((Path::new("pods.json"), &pods)),
-        Some((Path::new("namespaces.json"), &namespaces)),
-        false,
-    )
-    .unwrap_or_else(|errors| panic!("{family}/{case}: {errors:?}"));
+    let (files, _) =
+        import_case(&corpus().join(family), case, &origin).unwrap_or_else(|e| panic!("{family}/{case}: {e}"));
     let mut sources = SourceMap::default();
     for file in files {
         sources.add(file.name, file.text);

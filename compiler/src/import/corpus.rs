@@ -1,10 +1,37 @@
-//! The expected reachability of a corpus case (`reachability.txt` in
-//! tests/corpus/kubernetes/, see its README): matrices of `.` allowed,
-//! `X` denied and `-` not checked, under the packets an `on` line names,
-//! and single `allow|deny FROM -> TO PACKET` flows. Shared by the corpus
-//! tests that ask the evaluator and the live datapath.
+//! A case of the corpus in tests/corpus/kubernetes/ (see its README):
+//! its policy imported with its family's inventory, and its expected
+//! reachability (`reachability.txt`): matrices of `.` allowed, `X` denied
+//! and `-` not checked, under the packets an `on` line names, and single
+//! `allow|deny FROM -> TO PACKET` flows. Shared by the corpus tests that
+//! ask the evaluator and the live datapath.
 
+use super::{import_texts, Diagnostic, OutputFile};
+use std::path::{Path, PathBuf};
 use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CaseError {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("does not import: {}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
+    Import(Vec<Diagnostic>),
+}
+
+/// Imports `family/case/policy.yaml` with the family's `pods.json` and
+/// `namespaces.json`, the policy named `origin` in comments and
+/// diagnostics: the `.pol` files and the warnings.
+pub fn import_case(family: &Path, case: &str, origin: &Path) -> Result<(Vec<OutputFile>, Vec<Diagnostic>), CaseError> {
+    let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|source| CaseError::Read { path, source });
+    let policy = read(family.join(case).join("policy.yaml"))?;
+    let (pods, namespaces) = (read(family.join("pods.json"))?, read(family.join("namespaces.json"))?);
+    import_texts(
+        &[(origin, &policy)],
+        Some((Path::new("pods.json"), &pods)),
+        Some((Path::new("namespaces.json"), &namespaces)),
+        false,
+    )
+    .map_err(CaseError::Import)
+}
 
 /// One flow the file states: peers as written (`ns/pod` or as in
 /// `.poltest` files), the packet as `proto/port`.
