@@ -23,6 +23,7 @@ pub mod l3;
 pub mod netpol;
 pub mod objects;
 pub mod pods;
+pub mod corpus;
 pub mod selector;
 pub mod yaml;
 

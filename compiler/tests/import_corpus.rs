@@ -19,6 +19,7 @@
 
 use polc::driver::{self, Frontend};
 use polc::eval::{self, flowspec, Flow, FlowPeer};
+use polc::import::corpus::{expectations, import_case};
 use polc::import::{emit, import_texts};
 use polc::syntax::SourceMap;
 use std::path::{Path, PathBuf};
@@ -66,48 +67,6 @@ fn allowed(set: &Frontend, from: &str, to: &str, packet: &str) -> bool {
     eval::evaluate(&set.checked, &flow).unwrap_or_else(|e| panic!("{from} -> {to}: {e}")).allowed()
 }
 
-/// Every flow `reachability.txt` states, as (line, from, to, packet, allowed).
-fn expectations(text: &str) -> Vec<(usize, String, String, String, bool)> {
-    let mut out = Vec::new();
-    let mut packets: Vec<String> = Vec::new();
-    let mut columns: Option<Vec<String>> = None;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words[0] {
-            "on" => {
-                packets = line[2..].split(',').map(|p| p.trim().to_string()).collect();
-                columns = None;
-            }
-            "allow" | "deny" => {
-                assert_eq!(words.len(), 5, "line {}: `allow|deny FROM -> TO PACKET`", i + 1);
-                out.push((i + 1, words[1].into(), words[3].into(), words[4].into(), words[0] == "allow"));
-            }
-            _ => match &columns {
-                None => columns = Some(words.iter().map(|w| w.to_string()).collect()),
-                Some(cols) => {
-                    assert_eq!(words.len(), cols.len() + 1, "line {}: one mark per column", i + 1);
-                    for (col, mark) in cols.iter().zip(&words[1..]) {
-                        let want = match *mark {
-                            "." => true,
-                            "X" => false,
-                            "-" => continue,
-                            other => panic!("line {}: unknown mark `{other}`", i + 1),
-                        };
-                        for packet in &packets {
-                            out.push((i + 1, words[0].into(), col.clone(), packet.clone(), want));
-                        }
-                    }
-                }
-            },
-        }
-    }
-    out
-}
-
 #[test]
 fn every_corpus_case_imports_and_has_its_published_reachability() {
     let corpus = root().join("tests/corpus/kubernetes");
@@ -115,20 +74,12 @@ fn every_corpus_case_imports_and_has_its_published_reachability() {
     let mut flows = 0;
     let mut failures = Vec::new();
     for family in subdirs(&corpus) {
-        let pods = std::fs::read_to_string(family.join("pods.json")).expect("the family's pods.json");
-        let namespaces = std::fs::read_to_string(family.join("namespaces.json")).ok();
         for case in subdirs(&family) {
             cases += 1;
             let label = format!("{}/{}", name(&family), name(&case));
             let origin = PathBuf::from(format!("tests/corpus/kubernetes/{label}/policy.yaml"));
-            let policy = std::fs::read_to_string(case.join("policy.yaml")).expect("policy.yaml");
-            let (files, warnings) = import_texts(
-                &[(&origin, &policy)],
-                Some((Path::new("pods.json"), &pods)),
-                namespaces.as_deref().map(|ns| (Path::new("namespaces.json"), ns)),
-                false,
-            )
-            .unwrap_or_else(|errors| panic!("{label}: {errors:?}"));
+            let (files, warnings) =
+                import_case(&family, &name(&case), &origin).unwrap_or_else(|e| panic!("{label}: {e}"));
             // The only warnings: CIDRs that hold pod addresses (KUBERNETES.md).
             assert!(warnings.iter().all(|w| w.message.ends_with("which it will not match")), "{label}: {warnings:?}");
             let mut sources = SourceMap::default();
@@ -142,10 +93,11 @@ fn every_corpus_case_imports_and_has_its_published_reachability() {
             let set = driver::check_sources(sources);
             assert!(!set.has_errors(), "{label}: {:?}", set.diagnostics.clone().sorted());
             let text = std::fs::read_to_string(case.join("reachability.txt")).expect("reachability.txt");
-            for (line, from, to, packet, want) in expectations(&text) {
+            for e in expectations(&text).unwrap_or_else(|e| panic!("{label}/reachability.txt: {e}")) {
                 flows += 1;
-                if allowed(&set, &from, &to, &packet) != want {
-                    let word = if want { "allowed" } else { "denied" };
+                if allowed(&set, &e.from, &e.to, &e.packet) != e.allowed {
+                    let word = if e.allowed { "allowed" } else { "denied" };
+                    let (line, from, to, packet) = (e.line, &e.from, &e.to, &e.packet);
                     failures.push(format!("{label}/reachability.txt:{line}: {from} -> {to} {packet} should be {word}"));
                 }
             }
@@ -176,17 +128,8 @@ fn every_family_inventory_imports() {
 /// A corpus case imported with its family's inventory, checked.
 fn imported(family: &str, case: &str) -> polc::sema::model::PolicySet {
     let dir = root().join("tests/corpus/kubernetes").join(family);
-    let read = |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let (policy, pods, namespaces) =
-        (read(dir.join(case).join("policy.yaml")), read(dir.join("pods.json")), read(dir.join("namespaces.json")));
     let origin = PathBuf::from(format!("{family}/{case}/policy.yaml"));
-    let (files, _) = import_texts(
-        &[(&origin, &policy)],
-        Some((Path::new("pods.json"), &pods)),
-        Some((Path::new("namespaces.json"), &namespaces)),
-        false,
-    )
-    .expect("imports");
+    let (files, _) = import_case(&dir, case, &origin).unwrap_or_else(|e| panic!("{family}/{case}: {e}"));
     let mut sources = SourceMap::default();
     for file in files {
         sources.add(file.name, file.text);
