@@ -46,8 +46,12 @@ fn main() {
         let rules = frontend.checked.rules().count();
         if frontend.has_errors() || rules != written {
             let sorted = frontend.diagnostics.sorted();
-            let first = sorted.iter().find(|d| d.is_error()).map(|d| polc::diag::render::render_text(&frontend.sources, d));
-            fail(&format!("generated set checked to {rules} rules (wrote {written}); first error:\n{}", first.unwrap_or_default()));
+            let first =
+                sorted.iter().find(|d| d.is_error()).map(|d| polc::diag::render::render_text(&frontend.sources, d));
+            fail(&format!(
+                "generated set checked to {rules} rules (wrote {written}); first error:\n{}",
+                first.unwrap_or_default()
+            ));
         }
         summary = format!(
             "{rules} rules, {} policies, {} endpoints, {} files, {} warnings",
@@ -170,7 +174,7 @@ fn policy(text: &mut String, rng: &mut Rng, team: usize, service: usize, rules: 
             let peer = rng.below(services);
             let port = 1024 + i * 7 + rng.below(7);
             let d = &direction[..1]; // rule names are unique per policy, not per section
-            // Each rule differs from the others by its port, so none repeats another.
+                                     // Each rule differs from the others by its port, so none repeats another.
             let line = match (direction, i % 10) {
                 (_, 0) => format!("allow monitoring-{d}{i}: {keyword} $monitoring on $metrics, tcp/{port}"),
                 ("ingress", 1) => format!("allow team-{d}{i}: from $team-{team} on tcp/http, tcp/{port}"),
@@ -181,7 +185,9 @@ fn policy(text: &mut String, rng: &mut Rng, team: usize, service: usize, rules: 
                     "allow range-{d}{i}: {keyword} {{app=svc{peer}, env=prod}} on tcp/{port}-{}, udp/{port}",
                     port + 5
                 ),
-                (_, 4) => format!("deny legacy-{d}{i}: {keyword} {{app=svc{peer}, tier not in (web, api)}} on tcp/{port}"),
+                (_, 4) => {
+                    format!("deny legacy-{d}{i}: {keyword} {{app=svc{peer}, tier not in (web, api)}} on tcp/{port}")
+                }
                 (_, 5) => format!("allow ping-{d}{i}: {keyword} cluster on icmp/echo-request, tcp/{port}"),
                 ("egress", 6) => format!("allow partners-{d}{i}: to $partners on tcp/{port}"),
                 ("egress", 7) => format!("allow db-{d}{i}: to {{tier=db, team=t{team}}} on $db, tcp/{port}"),

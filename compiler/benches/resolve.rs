@@ -56,7 +56,9 @@ fn workload() -> String {
             let rule = match r {
                 0 => format!("allow e{r}: to {{app=app{peer_app}}} on tcp/http, tcp/metrics"),
                 1 => format!("allow e{r}: to host on udp/53, tcp/53"),
-                2 => format!("allow e{r}: to 172.{}.0.0/16 except (172.{}.1.0/24) on tcp/443", 16 + p % 16, 16 + p % 16),
+                2 => {
+                    format!("allow e{r}: to 172.{}.0.0/16 except (172.{}.1.0/24) on tcp/443", 16 + p % 16, 16 + p % 16)
+                }
                 3 => format!("deny e{r}: to {{app=app{peer_app}, tier=db}} on tcp/5432"),
                 _ => format!("allow e{r}: to world on tcp/{}", 3000 + p),
             };
@@ -109,8 +111,13 @@ fn main() {
     let mut resolver = resolver.expect("ran");
     let entries: usize =
         resolver.resolved().endpoints.iter().map(|e| e.ingress.entry_count() + e.egress.entry_count()).sum();
-    let most =
-        resolver.resolved().endpoints.iter().map(|e| e.ingress.entry_count() + e.egress.entry_count()).max().unwrap_or(0);
+    let most = resolver
+        .resolved()
+        .endpoints
+        .iter()
+        .map(|e| e.ingress.entry_count() + e.egress.entry_count())
+        .max()
+        .unwrap_or(0);
     println!(
         "full resolution: median {:.1} ms of 5 (min {:.1} ms)",
         median(full_times.clone()).as_secs_f64() * 1e3,

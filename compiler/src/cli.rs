@@ -9,9 +9,9 @@ mod diff;
 mod fmt;
 mod graph;
 mod import;
+mod show;
 mod test;
 mod trace;
-mod show;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -139,7 +139,12 @@ pub fn resolve_with_lock(
             if let ResolveError::Capacity(capacity) = &e {
                 for rule in &capacity.top_rules {
                     if let Some(span) = rule.span {
-                        eprintln!("  --> {}: rule `{}` decides {} entries", frontend.sources.locate(span), rule.name, rule.entries);
+                        eprintln!(
+                            "  --> {}: rule `{}` decides {} entries",
+                            frontend.sources.locate(span),
+                            rule.name,
+                            rule.entries
+                        );
                     }
                 }
                 eprintln!("  = help: split the policy, use ranges instead of single ports, or raise --max-entries");

@@ -228,7 +228,8 @@ fn classes(old: &PolicySet, new: &PolicySet, peers: &[FlowPeer]) -> Vec<Vec<usiz
     for (i, peer) in peers.iter().enumerate() {
         let key = match peer {
             FlowPeer::Endpoint(name) => {
-                let def = |set: &PolicySet| set.inventory.endpoint(name).map(|e| (e.labels.clone(), e.named_ports.clone()));
+                let def =
+                    |set: &PolicySet| set.inventory.endpoint(name).map(|e| (e.labels.clone(), e.named_ports.clone()));
                 serde_json::to_string(&(def(old), def(new))).ok()
             }
             _ => None,
@@ -297,7 +298,14 @@ fn collapse_whole(changes: Vec<Change>, protocols: usize) -> Vec<Change> {
     vec![Change { proto: "any".to_string(), low: None, high: None, ..first.clone() }]
 }
 
-fn verdicts(old: &PolicySet, new: &PolicySet, src: &FlowPeer, dst: &FlowPeer, proto: IpProto, port: u16) -> (Verdict, Verdict) {
+fn verdicts(
+    old: &PolicySet,
+    new: &PolicySet,
+    src: &FlowPeer,
+    dst: &FlowPeer,
+    proto: IpProto,
+    port: u16,
+) -> (Verdict, Verdict) {
     let flow = Flow { src: src.clone(), dst: dst.clone(), proto, port };
     let of = |set: &PolicySet| match eval::evaluate(set, &flow) {
         Ok(e) => Verdict::of(&e),

@@ -49,7 +49,13 @@ pub struct RuleRef {
 
 impl RuleRef {
     fn of(rule: &Rule) -> RuleRef {
-        RuleRef { id: rule.id, name: rule.name.clone(), policy: rule.policy.clone(), action: rule.action, span: rule.span }
+        RuleRef {
+            id: rule.id,
+            name: rule.name.clone(),
+            policy: rule.policy.clone(),
+            action: rule.action,
+            span: rule.span,
+        }
     }
 }
 
@@ -147,10 +153,7 @@ impl<'a> Evaluation<'a> {
     /// Egress first.
     pub fn deciding_rules(&self) -> Vec<&RuleRef> {
         let allowed = self.allowed();
-        self.sides()
-            .filter(|s| s.verdict.allows() == allowed)
-            .filter_map(|s| s.verdict.rule())
-            .collect()
+        self.sides().filter(|s| s.verdict.allows() == allowed).filter_map(|s| s.verdict.rule()).collect()
     }
 
     /// The one rule to name for the verdict: for a denied flow, the rule of

@@ -73,9 +73,7 @@ pub fn first_difference(before: &str, after: &str) -> Option<LineDifference> {
             (Some(a), Some(b)) if a == b => line += 1,
             // Equal lines throughout: the texts differ only in line endings or a final newline.
             (None, None) => return Some(LineDifference { line, before: None, after: None }),
-            (a, b) => {
-                return Some(LineDifference { line, before: a.map(String::from), after: b.map(String::from) })
-            }
+            (a, b) => return Some(LineDifference { line, before: a.map(String::from), after: b.map(String::from) }),
         }
     }
 }

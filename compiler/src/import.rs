@@ -18,19 +18,19 @@
 //! comment in the output.
 
 pub mod cilium;
+pub mod corpus;
 pub mod emit;
 pub mod l3;
 pub mod netpol;
 pub mod objects;
 pub mod pods;
-pub mod corpus;
 pub mod selector;
 pub mod yaml;
 
 use ipnet::IpNet;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 pub use yaml::Pos;
 
@@ -209,7 +209,8 @@ impl Import {
 
     fn add_file(&mut self, origin: &Path, file: OutputFile) {
         if let Some((first, _)) = self.files.get(&file.name) {
-            let message = format!("two objects are both imported as `{}` (the other is from `{}`)", file.name, first.display());
+            let message =
+                format!("two objects are both imported as `{}` (the other is from `{}`)", file.name, first.display());
             self.errors.push(Diagnostic::new(Severity::Error, origin, Problem::at(Pos::default(), message)));
             return;
         }
@@ -251,7 +252,8 @@ impl Import {
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
-        let files: Vec<OutputFile> = self.files.into_iter().map(|(name, (_, text))| OutputFile { name, text }).collect();
+        let files: Vec<OutputFile> =
+            self.files.into_iter().map(|(name, (_, text))| OutputFile { name, text }).collect();
         let mut sources = crate::syntax::SourceMap::default();
         for file in &files {
             sources.add(&file.name, file.text.clone());
@@ -261,7 +263,11 @@ impl Import {
             let diagnostics = checked.diagnostics.clone().sorted();
             let rendered = crate::diag::render::render_all_text(&checked.sources, &diagnostics);
             let message = format!("the imported policy set does not check:\n{}", rendered.trim_end());
-            return Err(vec![Diagnostic::new(Severity::Error, Path::new("(import)"), Problem::at(Pos::default(), message))]);
+            return Err(vec![Diagnostic::new(
+                Severity::Error,
+                Path::new("(import)"),
+                Problem::at(Pos::default(), message),
+            )]);
         }
         Ok(files)
     }

@@ -126,7 +126,10 @@ pub struct DirectionTable {
 pub enum TableVerdict {
     /// The direction is not enforced.
     NotEnforced,
-    Decided { action: Action, rule: RuleId },
+    Decided {
+        action: Action,
+        rule: RuleId,
+    },
     /// Enforced and no entry matched.
     DefaultDeny,
 }
@@ -187,7 +190,10 @@ mod tests {
         assert_eq!(table.lookup(Identity(256), 6, 5), TableVerdict::Decided { action: Action::Deny, rule: RuleId(2) });
         assert_eq!(table.lookup(Identity(256), 6, 81), TableVerdict::DefaultDeny);
         assert_eq!(table.lookup(Identity(256), 17, 53), TableVerdict::DefaultDeny);
-        assert_eq!(table.lookup(Identity(256), 47, 0), TableVerdict::Decided { action: Action::Allow, rule: RuleId(3) });
+        assert_eq!(
+            table.lookup(Identity(256), 47, 0),
+            TableVerdict::Decided { action: Action::Allow, rule: RuleId(3) }
+        );
         assert_eq!(table.entry_count(), 1 + 3);
         let open = DirectionTable::default();
         assert_eq!(open.lookup(Identity(2), 6, 22), TableVerdict::NotEnforced);

@@ -64,7 +64,10 @@ impl ResolveConfig {
 
 impl Default for ResolveConfig {
     fn default() -> Self {
-        ResolveConfig { ignored_label_keys: BTreeSet::new(), max_entries_per_endpoint: ResolveConfig::DEFAULT_MAX_ENTRIES }
+        ResolveConfig {
+            ignored_label_keys: BTreeSet::new(),
+            max_entries_per_endpoint: ResolveConfig::DEFAULT_MAX_ENTRIES,
+        }
     }
 }
 

@@ -31,15 +31,13 @@ pub struct Context<'a> {
 
 /// The check passes, in order.
 pub fn passes() -> &'static [Pass] {
-    &[
-        Pass { name: "lower", run: lower::run },
-        Pass { name: "warnings", run: warnings::run },
-    ]
+    &[Pass { name: "lower", run: lower::run }, Pass { name: "warnings", run: warnings::run }]
 }
 
 /// Runs every pass; the checked set is usable only when there are no errors.
 pub fn check(sources: &SourceMap, modules: &[Module]) -> (model::PolicySet, Diagnostics) {
-    let mut cx = Context { sources, modules, checked: model::PolicySet::default(), diagnostics: Diagnostics::default() };
+    let mut cx =
+        Context { sources, modules, checked: model::PolicySet::default(), diagnostics: Diagnostics::default() };
     for pass in passes() {
         (pass.run)(&mut cx);
     }

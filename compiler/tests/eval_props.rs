@@ -21,7 +21,12 @@ fn outcome(e: &Evaluation<'_>) -> (Action, Vec<(String, String)>) {
 }
 
 fn catch_all(name: &str, ingress: Option<GenRule>, egress: Option<GenRule>) -> GenPolicy {
-    GenPolicy { name: name.into(), selector: "{}".into(), ingress: ingress.map(|r| vec![r]), egress: egress.map(|r| vec![r]) }
+    GenPolicy {
+        name: name.into(),
+        selector: "{}".into(),
+        ingress: ingress.map(|r| vec![r]),
+        egress: egress.map(|r| vec![r]),
+    }
 }
 
 proptest! {

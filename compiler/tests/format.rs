@@ -99,7 +99,10 @@ fn layout_problem(out: &str) -> Option<String> {
         }
         let blank = line.is_empty();
         let previous = i.checked_sub(1).map(|p| lines[p]);
-        if blank && (i == 0 || previous.is_some_and(|p| p.is_empty() || (p.ends_with('{') && !p.trim_start().starts_with('#')))) {
+        if blank
+            && (i == 0
+                || previous.is_some_and(|p| p.is_empty() || (p.ends_with('{') && !p.trim_start().starts_with('#'))))
+        {
             return Some(format!("line {n}: a blank line at the start or after a blank line or `{{`"));
         }
         if line.trim_start().starts_with('}') && previous.is_some_and(str::is_empty) {
@@ -270,7 +273,19 @@ fn peer() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn port() -> impl Strategy<Value = String> + Clone {
-    pick(&["tcp", "tcp/80", "udp/53", "tcp/8000-8080", "tcp/http", "icmp/echo-request", "icmp/8", "any", "$web", "$a", "sctp/0"])
+    pick(&[
+        "tcp",
+        "tcp/80",
+        "udp/53",
+        "tcp/8000-8080",
+        "tcp/http",
+        "icmp/echo-request",
+        "icmp/8",
+        "any",
+        "$web",
+        "$a",
+        "sctp/0",
+    ])
 }
 
 fn comma_separated(parts: Vec<Vec<String>>) -> Vec<String> {

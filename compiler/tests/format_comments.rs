@@ -79,7 +79,11 @@ fn line(texts: impl Strategy<Value = String>) -> impl Strategy<Value = Line> {
         .prop_map(|(leading, blank_before, text, trailing)| Line { leading, blank_before, text, trailing })
 }
 
-fn block(header: &'static str, children: impl Strategy<Value = Vec<Child>>, set_apart: bool) -> impl Strategy<Value = Block> {
+fn block(
+    header: &'static str,
+    children: impl Strategy<Value = Vec<Child>>,
+    set_apart: bool,
+) -> impl Strategy<Value = Block> {
     (line(Just(header.to_string())), children, own_lines(), prop::option::of(comment())).prop_map(
         move |(header, children, end_comments, after_close)| Block {
             header,
@@ -98,7 +102,8 @@ const RULES: &[&str] = &[
     "allow c: from $p on $web, udp/53",
     "deny d: from {!legacy, team not in (ops)} on tcp/8000-8080",
 ];
-const FIELDS: &[&str] = &["labels {app=web, tier=db}", "ipv4 10.0.0.1", "port http = tcp/80", "iface eth0", "labels {}"];
+const FIELDS: &[&str] =
+    &["labels {app=web, tier=db}", "ipv4 10.0.0.1", "port http = tcp/80", "iface eth0", "labels {}"];
 const DEFINITIONS: &[&str] =
     &["ports web = tcp/80, tcp/443", "selector s = {app=web}", "peers p = world, 10.0.0.0/8 except (10.1.0.0/16)"];
 

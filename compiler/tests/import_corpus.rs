@@ -29,11 +29,8 @@ fn root() -> PathBuf {
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("readable")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(dir).expect("readable").map(|e| e.expect("entry").path()).filter(|p| p.is_dir()).collect();
     dirs.sort();
     dirs
 }
@@ -169,7 +166,13 @@ fn diff_shortcut_agrees_with_exhaustive_evaluation() {
         for (i, old) in sets.iter().enumerate() {
             let new = &sets[(i + 1) % sets.len()];
             let fast = polc::diff::diff(old, new);
-            assert_eq!(fast, polc::diff::diff_exhaustive(old, new), "{family}: {} -> {}", cases[i], cases[(i + 1) % cases.len()]);
+            assert_eq!(
+                fast,
+                polc::diff::diff_exhaustive(old, new),
+                "{family}: {} -> {}",
+                cases[i],
+                cases[(i + 1) % cases.len()]
+            );
             changed += usize::from(!fast.changes.is_empty());
         }
     }

@@ -22,8 +22,10 @@ fn import_writes_formatted_files_that_check() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = import("tests/corpus/kubernetes/e2e/stacked-policies/policy.yaml", dir.path(), &[]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+        .collect();
     names.sort();
     assert_eq!(names, ["pods.pol", "x.allow-ns-y-port-81.pol", "x.allow-ns-z-port-81.pol"]);
     let dir_arg = dir.path().display().to_string();
@@ -108,12 +110,18 @@ fn diff_compares_two_git_revisions() {
     std::fs::create_dir(repo.join("pol")).expect("dir");
     let inventory = "endpoint a { labels {app=a}  ipv4 10.0.0.1 }\nendpoint b { labels {app=b}  ipv4 10.0.0.2 }\n";
     std::fs::write(repo.join("pol/endpoints.pol"), inventory).expect("written");
-    std::fs::write(repo.join("pol/p.pol"), "policy p {\n  select {app=a}\n\n  ingress {\n    allow r: from {app=b} on tcp/80\n  }\n}\n")
-        .expect("written");
+    std::fs::write(
+        repo.join("pol/p.pol"),
+        "policy p {\n  select {app=a}\n\n  ingress {\n    allow r: from {app=b} on tcp/80\n  }\n}\n",
+    )
+    .expect("written");
     git(repo, &["add", "."]);
     git(repo, &["commit", "-qm", "one"]);
-    std::fs::write(repo.join("pol/p.pol"), "policy p {\n  select {app=a}\n\n  ingress {\n    allow r: from {app=b} on tcp/80-81\n  }\n}\n")
-        .expect("written");
+    std::fs::write(
+        repo.join("pol/p.pol"),
+        "policy p {\n  select {app=a}\n\n  ingress {\n    allow r: from {app=b} on tcp/80-81\n  }\n}\n",
+    )
+    .expect("written");
     git(repo, &["commit", "-qam", "two"]);
     let out = Command::new(env!("CARGO_BIN_EXE_polc"))
         .args(["diff", "--git", "HEAD~1", "HEAD", "pol", "--exit-code"])

@@ -14,7 +14,8 @@ fn example(name: &str) -> (PolicySet, Resolved) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
     let frontend = driver::load(&[dir]).expect("example loads");
     assert!(!frontend.has_errors(), "{name} has errors");
-    let (resolved, _) = resolve(&frontend.checked, &IdentityLock::default(), &ResolveConfig::default()).expect("resolves");
+    let (resolved, _) =
+        resolve(&frontend.checked, &IdentityLock::default(), &ResolveConfig::default()).expect("resolves");
     (frontend.checked, resolved)
 }
 
@@ -140,7 +141,8 @@ fn equal_label_sets_share_an_identity_and_ignored_keys_do_not_count() {
     let (plain, _) = resolve(&frontend.checked, &IdentityLock::default(), &ResolveConfig::default()).expect("resolves");
     let id = |r: &Resolved, n: &str| r.endpoint(n).expect("endpoint").identity;
     assert_ne!(id(&plain, "a"), id(&plain, "b"));
-    let config = ResolveConfig { ignored_label_keys: ["pod-template-hash".to_string()].into(), ..ResolveConfig::default() };
+    let config =
+        ResolveConfig { ignored_label_keys: ["pod-template-hash".to_string()].into(), ..ResolveConfig::default() };
     let (ignoring, lock) = resolve(&frontend.checked, &IdentityLock::default(), &config).expect("resolves");
     assert_eq!(id(&ignoring, "a"), id(&ignoring, "b"));
     assert_eq!(ignoring.endpoints[0].ingress, ignoring.endpoints[1].ingress);

@@ -47,7 +47,8 @@ struct Spec {
 
 const KEYS: [&str; 3] = ["app", "tier", "env"];
 const VALUES: [&str; 3] = ["a", "b", "c"];
-const SELECTOR_TERMS: [&str; 8] = ["app=a", "app=b", "tier in (a, b)", "env!=c", "tier", "!env", "app not in (c)", "env=a"];
+const SELECTOR_TERMS: [&str; 8] =
+    ["app=a", "app=b", "tier in (a, b)", "env!=c", "tier", "!env", "app not in (c)", "env=a"];
 const PEERS: [&str; 14] = [
     "{app=a}",
     "{tier=b}",
@@ -86,7 +87,11 @@ fn endpoint_spec(id: usize) -> impl Strategy<Value = EndpointSpec> {
 }
 
 fn rule_spec() -> impl Strategy<Value = RuleSpec> {
-    (prop::bool::weighted(0.3), prop::collection::vec(0..PEERS.len(), 1..3), prop::collection::vec(0..PORTS.len(), 0..3))
+    (
+        prop::bool::weighted(0.3),
+        prop::collection::vec(0..PEERS.len(), 1..3),
+        prop::collection::vec(0..PORTS.len(), 0..3),
+    )
         .prop_map(|(deny, peers, ports)| RuleSpec { deny, peers, ports })
 }
 
@@ -102,7 +107,11 @@ fn policy_spec() -> impl Strategy<Value = PolicySpec> {
 fn spec() -> impl Strategy<Value = Spec> {
     (2usize..7, prop::collection::vec(policy_spec(), 1..5)).prop_flat_map(|(n, policies)| {
         let endpoints: Vec<_> = (0..n).map(endpoint_spec).collect();
-        endpoints.prop_map(move |endpoints| Spec { next_endpoint: endpoints.len(), endpoints, policies: policies.clone() })
+        endpoints.prop_map(move |endpoints| Spec {
+            next_endpoint: endpoints.len(),
+            endpoints,
+            policies: policies.clone(),
+        })
     })
 }
 
@@ -309,7 +318,8 @@ fn one_rule_edit_recomputes_only_its_endpoints() {
                 policy pa { select {app=a} ingress { allow x: from {app=b} on tcp/80 } }\n\
                 policy pc { select {app=c} ingress { allow y: from all on tcp/22 } }\n";
     let checked = |text: &str| driver::check_text("t.pol", text).checked;
-    let mut resolver = Resolver::new(checked(base), &IdentityLock::default(), ResolveConfig::default()).expect("resolves");
+    let mut resolver =
+        Resolver::new(checked(base), &IdentityLock::default(), ResolveConfig::default()).expect("resolves");
     let changes = resolver.update(checked(&base.replace("tcp/80", "tcp/8080"))).expect("update");
     assert_eq!(changes.changed_endpoints, vec!["a".to_string()]);
     assert_eq!((changes.recomputed, changes.skipped), (1, 2));
@@ -337,7 +347,8 @@ fn a_peer_renaming_its_port_changes_egress_tables_that_name_it() {
                 endpoint other { labels {app=other} ipv4 10.0.0.3 }\n\
                 policy p { select {app=client} egress { allow x: to {app=web} on tcp/http } }\n";
     let checked = |text: &str| driver::check_text("t.pol", text).checked;
-    let mut resolver = Resolver::new(checked(base), &IdentityLock::default(), ResolveConfig::default()).expect("resolves");
+    let mut resolver =
+        Resolver::new(checked(base), &IdentityLock::default(), ResolveConfig::default()).expect("resolves");
     let changes = resolver.update(checked(&base.replace("tcp/80", "tcp/8080"))).expect("update");
     assert_eq!(changes.changed_endpoints, vec!["client".to_string()], "web's tables do not use its names");
     let web = resolver.resolved().endpoint("web").expect("web").identity;
@@ -368,7 +379,8 @@ fn a_failed_update_changes_nothing_and_later_updates_stay_exact() {
     let moved = format!("{endpoints}{named}").replace("tcp/80", "tcp/8080");
     let changes = resolver.update(driver::check_text("t.pol", &moved).checked).expect("fits");
     assert_eq!(changes.changed_endpoints, vec!["a".to_string()]);
-    let full = Resolver::new(driver::check_text("t.pol", &moved).checked, &IdentityLock::default(), config).expect("full");
+    let full =
+        Resolver::new(driver::check_text("t.pol", &moved).checked, &IdentityLock::default(), config).expect("full");
     assert_eq!(resolver.resolved(), full.resolved());
 }
 
@@ -412,9 +424,9 @@ fn naive_verdict(
             (PortMatch::All, Some(p)) => proto_is(p),
             (PortMatch::Range { low, high }, Some(p)) => proto_is(p) && (*low..=*high).contains(&port),
             (PortMatch::Range { low, high }, None) => [6, 17, 132].contains(&proto) && (*low..=*high).contains(&port),
-            (PortMatch::Named(name), wanted) => {
-                destination_ports(name).into_iter().any(|(p, n)| proto_is(p) && n == port && wanted.is_none_or(|w| w == p))
-            }
+            (PortMatch::Named(name), wanted) => destination_ports(name)
+                .into_iter()
+                .any(|(p, n)| proto_is(p) && n == port && wanted.is_none_or(|w| w == p)),
         }
     };
     let matching: Vec<&Rule> = sections
@@ -463,7 +475,8 @@ fn naive_peer_matches(m: &PeerMatch, peer: &IdentityInfo) -> bool {
         }
         (PeerMatch::Entity(Entity::All), _) => true,
         (PeerMatch::Entity(Entity::World), kind) => {
-            ["world", "world-ipv4", "world-ipv6"].iter().any(|n| reserved(n)) || matches!(kind, IdentityKind::Cidr { .. })
+            ["world", "world-ipv4", "world-ipv6"].iter().any(|n| reserved(n))
+                || matches!(kind, IdentityKind::Cidr { .. })
         }
         (PeerMatch::Entity(Entity::Cluster), kind) => {
             matches!(kind, IdentityKind::Endpoint { .. })

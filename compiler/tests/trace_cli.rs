@@ -17,16 +17,25 @@ const TRACES: &[(&str, &[&str])] = &[
     ("l3-allowed", &["examples/l3-l4-rule", "--from", "app2", "--to", "app1", "--port", "80/tcp"]),
     ("l3-default-deny", &["examples/l3-l4-rule", "--from", "app3", "--to", "app1", "--port", "80/tcp"]),
     ("l3-not-enforced", &["examples/l3-l4-rule", "--from", "app1", "--to", "app2", "--port", "80/tcp"]),
-    ("l3-by-address", &["examples/l3-l4-rule", "--from", "10.200.1.12", "--to", "fd00:200:1::11", "--port", "http/tcp"]),
+    (
+        "l3-by-address",
+        &["examples/l3-l4-rule", "--from", "10.200.1.12", "--to", "fd00:200:1::11", "--port", "http/tcp"],
+    ),
     ("deny-demo-deny-rule", &["examples/deny-demo", "--from", "demo2", "--to", "demo1", "--port", "80/tcp"]),
     ("deny-demo-world", &["examples/deny-demo", "--from", "world", "--to", "demo1", "--proto", "47"]),
     ("three-tier-both-sides", &["examples/three-tier", "--from", "frontend", "--to", "api", "--port", "9000/tcp"]),
     ("three-tier-both-deny", &["examples/three-tier", "--from", "api", "--to", "db", "--port", "5433/tcp"]),
     ("three-tier-metadata", &["examples/three-tier", "--from", "api", "--to", "169.254.169.254", "--port", "80/tcp"]),
-    ("three-tier-icmpv6", &["examples/three-tier", "--from", "2001:db8::1", "--to", "frontend", "--icmp", "echo-request"]),
+    (
+        "three-tier-icmpv6",
+        &["examples/three-tier", "--from", "2001:db8::1", "--to", "frontend", "--icmp", "echo-request"],
+    ),
     ("three-tier-icmp-reply", &["examples/three-tier", "--from", "host", "--to", "frontend", "--icmp", "echo-reply"]),
     ("three-tier-public", &["examples/three-tier", "--from", "world", "--to", "frontend", "--port", "http/tcp"]),
-    ("three-tier-dns-to-node", &["examples/three-tier", "--from", "api", "--to", "10.200.3.1", "--proto", "udp", "--port", "53"]),
+    (
+        "three-tier-dns-to-node",
+        &["examples/three-tier", "--from", "api", "--to", "10.200.3.1", "--proto", "udp", "--port", "53"],
+    ),
 ];
 
 #[test]
@@ -65,7 +74,8 @@ fn json_traces() {
     snapshot_settings().bind(|| {
         let both = json(&["examples/three-tier", "--from", "api", "--to", "db", "--port", "5433/tcp"]);
         insta::assert_json_snapshot!("three-tier-both-deny-json", both);
-        let ping = json(&["examples/three-tier", "--from", "fd00:200:3::14", "--to", "frontend", "--icmp", "echo-request"]);
+        let ping =
+            json(&["examples/three-tier", "--from", "fd00:200:3::14", "--to", "frontend", "--icmp", "echo-request"]);
         insta::assert_json_snapshot!("three-tier-icmpv6-json", ping);
     });
 }

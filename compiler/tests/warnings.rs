@@ -74,7 +74,10 @@ fn duplicate_rules_compare_as_sets() {
     // Different ports: distinct rules.
     assert_eq!(codes(&egress("allow a: to host on tcp/80\n allow b: to host on tcp/81")), Vec::<&str>::new());
     // A `ports` definition expands to the same set as writing it out.
-    let text = format!("ports web = tcp/80, tcp/443\n{}", egress("allow a: to host on $web\n allow b: to host on tcp/443, tcp/80"));
+    let text = format!(
+        "ports web = tcp/80, tcp/443\n{}",
+        egress("allow a: to host on $web\n allow b: to host on tcp/443, tcp/80")
+    );
     assert_eq!(codes(&text), ["W0002"]);
 }
 
@@ -85,7 +88,8 @@ fn rule_warnings_wait_for_a_valid_set() {
     assert_eq!(codes(&egress(rules)), ["E0005"]);
 }
 
-const INVENTORY: &str = "endpoint web {\n labels {app=web}\n ipv4 10.0.0.10\n port http = tcp/8080\n port dns = udp/53\n}\n";
+const INVENTORY: &str =
+    "endpoint web {\n labels {app=web}\n ipv4 10.0.0.10\n port http = tcp/8080\n port dns = udp/53\n}\n";
 
 #[test]
 fn unknown_named_ports_need_an_inventory() {

@@ -18,6 +18,7 @@
 //!   (fresh per-endpoint maps, filled first), switched all or nothing.
 //! - [`agent`]: polcd itself (the only part that uses polc, to build).
 
+pub mod agent;
 pub mod attach;
 pub mod bundle;
 pub mod datapath;
@@ -25,4 +26,3 @@ pub mod loader;
 pub mod netlab;
 pub mod seam;
 pub mod swap;
-pub mod agent;

@@ -275,7 +275,10 @@ fn in_ns(ns: &str, args: &[&str]) -> Result<(), LabError> {
 
 fn run(program: &str, args: &[&str]) -> Result<(), LabError> {
     let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program).args(args).output().map_err(|source| LabError::Spawn { command: command.clone(), source })?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| LabError::Spawn { command: command.clone(), source })?;
     if out.status.success() {
         Ok(())
     } else {

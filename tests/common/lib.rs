@@ -26,6 +26,7 @@ pub fn resolve_example(dir: &std::path::Path) -> Result<(polc::sema::model::Poli
     let lock_file = resolve::lock_path(&[dir.to_path_buf()]);
     let text = std::fs::read_to_string(&lock_file).map_err(|e| e.to_string())?;
     let lock = IdentityLock::parse(&text).map_err(|e| e.to_string())?;
-    let (resolved, _) = resolve::resolve(&frontend.checked, &lock, &ResolveConfig::default()).map_err(|e| e.to_string())?;
+    let (resolved, _) =
+        resolve::resolve(&frontend.checked, &lock, &ResolveConfig::default()).map_err(|e| e.to_string())?;
     Ok((frontend.checked, resolved))
 }

@@ -110,7 +110,8 @@ fn checkout(rev: &str, path: &str) -> Result<tempfile::TempDir, u8> {
     for file in String::from_utf8_lossy(&listing).lines().filter(|f| f.ends_with(".pol")) {
         let text = git(&["show", &format!("{rev}:./{file}")])?;
         let target = dir.path().join(Path::new(file));
-        let written = target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&target, text));
+        let written =
+            target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&target, text));
         written.map_err(|e| {
             print_error(&format!("cannot write `{}`: {e}", target.display()), None);
             EXIT_USAGE

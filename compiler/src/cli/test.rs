@@ -33,7 +33,10 @@ pub fn run(args: Args) -> u8 {
         }
     };
     if test_paths.is_empty() {
-        print_error(&"no `.poltest` files found", Some("put tests in `*.poltest` files next to the policy, or name them"));
+        print_error(
+            &"no `.poltest` files found",
+            Some("put tests in `*.poltest` files next to the policy, or name them"),
+        );
         return EXIT_USAGE;
     }
     let frontend = match load_checked(&policy_paths) {
@@ -63,7 +66,9 @@ pub fn run(args: Args) -> u8 {
     let passed: usize = results.iter().map(|(_, o)| o.len()).sum::<usize>() - failed;
     match args.format {
         Format::Human => print!("{}", report_text(&results, passed, failed)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report_json(&results, passed, failed)).unwrap_or_default()),
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&report_json(&results, passed, failed)).unwrap_or_default())
+        }
     }
     if failed == 0 {
         EXIT_OK

@@ -83,7 +83,8 @@ pub fn run(args: Args) -> u8 {
     });
     match wanted {
         Some(wanted) if wanted != evaluation.verdict() => {
-            let message = format!("expected `{}`, but the flow is `{}`", wanted.keyword(), evaluation.verdict().keyword());
+            let message =
+                format!("expected `{}`, but the flow is `{}`", wanted.keyword(), evaluation.verdict().keyword());
             print_error(&message, None);
             EXIT_INVALID
         }

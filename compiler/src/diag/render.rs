@@ -52,12 +52,7 @@ pub fn render_text(sources: &SourceMap, d: &Diagnostic) -> String {
             shown = Some((label.span.file, start.line));
         }
         let note = if label.message.is_empty() { String::new() } else { format!(" {}", label.message) };
-        let _ = writeln!(
-            out,
-            "{pad} | {}{}{note}",
-            " ".repeat(start.col - 1),
-            marker.repeat(underline_len)
-        );
+        let _ = writeln!(out, "{pad} | {}{}{note}", " ".repeat(start.col - 1), marker.repeat(underline_len));
     }
     if let Some(help) = &d.help {
         let _ = writeln!(out, "{pad} = help: {help}");

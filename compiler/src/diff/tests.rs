@@ -73,7 +73,10 @@ fn other_protocols_and_world_are_peers() {
     let report = diff(&set(&old), &set(&new));
     let text = lines(&report);
     assert!(text.contains(&"a -> world other: denied (default-deny) -> allowed by p.r".to_string()), "{text:#?}");
-    assert!(text.contains(&"a -> 0.0.0.0 udp/0-65535: denied (default-deny) -> allowed by p.r".to_string()), "{text:#?}");
+    assert!(
+        text.contains(&"a -> 0.0.0.0 udp/0-65535: denied (default-deny) -> allowed by p.r".to_string()),
+        "{text:#?}"
+    );
     assert!(!text.iter().any(|l| l.contains(" tcp/")), "{text:#?}");
 }
 

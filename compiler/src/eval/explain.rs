@@ -164,7 +164,10 @@ impl Words<'_> {
     fn reason(&self, eval: &Evaluation<'_>) -> String {
         let sides: Vec<_> = eval.sides().map(|s| self.side_phrase(s)).collect();
         if sides.is_empty() {
-            return format!("neither {} nor {} is an endpoint of this node, so nothing polices the flow", eval.src, eval.dst);
+            return format!(
+                "neither {} nor {} is an endpoint of this node, so nothing polices the flow",
+                eval.src, eval.dst
+            );
         }
         sides.join("; ")
     }

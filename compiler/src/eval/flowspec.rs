@@ -60,7 +60,9 @@ impl FlowSpecError {
             FlowSpecError::BadPeer(_) => {
                 "name an endpoint, an IPv4 or IPv6 address, or `world`, `host`, `health`, `init`, `unmanaged`".into()
             }
-            FlowSpecError::UnknownProtocol(_) => "use `tcp`, `udp`, `sctp`, `icmp`, `icmpv6` or an IP protocol number".into(),
+            FlowSpecError::UnknownProtocol(_) => {
+                "use `tcp`, `udp`, `sctp`, `icmp`, `icmpv6` or an IP protocol number".into()
+            }
             FlowSpecError::BadPort(_) => "ports are numbers from 0 to 65535, or a named port of the destination".into(),
             FlowSpecError::UnknownIcmpType { proto, .. } => {
                 format!("known names: {} (or a number from 0 to 255)", icmp::names(*proto).join(", "))
@@ -68,7 +70,9 @@ impl FlowSpecError {
             FlowSpecError::NoPorts(_) => "leave the port out for protocols other than tcp, udp and sctp".into(),
             FlowSpecError::MissingPort(_) => "give the destination port, e.g. `80`".into(),
             FlowSpecError::ConflictingProtocols(..) => "give the protocol once: `--port 53/udp`".into(),
-            FlowSpecError::NoPacket => "give `--port PORT/PROTO` (e.g. `80/tcp`), `--icmp TYPE`, or `--proto NUMBER`".into(),
+            FlowSpecError::NoPacket => {
+                "give `--port PORT/PROTO` (e.g. `80/tcp`), `--icmp TYPE`, or `--proto NUMBER`".into()
+            }
             FlowSpecError::NamedPortWithoutEndpoint { .. } => "give the port number instead".into(),
             FlowSpecError::UnknownNamedPort { known, .. } if known.is_empty() => {
                 "it has no named ports of that protocol; give the port number instead".into()
@@ -141,7 +145,12 @@ pub fn parse_port(proto: IpProto, text: &str) -> Result<PortText, FlowSpecError>
 }
 
 /// The port number, looking a named port up on the destination endpoint.
-pub fn port_number(inventory: &Inventory, dst: &FlowPeer, proto: IpProto, port: &PortText) -> Result<u16, FlowSpecError> {
+pub fn port_number(
+    inventory: &Inventory,
+    dst: &FlowPeer,
+    proto: IpProto,
+    port: &PortText,
+) -> Result<u16, FlowSpecError> {
     let name = match port {
         PortText::Number(n) => return Ok(*n),
         PortText::Named(name) => name,
@@ -150,11 +159,13 @@ pub fn port_number(inventory: &Inventory, dst: &FlowPeer, proto: IpProto, port: 
         return Err(FlowSpecError::NamedPortWithoutEndpoint { name: name.clone(), peer: dst.to_string() });
     };
     let of_proto = || endpoint.named_ports.iter().filter(|(_, (p, _))| IpProto::from(*p) == proto);
-    of_proto().find(|(n, _)| *n == name).map(|(_, (_, number))| *number).ok_or_else(|| FlowSpecError::UnknownNamedPort {
-        name: name.clone(),
-        endpoint: endpoint.name.clone(),
-        proto,
-        known: of_proto().map(|(n, _)| n.clone()).collect(),
+    of_proto().find(|(n, _)| *n == name).map(|(_, (_, number))| *number).ok_or_else(|| {
+        FlowSpecError::UnknownNamedPort {
+            name: name.clone(),
+            endpoint: endpoint.name.clone(),
+            proto,
+            known: of_proto().map(|(n, _)| n.clone()).collect(),
+        }
     })
 }
 

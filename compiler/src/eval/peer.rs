@@ -122,13 +122,15 @@ impl PeerError {
 /// addresses give `host`, any other address is outside the cluster.
 pub fn resolve<'a>(inventory: &'a Inventory, peer: &FlowPeer) -> Result<Peer<'a>, PeerError> {
     match peer {
-        FlowPeer::Endpoint(name) => inventory.endpoint(name).map(Peer::Endpoint).ok_or_else(|| {
-            PeerError::UnknownEndpoint {
+        FlowPeer::Endpoint(name) => {
+            inventory.endpoint(name).map(Peer::Endpoint).ok_or_else(|| PeerError::UnknownEndpoint {
                 name: name.clone(),
                 suggestion: closest(inventory.endpoints.iter().map(|e| e.name.as_str()), name),
-            }
-        }),
-        FlowPeer::Entity(entity) => Reserved::from_entity(*entity).map(Peer::Reserved).ok_or(PeerError::NotAFlowPeer(*entity)),
+            })
+        }
+        FlowPeer::Entity(entity) => {
+            Reserved::from_entity(*entity).map(Peer::Reserved).ok_or(PeerError::NotAFlowPeer(*entity))
+        }
         FlowPeer::Address(addr) => Ok(resolve_address(inventory, *addr)),
     }
 }

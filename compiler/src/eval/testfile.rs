@@ -129,7 +129,8 @@ fn split_words(line: &str) -> Vec<Word<'_>> {
     words
 }
 
-const SHAPE: &str = "a test reads `allow|deny SRC -> DST PROTO/PORT [by RULE, ...|because default-deny|because not-enforced]`";
+const SHAPE: &str =
+    "a test reads `allow|deny SRC -> DST PROTO/PORT [by RULE, ...|because default-deny|because not-enforced]`";
 
 fn parse_case(line: usize, text: &str, words: &[Word<'_>]) -> Result<TestCase, LineError> {
     let word = |i: usize| words.get(i);
@@ -227,7 +228,10 @@ fn rule_name(word: &Word<'_>) -> Result<RuleName, LineError> {
         Some((policy, name)) => (Some(policy.to_string()), name),
         None => (None, word.text),
     };
-    let ok = |s: &str| s.starts_with(|c: char| c.is_ascii_alphabetic()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     if ok(name) && policy.as_deref().is_none_or(ok) {
         Ok(RuleName { policy, name: name.to_string(), col: word.col })
     } else {
@@ -266,7 +270,9 @@ fn run_case(set: &PolicySet, sources: &SourceMap, path: &Path, case: &TestCase) 
     peer::resolve(&set.inventory, &case.src).map_err(|e| error(case.src_col, &e.into()))?;
     peer::resolve(&set.inventory, &case.dst).map_err(|e| error(case.dst_col, &e.into()))?;
     let port = match &case.port {
-        Some(p) => flowspec::port_number(&set.inventory, &case.dst, case.proto, p).map_err(|e| error(case.l4_col, &e))?,
+        Some(p) => {
+            flowspec::port_number(&set.inventory, &case.dst, case.proto, p).map_err(|e| error(case.l4_col, &e))?
+        }
         None => 0,
     };
     let expected_rules = match &case.expected {
@@ -318,10 +324,8 @@ fn rule_id(set: &PolicySet, name: &RuleName, path: &Path, line: usize) -> Result
         message,
         help,
     };
-    let candidates: Vec<_> = set
-        .rules()
-        .filter(|r| r.name == name.name && name.policy.as_ref().is_none_or(|p| *p == r.policy))
-        .collect();
+    let candidates: Vec<_> =
+        set.rules().filter(|r| r.name == name.name && name.policy.as_ref().is_none_or(|p| *p == r.policy)).collect();
     match candidates.as_slice() {
         [rule] => Ok(rule.id),
         [] => {

@@ -106,7 +106,15 @@ impl<'a> Printer<'a> {
     /// `header {`, the body one level deeper, `}`; `header {}` when there is
     /// nothing inside (no children, no comments). `open` and `close` are the
     /// offsets of the braces in the source.
-    fn block(&mut self, start: usize, header: &str, open: usize, close: usize, empty: bool, body: impl FnOnce(&mut Self)) {
+    fn block(
+        &mut self,
+        start: usize,
+        header: &str,
+        open: usize,
+        close: usize,
+        empty: bool,
+        body: impl FnOnce(&mut Self),
+    ) {
         let pending = self.comments.get(self.next..).unwrap_or_default();
         let has_comment_inside = pending.iter().take_while(|c| c.start < close).any(|c| c.start > open);
         if empty && !has_comment_inside {

@@ -95,8 +95,10 @@ fn rule_set(spec: &Node, name: String, scope: &Scope, ctx: &mut Ctx) -> Result<e
             _ => policy.notes.push(ctx.unknown(key, "spec")),
         }
     }
-    let subject =
-        subject.ok_or_else(|| Problem::at(spec.pos, "the rule has no `endpointSelector`".into()).help("`endpointSelector: {}` selects every endpoint"))?;
+    let subject = subject.ok_or_else(|| {
+        Problem::at(spec.pos, "the rule has no `endpointSelector`".into())
+            .help("`endpointSelector: {}` selects every endpoint")
+    })?;
     if let Some(ns) = scope.namespace {
         policy.select.push(selector::in_namespace(ns));
     }
@@ -265,11 +267,8 @@ fn to_ports(node: &Node, section: Section, ctx: &mut Ctx, notes: &mut Vec<String
                 }
             }
             "rules" | "terminatingTLS" | "originatingTLS" | "serverNames" | "listener" => {
-                let effect = if section.deny {
-                    "it is left out"
-                } else {
-                    "it is left out and the ports are allowed without it"
-                };
+                let effect =
+                    if section.deny { "it is left out" } else { "it is left out and the ports are allowed without it" };
                 notes.push(ctx.unsupported(key, &format!("polc enforces L3/L4 only; {effect}")));
             }
             _ => notes.push(ctx.unknown(key, "toPorts")),
@@ -303,9 +302,12 @@ fn port(node: &Node) -> Result<String, Problem> {
                 PortValue::Name(n) => name = Some(n),
             },
             "endPort" => {
-                end = Some(value.int().and_then(|n| u16::try_from(n).ok()).ok_or_else(|| {
-                    Problem::at(value.pos, "`endPort` must be a port number (0-65535)".into())
-                })?)
+                end = Some(
+                    value
+                        .int()
+                        .and_then(|n| u16::try_from(n).ok())
+                        .ok_or_else(|| Problem::at(value.pos, "`endPort` must be a port number (0-65535)".into()))?,
+                )
             }
             _ => return Err(Problem::at(key.pos, format!("unknown field `{}` in a port", key.name))),
         }
@@ -337,8 +339,8 @@ fn icmps(node: &Node) -> Result<Vec<String>, Problem> {
             // Cilium's names are CamelCase (`EchoRequest`); polc's kebab-case.
             None => icmp::type_by_name(proto, &kebab(ty.str("type")?)),
         };
-        let number =
-            number.ok_or_else(|| Problem::at(ty.pos, format!("unknown ICMP type `{}`", ty.str("type").unwrap_or("?"))))?;
+        let number = number
+            .ok_or_else(|| Problem::at(ty.pos, format!("unknown ICMP type `{}`", ty.str("type").unwrap_or("?"))))?;
         let keyword = if proto == Proto::Icmp { "icmp" } else { "icmpv6" };
         out.push(format!("{keyword}/{number}"));
     }

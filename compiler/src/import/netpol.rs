@@ -211,9 +211,10 @@ fn port(node: &Node) -> Result<String, Problem> {
                 PortValue::Name(n) => name = Some(n),
             },
             "endPort" => {
-                end = Some((value.int().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0)).ok_or_else(|| {
-                    Problem::at(value.pos, "`endPort` must be a port number (1-65535)".into())
-                })?)
+                end = Some(
+                    (value.int().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0))
+                        .ok_or_else(|| Problem::at(value.pos, "`endPort` must be a port number (1-65535)".into()))?,
+                )
             }
             _ => {
                 return Err(Problem::at(key.pos, format!("unknown field `{}` in a NetworkPolicy port", key.name))

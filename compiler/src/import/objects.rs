@@ -153,8 +153,12 @@ fn policy_file(path: &Path, obj: &Node, ctx: &mut Ctx) -> Result<OutputFile, Pro
         Kind::NetworkPolicy => vec![netpol::convert(obj, &meta, ctx)?],
         Kind::CiliumNetworkPolicy | Kind::CiliumClusterwideNetworkPolicy => cilium::convert(obj, &meta, ctx)?,
     };
-    let mut header =
-        vec![format!("Imported by `polc import` from {} (line {}): {}.", path.display(), meta.pos.line, meta.describe())];
+    let mut header = vec![format!(
+        "Imported by `polc import` from {} (line {}): {}.",
+        path.display(),
+        meta.pos.line,
+        meta.describe()
+    )];
     header.extend(notes.into_iter().map(|n| format!("polc: {n}")));
     let blocks: Vec<String> = policies.iter().map(emit::policy).collect();
     Ok(emit::file(meta.file_name(), &header, &blocks))

@@ -108,14 +108,20 @@ fn endpoint(pod: &Node, namespaces: Option<&NamespaceLabels>) -> Result<Result<E
     for (key, value, pos) in labels_of(meta)? {
         let key = selector::key(&key, Keys::Pod, pos)?;
         if key == NAMESPACE_KEY || key == SERVICE_ACCOUNT_KEY || key.starts_with(NAMESPACE_LABELS_PREFIX) {
-            return Err(Problem::at(pos, format!("pod label `{key}` would clash with the label polc derives from Kubernetes")));
+            return Err(Problem::at(
+                pos,
+                format!("pod label `{key}` would clash with the label polc derives from Kubernetes"),
+            ));
         }
         labels.push((key, selector::value(&value, pos)?.trim_matches('"').to_string()));
     }
     labels.push((NAMESPACE_KEY.to_string(), ns.to_string()));
     let ns_labels = match namespaces {
         Some(all) => all.get(ns).cloned().ok_or_else(|| {
-            Problem::at(meta.pos, format!("pod `{ns}/{name}` is in namespace `{ns}`, which the namespace list does not have"))
+            Problem::at(
+                meta.pos,
+                format!("pod `{ns}/{name}` is in namespace `{ns}`, which the namespace list does not have"),
+            )
         })?,
         // Without a namespace list, the label Kubernetes puts on every namespace.
         None => vec![(NAMESPACE_NAME_LABEL.to_string(), ns.to_string(), Pos::default())],
@@ -170,7 +176,10 @@ fn endpoint(pod: &Node, namespaces: Option<&NamespaceLabels>) -> Result<Result<E
                     .help("polc port names begin with a letter and hold letters, digits, `-` and `_`"));
             }
             if ports.iter().any(|(n, _)| n == port_text) {
-                return Err(Problem::at(port_name.pos, format!("port name `{port_text}` is used twice in pod `{ns}/{name}`")));
+                return Err(Problem::at(
+                    port_name.pos,
+                    format!("port name `{port_text}` is used twice in pod `{ns}/{name}`"),
+                ));
             }
             let number = field(p, "containerPort")
                 .and_then(Node::int)

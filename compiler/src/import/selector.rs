@@ -122,13 +122,10 @@ fn expression(expr: &Node, keys: Keys) -> Result<(String, String), Problem> {
     let field = |name: &str| expr.get(name);
     let raw_key = field("key").ok_or_else(|| Problem::at(expr.pos, "a match expression needs `key`".into()))?;
     let polc_key = key(raw_key.str("key")?, keys, raw_key.pos)?;
-    let op_node = field("operator").ok_or_else(|| Problem::at(expr.pos, "a match expression needs `operator`".into()))?;
+    let op_node =
+        field("operator").ok_or_else(|| Problem::at(expr.pos, "a match expression needs `operator`".into()))?;
     let values = match field("values") {
-        Some(list) => list
-            .seq("values")?
-            .iter()
-            .map(|v| value(v_str(v)?, v.pos))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(list) => list.seq("values")?.iter().map(|v| value(v_str(v)?, v.pos)).collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
     for (k, _) in expr.map("matchExpressions")? {

@@ -67,7 +67,9 @@ fn expect(set: &Frontend, cases: &[(&str, &str, &str, bool)]) {
 }
 
 fn netpol(spec: &str) -> String {
-    format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: x\nspec:\n{spec}")
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: x\nspec:\n{spec}"
+    )
 }
 
 fn cnp(spec: &str) -> String {
@@ -86,14 +88,24 @@ fn pod_selector_peers_are_limited_to_the_policy_namespace() {
 
 #[test]
 fn namespace_selectors_match_namespace_labels() {
-    let set = import(&netpol(
-        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n",
-    ));
-    expect(&set, &[("y/a", "x/a", "tcp/80", true), ("y/c", "x/b", "udp/81", true), ("x/b", "x/a", "tcp/80", false), ("z/b", "x/c", "tcp/80", false)]);
+    let set =
+        import(&netpol("  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n"));
+    expect(
+        &set,
+        &[
+            ("y/a", "x/a", "tcp/80", true),
+            ("y/c", "x/b", "udp/81", true),
+            ("x/b", "x/a", "tcp/80", false),
+            ("z/b", "x/c", "tcp/80", false),
+        ],
+    );
     let by_name = import(&netpol(
         "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions:\n        - {key: kubernetes.io/metadata.name, operator: NotIn, values: [y]}\n",
     ));
-    expect(&by_name, &[("z/a", "x/a", "tcp/80", true), ("x/b", "x/a", "tcp/80", true), ("y/a", "x/a", "tcp/80", false)]);
+    expect(
+        &by_name,
+        &[("z/a", "x/a", "tcp/80", true), ("x/b", "x/a", "tcp/80", true), ("y/a", "x/a", "tcp/80", false)],
+    );
 }
 
 #[test]
@@ -101,17 +113,36 @@ fn peers_are_ored_and_one_peers_selectors_are_anded() {
     let or = import(&netpol(
         "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n    - podSelector: {matchLabels: {pod: b}}\n",
     ));
-    expect(&or, &[("y/c", "x/a", "tcp/80", true), ("x/b", "x/a", "tcp/80", true), ("z/b", "x/a", "tcp/80", false), ("x/c", "x/a", "tcp/80", false)]);
+    expect(
+        &or,
+        &[
+            ("y/c", "x/a", "tcp/80", true),
+            ("x/b", "x/a", "tcp/80", true),
+            ("z/b", "x/a", "tcp/80", false),
+            ("x/c", "x/a", "tcp/80", false),
+        ],
+    );
     let and = import(&netpol(
         "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: b}}\n",
     ));
-    expect(&and, &[("y/b", "x/a", "tcp/80", true), ("y/c", "x/a", "tcp/80", false), ("x/b", "x/a", "tcp/80", false), ("z/b", "x/a", "tcp/80", false)]);
+    expect(
+        &and,
+        &[
+            ("y/b", "x/a", "tcp/80", true),
+            ("y/c", "x/a", "tcp/80", false),
+            ("x/b", "x/a", "tcp/80", false),
+            ("z/b", "x/a", "tcp/80", false),
+        ],
+    );
 }
 
 #[test]
 fn an_empty_ingress_rule_allows_everything() {
     let set = import(&netpol("  podSelector: {}\n  ingress:\n  - {}\n"));
-    expect(&set, &[("z/c", "x/a", "sctp/81", true), ("203.0.113.9", "x/b", "udp/53", true), ("host", "x/c", "tcp/1", true)]);
+    expect(
+        &set,
+        &[("z/c", "x/a", "sctp/81", true), ("203.0.113.9", "x/b", "udp/53", true), ("host", "x/c", "tcp/1", true)],
+    );
 }
 
 #[test]
@@ -120,16 +151,18 @@ fn policy_types_default_to_ingress_plus_egress_with_egress_rules() {
     let ingress_only = import(&netpol("  podSelector: {}\n"));
     expect(&ingress_only, &[("y/a", "x/a", "tcp/80", false), ("x/a", "y/a", "tcp/80", true)]);
     // Egress rules: both directions enforced, ingress with no rule.
-    let both = import(&netpol(
-        "  podSelector: {}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {ns: y}}\n",
-    ));
+    let both =
+        import(&netpol("  podSelector: {}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {ns: y}}\n"));
     expect(&both, &[("x/a", "y/a", "tcp/80", true), ("x/a", "z/a", "tcp/80", false), ("y/a", "x/a", "tcp/80", false)]);
     // An empty list is defaulted like a missing one.
     let empty = import(&netpol("  podSelector: {}\n  policyTypes: []\n"));
     expect(&empty, &[("y/a", "x/a", "tcp/80", false), ("x/a", "y/a", "tcp/80", true)]);
     // Explicit Egress only: ingress is left alone, egress denies all.
     let egress = import(&netpol("  podSelector: {}\n  policyTypes: [Egress]\n"));
-    expect(&egress, &[("y/a", "x/a", "tcp/80", true), ("x/a", "y/a", "tcp/80", false), ("x/a", "x/b", "tcp/80", false)]);
+    expect(
+        &egress,
+        &[("y/a", "x/a", "tcp/80", true), ("x/a", "y/a", "tcp/80", false), ("x/a", "x/b", "tcp/80", false)],
+    );
 }
 
 #[test]
@@ -259,18 +292,30 @@ fn cilium_deny_rules_win_over_allows() {
     let set = import(&cnp(
         "  endpointSelector: {matchLabels: {pod: a}}\n  ingress:\n  - fromEntities: [all]\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {pod: b}}]\n    toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]\n",
     ));
-    expect(&set, &[("x/b", "x/a", "tcp/80", false), ("x/b", "x/a", "tcp/81", true), ("x/c", "x/a", "tcp/80", true), ("y/b", "x/a", "tcp/80", true)]);
+    expect(
+        &set,
+        &[
+            ("x/b", "x/a", "tcp/80", false),
+            ("x/b", "x/a", "tcp/81", true),
+            ("x/c", "x/a", "tcp/80", true),
+            ("y/b", "x/a", "tcp/80", true),
+        ],
+    );
 }
 
 #[test]
 fn a_deny_only_cilium_policy_puts_the_direction_in_default_deny() {
     let set = import(&cnp("  endpointSelector: {}\n  egressDeny:\n  - toEntities: [world]\n"));
-    expect(&set, &[("x/a", "198.51.100.1", "tcp/443", false), ("x/a", "x/b", "tcp/80", false), ("y/a", "x/b", "tcp/80", true)]);
+    expect(
+        &set,
+        &[("x/a", "198.51.100.1", "tcp/443", false), ("x/a", "x/b", "tcp/80", false), ("y/a", "x/b", "tcp/80", true)],
+    );
 }
 
 #[test]
 fn an_empty_cilium_rule_allows_nothing_but_enforces_default_deny() {
-    let (files, _) = run(&cnp("  endpointSelector: {matchLabels: {pod: a}}\n  ingress:\n  - {}\n"), false).expect("imports");
+    let (files, _) =
+        run(&cnp("  endpointSelector: {matchLabels: {pod: a}}\n  ingress:\n  - {}\n"), false).expect("imports");
     let policy = files.iter().find(|f| f.name == "cnp.x.p.pol").expect("the policy file");
     assert!(policy.text.contains("ingress {\n    # polc: `ingress` rule ingress-1 is empty"), "{}", policy.text);
     let set = load(files);
@@ -282,7 +327,15 @@ fn cilium_icmp_rules() {
     let set = import(&cnp(
         "  endpointSelector: {}\n  ingress:\n  - icmps:\n    - fields:\n      - {type: 8, family: IPv4}\n      - {type: EchoRequest, family: IPv6}\n",
     ));
-    expect(&set, &[("y/a", "x/a", "icmp/8", true), ("y/a", "x/a", "icmp/0", false), ("y/a", "x/a", "icmpv6/128", true), ("y/a", "x/a", "tcp/80", false)]);
+    expect(
+        &set,
+        &[
+            ("y/a", "x/a", "icmp/8", true),
+            ("y/a", "x/a", "icmp/0", false),
+            ("y/a", "x/a", "icmpv6/128", true),
+            ("y/a", "x/a", "tcp/80", false),
+        ],
+    );
 }
 
 #[test]
@@ -290,7 +343,15 @@ fn clusterwide_policies_are_not_namespaced() {
     let set = import(
         "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: c}\nspec:\n  endpointSelector: {matchLabels: {pod: b}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {pod: a}}]\n",
     );
-    expect(&set, &[("y/a", "z/b", "tcp/80", true), ("x/a", "x/b", "tcp/80", true), ("y/c", "z/b", "tcp/80", false), ("y/c", "z/c", "tcp/80", true)]);
+    expect(
+        &set,
+        &[
+            ("y/a", "z/b", "tcp/80", true),
+            ("x/a", "x/b", "tcp/80", true),
+            ("y/c", "z/b", "tcp/80", false),
+            ("y/c", "z/c", "tcp/80", true),
+        ],
+    );
 }
 
 #[test]
@@ -338,9 +399,21 @@ fn lists_json_and_multiple_documents() {
     let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["pods.pol", "x.p.pol", "y.a.pol", "z.b.c.pol"]);
     assert!(files[3].text.contains("policy z_b_c {"), "{}", files[3].text);
-    assert!(files[3].text.starts_with("# Imported by `polc import` from policy.yaml (line 13): NetworkPolicy z/b.c.\n"), "{}", files[3].text);
+    assert!(
+        files[3].text.starts_with("# Imported by `polc import` from policy.yaml (line 13): NetworkPolicy z/b.c.\n"),
+        "{}",
+        files[3].text
+    );
     let set = load(files);
-    expect(&set, &[("x/a", "y/a", "tcp/80", false), ("z/a", "x/a", "tcp/80", false), ("z/a", "y/b", "tcp/80", false), ("y/a", "z/b", "tcp/80", true)]);
+    expect(
+        &set,
+        &[
+            ("x/a", "y/a", "tcp/80", false),
+            ("z/a", "x/a", "tcp/80", false),
+            ("z/a", "y/b", "tcp/80", false),
+            ("y/a", "z/b", "tcp/80", true),
+        ],
+    );
 }
 
 #[test]
@@ -373,10 +446,13 @@ fn pods_without_an_address_or_on_the_host_network_are_left_out_with_a_note() {
 #[test]
 fn labels_polc_cannot_represent_are_errors() {
     let long = "a".repeat(40);
-    let namespaces = format!(r#"{{"kind": "List", "items": [{{"kind": "Namespace", "metadata": {{"name": "n", "labels": {{"{long}": "v"}}}}}}]}}"#);
+    let namespaces = format!(
+        r#"{{"kind": "List", "items": [{{"kind": "Namespace", "metadata": {{"name": "n", "labels": {{"{long}": "v"}}}}}}]}}"#
+    );
     let pods = r#"{"kind": "List", "items": [{"kind": "Pod", "metadata": {"name": "p", "namespace": "n"}, "status": {"podIP": "10.1.1.1"}}]}"#;
-    let errors = import_texts(&[], Some((Path::new("pods.json"), pods)), Some((Path::new("ns.json"), &namespaces)), false)
-        .expect_err("too long");
+    let errors =
+        import_texts(&[], Some((Path::new("pods.json"), pods)), Some((Path::new("ns.json"), &namespaces)), false)
+            .expect_err("too long");
     assert!(errors[0].message.contains("which is invalid"), "{}", errors[0].message);
     assert_eq!(errors[0].line, 1);
 }
@@ -389,10 +465,15 @@ fn every_unsupported_field_and_every_bad_object_is_reported_in_one_run() {
         netpol("  podSelector: {}\n")
     );
     let errors = run(&yaml, false).expect_err("unsupported");
-    let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.message.split(':').next().unwrap_or(""))).collect();
+    let found: Vec<(usize, &str)> =
+        errors.iter().map(|e| (e.line, e.message.split(':').next().unwrap_or(""))).collect();
     assert_eq!(
         found,
-        [(9, "`toFQDNs` is not supported"), (10, "`toServices` is not supported"), (23, "`v1` `ConfigMap` is not a policy polc imports")]
+        [
+            (9, "`toFQDNs` is not supported"),
+            (10, "`toServices` is not supported"),
+            (23, "`v1` `ConfigMap` is not a policy polc imports")
+        ]
     );
 }
 
@@ -405,7 +486,10 @@ fn cidrs_that_hold_pod_addresses_are_warned_about() {
     .expect("imports");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!((warnings[0].line, warnings[0].column), (10, 23));
-    assert_eq!(warnings[0].message, "`10.0.0.0/8` holds the addresses of 6 imported pods (`y/a`, ...), which it will not match");
+    assert_eq!(
+        warnings[0].message,
+        "`10.0.0.0/8` holds the addresses of 6 imported pods (`y/a`, ...), which it will not match"
+    );
 }
 
 #[test]
@@ -416,7 +500,8 @@ fn invalid_ports_are_errors_at_the_port() {
         ("    - {port: http, endPort: 80}\n", "`endPort` needs a numeric `port`"),
         ("    - {port: 80, protocol: ICMP}\n", "unknown protocol `ICMP`"),
     ] {
-        let errors = run(&netpol(&format!("  podSelector: {{}}\n  ingress:\n  - ports:\n{ports}")), false).expect_err(message);
+        let errors =
+            run(&netpol(&format!("  podSelector: {{}}\n  ingress:\n  - ports:\n{ports}")), false).expect_err(message);
         assert_eq!(errors[0].line, 10, "{errors:?}");
         assert!(errors[0].message.starts_with(message), "{errors:?}");
     }
@@ -440,5 +525,8 @@ fn two_objects_written_to_one_file_are_an_error() {
     let text = netpol("  podSelector: {}\n");
     let errors = import_texts(&[(Path::new("a.yaml"), &text), (Path::new("b.yaml"), &text)], None, None, false)
         .expect_err("clash");
-    assert_eq!(errors[0].to_string(), "b.yaml: error: two objects are both imported as `x.p.pol` (the other is from `a.yaml`)");
+    assert_eq!(
+        errors[0].to_string(),
+        "b.yaml: error: two objects are both imported as `x.p.pol` (the other is from `a.yaml`)"
+    );
 }

@@ -26,7 +26,10 @@ pub enum Value {
     Null,
     /// A scalar as written; `plain` is false for quoted and block scalars,
     /// which are always strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Key, Node)>),
 }

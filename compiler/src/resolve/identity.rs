@@ -169,7 +169,8 @@ impl IdentityLock {
 
 /// `{a=b, c="x y"}`: the label syntax of `.pol` files, keys sorted.
 pub fn render_labels(labels: &Labels) -> String {
-    let items: Vec<String> = labels.iter().map(|(k, v)| format!("{}={}", quote_if_needed(k), quote_if_needed(v))).collect();
+    let items: Vec<String> =
+        labels.iter().map(|(k, v)| format!("{}={}", quote_if_needed(k), quote_if_needed(v))).collect();
     format!("{{{}}}", items.join(", "))
 }
 
@@ -261,13 +262,18 @@ pub fn allocate(
     let known: BTreeMap<&IdentityKey, u32> = lock.entries.iter().map(|(n, e)| (&e.key, *n)).collect();
     let mut next_endpoint =
         lock.entries.range(..Identity::FIRST_CIDR).next_back().map_or(Identity::FIRST_ENDPOINT, |(n, _)| n + 1);
-    let mut next_cidr =
-        lock.entries.range(Identity::FIRST_CIDR..).next_back().map_or(Some(Identity::FIRST_CIDR), |(n, _)| n.checked_add(1));
+    let mut next_cidr = lock
+        .entries
+        .range(Identity::FIRST_CIDR..)
+        .next_back()
+        .map_or(Some(Identity::FIRST_CIDR), |(n, _)| n.checked_add(1));
     let mut entries: BTreeMap<u32, LockEntry> =
         lock.entries.iter().map(|(n, e)| (*n, LockEntry { key: e.key.clone(), retired: true })).collect();
     let mut allocation = Allocation::default();
-    let keys =
-        label_sets.iter().map(|l| IdentityKey::Labels(l.clone())).chain(prefixes.iter().map(|p| IdentityKey::Prefix(*p)));
+    let keys = label_sets
+        .iter()
+        .map(|l| IdentityKey::Labels(l.clone()))
+        .chain(prefixes.iter().map(|p| IdentityKey::Prefix(*p)));
     for key in keys {
         let number = match known.get(&key) {
             Some(n) => *n,

@@ -18,7 +18,8 @@ pub fn build(allocation: &Allocation, inventory: &Inventory, endpoint_ids: &[Ide
     for (prefix, id) in &allocation.by_prefix {
         map.insert(*prefix, *id);
     }
-    let node = inventory.node.ipv4.iter().map(|a| IpAddr::V4(*a)).chain(inventory.node.ipv6.iter().map(|a| IpAddr::V6(*a)));
+    let node =
+        inventory.node.ipv4.iter().map(|a| IpAddr::V4(*a)).chain(inventory.node.ipv6.iter().map(|a| IpAddr::V6(*a)));
     for addr in node {
         map.insert(IpNet::from(addr), Identity::HOST);
     }
@@ -33,8 +34,9 @@ pub fn build(allocation: &Allocation, inventory: &Inventory, endpoint_ids: &[Ide
 
 /// Every identity in use, sorted by number.
 pub fn identities(allocation: &Allocation) -> Vec<IdentityInfo> {
-    let reserved =
-        RESERVED.iter().map(|(id, name)| IdentityInfo { id: *id, kind: IdentityKind::Reserved { name: name.to_string() } });
+    let reserved = RESERVED
+        .iter()
+        .map(|(id, name)| IdentityInfo { id: *id, kind: IdentityKind::Reserved { name: name.to_string() } });
     let endpoints = allocation
         .by_labels
         .iter()

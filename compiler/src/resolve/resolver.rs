@@ -71,7 +71,11 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn of(set: &PolicySet, lock: &IdentityLock, config: &ResolveConfig) -> Result<(Inputs, IdentityLock), ResolveError> {
+    fn of(
+        set: &PolicySet,
+        lock: &IdentityLock,
+        config: &ResolveConfig,
+    ) -> Result<(Inputs, IdentityLock), ResolveError> {
         let labels: Vec<Labels> =
             set.inventory.endpoints.iter().map(|e| security_labels(&e.labels, &config.ignored_label_keys)).collect();
         let prefixes = policy_prefixes(set);
@@ -170,7 +174,8 @@ fn compute_endpoints(
 /// Whether two versions of a policy resolve the same (spans aside).
 fn same_policy(a: &Policy, b: &Policy) -> bool {
     let same_rule = |x: &Rule, y: &Rule| {
-        (x.id, &x.name, x.action, x.direction, &x.peers, &x.l4) == (y.id, &y.name, y.action, y.direction, &y.peers, &y.l4)
+        (x.id, &x.name, x.action, x.direction, &x.peers, &x.l4)
+            == (y.id, &y.name, y.action, y.direction, &y.peers, &y.l4)
     };
     let same_section = |x: Option<&Vec<Rule>>, y: Option<&Vec<Rule>>| match (x, y) {
         (Some(x), Some(y)) => x.len() == y.len() && x.iter().zip(y).all(|(r, s)| same_rule(r, s)),
@@ -259,8 +264,8 @@ impl Resolver {
     /// current lock. On error nothing changes.
     pub fn update(&mut self, new_set: PolicySet) -> Result<ChangeSet, ResolveError> {
         // Same inventory and prefixes: same identities, shapes and ipcache.
-        let unchanged_inputs =
-            same_inventory(&self.set.inventory, &new_set.inventory) && policy_prefixes(&new_set) == self.inputs.prefixes;
+        let unchanged_inputs = same_inventory(&self.set.inventory, &new_set.inventory)
+            && policy_prefixes(&new_set) == self.inputs.prefixes;
         let (inputs, lock) = if unchanged_inputs {
             (Arc::clone(&self.inputs), None)
         } else {
@@ -305,8 +310,13 @@ impl Resolver {
         };
         let dirty = self.dirty_endpoints(&old_set, &new_set, &inputs, &cache, &delta);
         let cx = Context::new(&new_set.policies, &cache, &inputs.named_by_identity);
-        let dirty_indexes =
-            new_set.inventory.endpoints.iter().enumerate().filter(|(_, e)| dirty.contains(e.name.as_str())).map(|(i, _)| i);
+        let dirty_indexes = new_set
+            .inventory
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| dirty.contains(e.name.as_str()))
+            .map(|(i, _)| i);
         let recomputed = match compute_endpoints(&cx, &new_set, &inputs.shapes, dirty_indexes, &self.config) {
             Ok(r) => r,
             Err(e) => {
@@ -418,7 +428,8 @@ impl Resolver {
         // Peers whose identities changed, and identities whose named ports changed:
         // the policies naming them (unchanged ones: the old graph knows them).
         let (old_named, new_named) = (&self.inputs.named_by_identity, &inputs.named_by_identity);
-        let named_changed = old_named.keys().chain(new_named.keys()).filter(|id| old_named.get(id) != new_named.get(id));
+        let named_changed =
+            old_named.keys().chain(new_named.keys()).filter(|id| old_named.get(id) != new_named.get(id));
         let via_named: Vec<PeerMatch> = named_changed.flat_map(|id| self.graph.selectors_of(*id)).collect();
         for peer in delta.changed_selectors.iter().chain(&via_named) {
             policies_to_redo.extend(self.graph.policies_using(peer));

@@ -170,9 +170,14 @@ mod tests {
         assert_eq!(ids(&mut cache, not_a), vec![257], "`!=` holds when the key is absent");
         assert_eq!(ids(&mut cache, PeerMatch::Endpoints(Selector::default())), vec![256, 257]);
         assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::Cluster)), vec![1, 3, 4, 5, 256, 257]);
-        assert_eq!(ids(&mut cache, PeerMatch::Entity(Entity::World)), vec![2, 9, 10, 1 << 24, (1 << 24) + 1, (1 << 24) + 2]);
-        let ten =
-            PeerMatch::Cidr { net: "10.0.0.0/8".parse().expect("net"), except: vec!["10.1.0.0/16".parse().expect("net")] };
+        assert_eq!(
+            ids(&mut cache, PeerMatch::Entity(Entity::World)),
+            vec![2, 9, 10, 1 << 24, (1 << 24) + 1, (1 << 24) + 2]
+        );
+        let ten = PeerMatch::Cidr {
+            net: "10.0.0.0/8".parse().expect("net"),
+            except: vec!["10.1.0.0/16".parse().expect("net")],
+        };
         assert_eq!(ids(&mut cache, ten), vec![1 << 24]);
         let v4 = PeerMatch::Cidr { net: "0.0.0.0/0".parse().expect("net"), except: vec![] };
         assert_eq!(ids(&mut cache, v4), vec![9, 1 << 24, (1 << 24) + 1], "a /0 names world-ipv4, not the other family");

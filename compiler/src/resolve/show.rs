@@ -83,8 +83,12 @@ pub fn render_text(resolved: &Resolved, set: &PolicySet) -> String {
         let _ = writeln!(out, "  {:<24} {}", net.to_string(), names.peer(PeerKey::Identity(*id)));
     }
     for endpoint in &resolved.endpoints {
-        let _ =
-            writeln!(out, "\nendpoint {} (identity {})", endpoint.name, names.peer(PeerKey::Identity(endpoint.identity)));
+        let _ = writeln!(
+            out,
+            "\nendpoint {} (identity {})",
+            endpoint.name,
+            names.peer(PeerKey::Identity(endpoint.identity))
+        );
         direction_text(&mut out, &names, "ingress", "from", &endpoint.ingress);
         direction_text(&mut out, &names, "egress", "to", &endpoint.egress);
         let total = endpoint.ingress.entry_count() + endpoint.egress.entry_count();

@@ -6,7 +6,11 @@
 pub fn key_problem(key: &str) -> Option<String> {
     // Optional `source:` prefix, as in Cilium (`k8s:`, `any:`, `reserved:`).
     let key = match key.split_once(':') {
-        Some((source, rest)) if !source.is_empty() && source.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) => rest,
+        Some((source, rest))
+            if !source.is_empty() && source.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) =>
+        {
+            rest
+        }
         Some(_) => return Some("a `:` may only follow a lowercase source prefix such as `k8s:`".into()),
         None => key,
     };

@@ -254,13 +254,8 @@ impl<'a> Lowerer<'a> {
                 None => Selector::default(),
             },
         };
-        let mut lowered = model::Policy {
-            name: policy.name.name.clone(),
-            selector,
-            ingress: None,
-            egress: None,
-            span: policy.span,
-        };
+        let mut lowered =
+            model::Policy { name: policy.name.name.clone(), selector, ingress: None, egress: None, span: policy.span };
         if policy.sections.is_empty() {
             self.error(
                 Diagnostic::warning(
@@ -573,10 +568,9 @@ impl<'a> Lowerer<'a> {
             return Some(L4Match { proto, ports: PortMatch::All });
         };
         if let Some(icmp_proto) = proto.filter(|p| p.is_icmp()) {
-            return self.icmp_type(icmp_proto, sel).map(|t| L4Match {
-                proto,
-                ports: PortMatch::Range { low: t.into(), high: t.into() },
-            });
+            return self
+                .icmp_type(icmp_proto, sel)
+                .map(|t| L4Match { proto, ports: PortMatch::Range { low: t.into(), high: t.into() } });
         }
         let ports = match sel {
             PortSel::Number { value, span } => {
@@ -606,7 +600,11 @@ impl<'a> Lowerer<'a> {
                         Diagnostic::error(
                             codes::ICMP_TYPE_ON_PORT_PROTOCOL,
                             name.span,
-                            format!("`{}` is an ICMP type, but the protocol is `{}`", name.name, spec.protocol.keyword()),
+                            format!(
+                                "`{}` is an ICMP type, but the protocol is `{}`",
+                                name.name,
+                                spec.protocol.keyword()
+                            ),
                         )
                         .with_help(format!("ICMP types go with `icmp` or `icmpv6`: `icmp/{}`", name.name)),
                     );
@@ -855,7 +853,10 @@ impl<'a> Lowerer<'a> {
                 }
             }
         }
-        if def.ipv4.is_none() && def.ipv6.is_none() && !fields_seen.contains_key("ipv4") && !fields_seen.contains_key("ipv6")
+        if def.ipv4.is_none()
+            && def.ipv6.is_none()
+            && !fields_seen.contains_key("ipv4")
+            && !fields_seen.contains_key("ipv6")
         {
             self.error(
                 Diagnostic::error(
@@ -905,11 +906,8 @@ impl<'a> Lowerer<'a> {
     }
 
     fn mac(&mut self, text: &Text) -> Option<[u8; 6]> {
-        let parts: Vec<Option<u8>> = text
-            .value
-            .split(':')
-            .map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None })
-            .collect();
+        let parts: Vec<Option<u8>> =
+            text.value.split(':').map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None }).collect();
         if parts.len() == 6 && parts.iter().all(Option::is_some) {
             let mut mac = [0u8; 6];
             for (slot, byte) in mac.iter_mut().zip(parts.into_iter().flatten()) {
@@ -952,10 +950,14 @@ fn contradiction(requirements: &[Requirement]) -> Option<String> {
                 {
                     format!("`{k1}` cannot take values from two disjoint sets at once")
                 }
-                (Requirement::In { key: k1, .. } | Requirement::Exists { key: k1 }, Requirement::DoesNotExist { key: k2 })
-                | (Requirement::DoesNotExist { key: k2 }, Requirement::In { key: k1, .. } | Requirement::Exists { key: k1 })
-                    if k1 == k2 =>
-                {
+                (
+                    Requirement::In { key: k1, .. } | Requirement::Exists { key: k1 },
+                    Requirement::DoesNotExist { key: k2 },
+                )
+                | (
+                    Requirement::DoesNotExist { key: k2 },
+                    Requirement::In { key: k1, .. } | Requirement::Exists { key: k1 },
+                ) if k1 == k2 => {
                     format!("`{k1}` cannot both exist and not exist")
                 }
                 (Requirement::In { key: k1, values: v1 }, Requirement::NotIn { key: k2, values: v2 })

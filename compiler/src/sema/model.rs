@@ -83,7 +83,10 @@ pub enum PeerMatch {
     /// Endpoints (of the inventory) whose labels match.
     Endpoints(Selector),
     /// Addresses outside the cluster in `net` but in none of `except`.
-    Cidr { net: IpNet, except: Vec<IpNet> },
+    Cidr {
+        net: IpNet,
+        except: Vec<IpNet>,
+    },
     Entity(Entity),
 }
 
@@ -97,11 +100,21 @@ pub struct Selector {
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
     /// `key=v` or `key in (v, ...)`
-    In { key: String, values: BTreeSet<String> },
+    In {
+        key: String,
+        values: BTreeSet<String>,
+    },
     /// `key!=v` or `key not in (v, ...)`: also true when the key is absent (as in Kubernetes)
-    NotIn { key: String, values: BTreeSet<String> },
-    Exists { key: String },
-    DoesNotExist { key: String },
+    NotIn {
+        key: String,
+        values: BTreeSet<String>,
+    },
+    Exists {
+        key: String,
+    },
+    DoesNotExist {
+        key: String,
+    },
 }
 
 impl Selector {
@@ -180,7 +193,10 @@ pub enum PortMatch {
     All,
     /// Inclusive; a single port is `low == high`. With `proto: None` it
     /// applies to TCP, UDP and SCTP only.
-    Range { low: u16, high: u16 },
+    Range {
+        low: u16,
+        high: u16,
+    },
     /// Resolved against the destination endpoint's named ports.
     Named(String),
 }

@@ -79,8 +79,7 @@ fn unknown_named_ports(cx: &mut Context<'_>) {
         }
     }
     for (name, proto, span) in found {
-        let other_protocols: BTreeSet<&str> =
-            named.iter().filter(|(n, _)| *n == name).map(|(_, p)| p.name()).collect();
+        let other_protocols: BTreeSet<&str> = named.iter().filter(|(n, _)| *n == name).map(|(_, p)| p.name()).collect();
         let (message, help) = match (proto, other_protocols.is_empty()) {
             (_, true) => (
                 format!("no endpoint of the inventory names a port `{name}`"),
@@ -300,10 +299,7 @@ mod tests {
             PeerMatch::Endpoints(Selector {
                 requirements: pairs
                     .iter()
-                    .map(|(k, v)| Requirement::In {
-                        key: (*k).into(),
-                        values: [(*v).to_string()].into(),
-                    })
+                    .map(|(k, v)| Requirement::In { key: (*k).into(), values: [(*v).to_string()].into() })
                     .collect(),
             })
         };

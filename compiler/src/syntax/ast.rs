@@ -203,15 +203,8 @@ pub enum Entity {
 }
 
 impl Entity {
-    pub const ALL: [Entity; 7] = [
-        Entity::World,
-        Entity::Host,
-        Entity::Cluster,
-        Entity::All,
-        Entity::Health,
-        Entity::Init,
-        Entity::Unmanaged,
-    ];
+    pub const ALL: [Entity; 7] =
+        [Entity::World, Entity::Host, Entity::Cluster, Entity::All, Entity::Health, Entity::Init, Entity::Unmanaged];
 
     pub fn keyword(self) -> &'static str {
         match self {

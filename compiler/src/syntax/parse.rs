@@ -206,10 +206,9 @@ impl Builder {
         let span = self.span(&pair);
         match pair.as_rule() {
             R::label_selector => Peer::Selector(self.label_selector(pair)),
-            R::entity => Peer::Entity(EntityRef {
-                entity: Entity::from_keyword(pair.as_str()).unwrap_or(Entity::All),
-                span,
-            }),
+            R::entity => {
+                Peer::Entity(EntityRef { entity: Entity::from_keyword(pair.as_str()).unwrap_or(Entity::All), span })
+            }
             R::reference => Peer::Ref(self.reference(pair)),
             R::cidr_peer => {
                 let mut it = children(pair);
@@ -311,10 +310,11 @@ impl Builder {
             },
             R::ep_port => {
                 let name = it.next().map(|p| self.ident(p)).unwrap_or_else(|| self.missing(span));
-                let spec = it
-                    .next()
-                    .map(|p| self.port_spec(p))
-                    .unwrap_or(PortSpec { protocol: Protocol::Any, port: None, span });
+                let spec = it.next().map(|p| self.port_spec(p)).unwrap_or(PortSpec {
+                    protocol: Protocol::Any,
+                    port: None,
+                    span,
+                });
                 EndpointField::Port { name, spec, span }
             }
             _ => {

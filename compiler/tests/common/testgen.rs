@@ -86,7 +86,13 @@ impl Scenario {
         }
         for e in &self.endpoints {
             let labels: Vec<_> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let _ = write!(out, "endpoint {} {{\n  labels {{{}}}\n  ipv4 10.0.0.{}\n", e.name, labels.join(", "), e.host_byte);
+            let _ = write!(
+                out,
+                "endpoint {} {{\n  labels {{{}}}\n  ipv4 10.0.0.{}\n",
+                e.name,
+                labels.join(", "),
+                e.host_byte
+            );
             if e.ipv6 {
                 let _ = writeln!(out, "  ipv6 fd00::{:x}", e.host_byte);
             }
@@ -242,9 +248,26 @@ fn rule_peer() -> impl Strategy<Value = String> {
 }
 
 const PORT_ITEMS: [&str; 20] = [
-    "tcp", "udp", "tcp/80", "tcp/80-90", "tcp/8080", "udp/53", "sctp/80", "tcp/http", "udp/http", "any/http",
-    "tcp/dns", "any/dns", "any/metrics", "any/53", "any/80-8080", "icmp", "icmp/echo-request", "icmp/0",
-    "icmpv6/echo-request", "any",
+    "tcp",
+    "udp",
+    "tcp/80",
+    "tcp/80-90",
+    "tcp/8080",
+    "udp/53",
+    "sctp/80",
+    "tcp/http",
+    "udp/http",
+    "any/http",
+    "tcp/dns",
+    "any/dns",
+    "any/metrics",
+    "any/53",
+    "any/80-8080",
+    "icmp",
+    "icmp/echo-request",
+    "icmp/0",
+    "icmpv6/echo-request",
+    "any",
 ];
 
 fn rules(prefix: &'static str) -> impl Strategy<Value = Vec<GenRule>> {
@@ -285,8 +308,20 @@ fn policies() -> impl Strategy<Value = Vec<GenPolicy>> {
 const NAMES: [&str; 5] = ["e0", "e1", "e2", "e3", "e4"];
 const ENDPOINT_ADDRESSES: [&str; 6] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "fd00::1", "fd00::2"];
 const OTHER_PEERS: [&str; 14] = [
-    "10.0.0.254", "fd00::fe", "10.0.0.200", "10.0.0.130", "192.0.2.7", "8.8.8.8", "2001:db8::1", "fd00::99",
-    "10.9.9.9", "world", "host", "health", "init", "unmanaged",
+    "10.0.0.254",
+    "fd00::fe",
+    "10.0.0.200",
+    "10.0.0.130",
+    "192.0.2.7",
+    "8.8.8.8",
+    "2001:db8::1",
+    "fd00::99",
+    "10.9.9.9",
+    "world",
+    "host",
+    "health",
+    "init",
+    "unmanaged",
 ];
 
 fn flow_peer() -> impl Strategy<Value = &'static str> {
