@@ -147,7 +147,7 @@ pub fn resolve_with_lock(
                         );
                     }
                 }
-                eprintln!("  = help: split the policy, use ranges instead of single ports, or raise --max-entries");
+                eprintln!("  = help: split the policy, use ranges instead of single ports, or raise the limit (`polc show --max-entries N` shows the tables under a higher one)");
             }
             return Err(EXIT_INVALID);
         }

@@ -21,6 +21,15 @@ use std::sync::Mutex;
 pub const BPFFS: &str = "/sys/fs/bpf";
 pub const PIN_ROOT: &str = "/sys/fs/bpf/polc";
 
+/// Whether `path` is a directory strictly under [`PIN_ROOT`], written
+/// without `.`/`..` components. polcd pins (and `polcd reset` deletes) only
+/// there, so a bad `--pin-root` or state file cannot reach other tools' pins.
+pub fn is_confined_pin_root(path: &Path) -> bool {
+    use std::path::Component;
+    let plain = path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    plain && path.is_absolute() && path.starts_with(PIN_ROOT) && path != Path::new(PIN_ROOT)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("bpffs is not mounted at `{BPFFS}` and mounting it failed: {0}")]
@@ -343,4 +352,21 @@ fn write_constants(
         range.copy_from_slice(value);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pin_root_tests {
+    use super::is_confined_pin_root;
+    use std::path::Path;
+
+    #[test]
+    fn only_directories_strictly_under_the_polc_root() {
+        assert!(is_confined_pin_root(Path::new("/sys/fs/bpf/polc/node")));
+        assert!(is_confined_pin_root(Path::new("/sys/fs/bpf/polc/test-1/agent")));
+        assert!(!is_confined_pin_root(Path::new("/sys/fs/bpf/polc")));
+        assert!(!is_confined_pin_root(Path::new("/sys/fs/bpf")));
+        assert!(!is_confined_pin_root(Path::new("/sys/fs/bpf/polc/../other")));
+        assert!(!is_confined_pin_root(Path::new("/sys/fs/bpf/polcx/node")));
+        assert!(!is_confined_pin_root(Path::new("sys/fs/bpf/polc/node")));
+    }
 }

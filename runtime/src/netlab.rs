@@ -173,11 +173,15 @@ impl Lab {
             .iter()
             .position(|e| e.spec.name == name)
             .ok_or_else(|| LabError::UnknownEndpoint(name.into()))?;
-        let endpoint = self.endpoints.remove(index);
         // Deleting the veth is synchronous; a namespace is torn down lazily
-        // by the kernel, so its devices could linger for a moment.
-        self.in_node(&["ip", "link", "del", &endpoint.spec.host_iface])?;
-        run("ip", &["netns", "del", &endpoint.netns])
+        // by the kernel, so its devices could linger for a moment. The
+        // namespace goes whatever the link deletion says, and the entry is
+        // dropped only once it is gone (else Drop still removes it).
+        let endpoint = &self.endpoints[index];
+        let link = self.in_node(&["ip", "link", "del", &endpoint.spec.host_iface]);
+        run("ip", &["netns", "del", &endpoint.netns])?;
+        self.endpoints.remove(index);
+        link
     }
 
     /// Can `from` reach `to` over TCP on `port`? A listener in `to`'s

@@ -173,6 +173,13 @@ impl Agent {
     /// Reads the policy set, adopts what a previous agent left pinned and
     /// enforces every endpoint whose device exists.
     pub fn start(config: Config) -> Result<Agent, AgentError> {
+        if !crate::loader::is_confined_pin_root(&config.pin_root) {
+            return Err(AgentError::Policy(format!(
+                "pin root `{}` must be a directory under {}/",
+                config.pin_root.display(),
+                crate::loader::PIN_ROOT
+            )));
+        }
         crate::loader::ensure_bpffs()?;
         std::fs::create_dir_all(&config.state)
             .map_err(|source| AgentError::Io { path: config.state.clone(), source })?;

@@ -15,6 +15,8 @@ pub enum ResetError {
     NoState { path: PathBuf, source: std::io::Error },
     #[error("`{path}` is not a polcd state file: {source}")]
     BadState { path: PathBuf, source: serde_json::Error },
+    #[error("the state file names pin root `{0}`, which is not under /sys/fs/bpf/polc/: refusing to delete it")]
+    UnconfinedPinRoot(PathBuf),
 }
 
 /// What a reset removed.
@@ -31,6 +33,9 @@ pub fn reset(state: &Path) -> Result<Removed, ResetError> {
     let path = state.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| ResetError::NoState { path: path.clone(), source })?;
     let recorded: StateFile = serde_json::from_str(&text).map_err(|source| ResetError::BadState { path, source })?;
+    if !crate::loader::is_confined_pin_root(&recorded.pin_root) {
+        return Err(ResetError::UnconfinedPinRoot(recorded.pin_root));
+    }
     let mut removed = Removed::default();
     if let Ok(entries) = std::fs::read_dir(recorded.pin_root.join("endpoints")) {
         for entry in entries.filter_map(|e| e.ok()) {
