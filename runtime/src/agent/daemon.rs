@@ -12,7 +12,7 @@
 
 use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
-use super::node::{IpcacheEntry, NodeMaps};
+use super::node::NodeMaps;
 use crate::attach::{Attachment, Device};
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::header::{BuildOptions, NodeConfig};
@@ -79,7 +79,6 @@ pub struct Agent {
     api: BTreeMap<String, EndpointSpec>,
     slots: BTreeMap<String, Slot>,
     ids: BTreeMap<String, u32>,
-    ipcache: Vec<IpcacheEntry>,
     policy_version: u64,
     last_reload: Option<ReloadStatus>,
     last_error: Option<String>,
@@ -210,7 +209,6 @@ impl Agent {
             api,
             slots: BTreeMap::new(),
             ids: BTreeMap::new(),
-            ipcache: Vec::new(),
             policy_version: 0,
             last_reload: None,
             last_error: None,
@@ -345,11 +343,10 @@ impl Agent {
         // 2. The node-wide ipcache (the maps exist once any object loaded).
         let ipcache = ipcache_entries(self.resolver.resolved());
         if self.node.exist() {
-            if let Err(e) = self.node.sync_ipcache(&self.ipcache, &ipcache) {
+            if let Err(e) = self.node.sync_ipcache(&ipcache) {
                 prepared.into_iter().for_each(|(_, g, _)| g.discard());
                 return Err(format!("ipcache: {e}"));
             }
-            self.ipcache = ipcache;
         }
         // 3. Switch. Past this point a failure concerns one endpoint only.
         let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();

@@ -32,20 +32,32 @@ impl NodeMaps {
             .map_err(|source| LoadError::Bpf { what: format!("open pinned `{map}`"), source })
     }
 
-    /// Brings the ipcache from `old` to `new`: writes every new entry, then
-    /// deletes the prefixes no longer present.
-    pub fn sync_ipcache(&self, old: &[IpcacheEntry], new: &[IpcacheEntry]) -> Result<(), LoadError> {
+    /// Brings the ipcache to `new`: writes every entry, then deletes every
+    /// key the maps hold that `new` does not have. The maps are read rather
+    /// than trusting what this process wrote last, so entries left by an
+    /// earlier agent (a restart) or by a failed sync are removed too: a stale
+    /// entry would give a reused address the old identity's permissions.
+    pub fn sync_ipcache(&self, new: &[IpcacheEntry]) -> Result<(), LoadError> {
         seam::fill_ipcache(self, new)?;
-        let keep: BTreeSet<(IpAddr, u8)> = new.iter().map(|(a, l, _)| (*a, *l)).collect();
-        for &(addr, len, _) in old.iter().filter(|(a, l, _)| !keep.contains(&(*a, *l))) {
+        let mut wanted: BTreeSet<(&str, Vec<u8>)> = BTreeSet::new();
+        for &(addr, len, _) in new {
             let full = if addr.is_ipv4() { 32 } else { 128 };
-            let result = if len == full {
-                self.delete(datapath::ipcache_host_map(addr), &datapath::ipcache_host_key(addr))
+            if len == full {
+                wanted.insert((datapath::ipcache_host_map(addr), datapath::ipcache_host_key(addr)));
             } else {
-                self.delete(datapath::IPCACHE_MAP, &datapath::ipcache_key(addr, len))
-            };
-            // Already gone is fine (a restart does not know what was written).
-            let _ = result;
+                wanted.insert((datapath::IPCACHE_MAP, datapath::ipcache_key(addr, len).to_vec()));
+            }
+        }
+        for map in [datapath::IPCACHE_MAP, datapath::IPCACHE_HOST4_MAP, datapath::IPCACHE_HOST6_MAP] {
+            if !self.has_map(map) {
+                continue;
+            }
+            let handle = self.open(map)?;
+            let stale: Vec<Vec<u8>> = handle.keys().filter(|k| !wanted.contains(&(map, k.clone()))).collect();
+            for key in stale {
+                // Already gone is fine: only the end state matters.
+                let _ = handle.delete(&key);
+            }
         }
         Ok(())
     }
