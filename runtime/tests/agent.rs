@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-use support::{all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
+use support::{add_app4_via_api, all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
 
 const T: Duration = Duration::from_millis(400);
 
@@ -104,19 +104,7 @@ fn polcd_enforces_reloads_survives_and_resets() {
     println!("{}", String::from_utf8_lossy(&polcd_cli(&state, &["status"]).stdout));
 
     // An endpoint added through the socket, with app3's labels.
-    node.lab
-        .add_endpoint(EndpointSpec {
-            name: "app4".into(),
-            host_iface: "polc-app4".into(),
-            ipv4: Some([10, 200, 1, 14].into()),
-            ipv6: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    let added = polcd_cli(
-        &state,
-        &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app3"],
-    );
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    add_app4_via_api(&mut node, &state, "id=app3");
     let with_app4 = wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
     let app4 = with_app4.endpoints.iter().find(|e| e.name == "app4").unwrap_or_else(|| panic!("app4"));
     let app3 = with_app4.endpoints.iter().find(|e| e.name == "app3").unwrap_or_else(|| panic!("app3"));

@@ -7,12 +7,14 @@
 #![allow(clippy::panic)]
 mod support;
 
-use polc_runtime::netlab::{require_kernel, EndpointSpec};
+use polc_runtime::netlab::require_kernel;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{all_enforcing, count, example_dir, polcd_cli, receiver, resolve_dir, send, wait_for, Node, Polcd};
+use support::{
+    add_app4_via_api, all_enforcing, count, example_dir, polcd_cli, receiver, resolve_dir, send, wait_for, Node, Polcd,
+};
 
 const POLICY: &str =
     "policy flows {\n  select {id=app1}\n  ingress {\n    allow flow: from {id=app2} on udp/5000\n  }\n}\n";
@@ -52,19 +54,7 @@ fn kill_restart_and_endpoint_churn_lose_nothing() {
     assert!(polcd.log().contains("adopted `app1`"), "log:\n{}", polcd.log());
     assert_eq!(adopted.policy_version, 1);
 
-    node.lab
-        .add_endpoint(EndpointSpec {
-            name: "app4".into(),
-            host_iface: "polc-app4".into(),
-            ipv4: Some([10, 200, 1, 14].into()),
-            ipv6: None,
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    let added = polcd_cli(
-        &state,
-        &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", "id=app4"],
-    );
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    add_app4_via_api(&mut node, &state, "id=app4");
     wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
     let deleted = polcd_cli(&state, &["endpoint", "del", "app4"]);
     assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));

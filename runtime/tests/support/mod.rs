@@ -248,3 +248,21 @@ pub fn polcd_cli(state: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Makes endpoint `app4` (10.200.1.14 behind `polc-app4`) in the lab and adds
+/// it to a running polcd through its socket with `labels`.
+pub fn add_app4_via_api(node: &mut Node, state: &Path, labels: &str) {
+    node.lab
+        .add_endpoint(EndpointSpec {
+            name: "app4".into(),
+            host_iface: "polc-app4".into(),
+            ipv4: Some([10, 200, 1, 14].into()),
+            ipv6: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let added = polcd_cli(
+        state,
+        &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", labels],
+    );
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+}
