@@ -7,10 +7,16 @@
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
 //! - [`reset`]: removing everything polcd made.
+//! - [`catalog`], [`monitor`], [`stats`], [`metrics`]: naming what the
+//!   kernel reports; the event stream, the counters, Prometheus.
 
 pub mod api;
 pub mod build;
+pub mod catalog;
 pub mod daemon;
+pub mod metrics;
+pub mod monitor;
 pub mod node;
 pub mod reset;
 pub mod serve;
+pub mod stats;

@@ -48,6 +48,14 @@ impl Direction {
         }
     }
 
+    /// `ingress` or `egress` (as events, stats and metrics label it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
     fn from_u8(value: u8) -> Option<Direction> {
         match value {
             0 => Some(Direction::Ingress),
@@ -104,6 +112,32 @@ impl Reason {
         ]
         .into_iter()
         .find(|r| *r as u8 == value)
+    }
+
+    /// The name DATAPATH.md uses (`policy-deny`, `default-deny`, ...): the
+    /// `reason` of events, stats and metrics.
+    pub fn name(self) -> &'static str {
+        use Reason::*;
+        match self {
+            PolicyAllow => "policy-allow",
+            NotEnforced => "not-enforced",
+            Established => "established",
+            Reply => "reply",
+            Arp => "arp",
+            Neighbour => "neighbour",
+            PolicyDeny => "policy-deny",
+            DefaultDeny => "default-deny",
+            Truncated => "truncated",
+            Invalid => "invalid",
+            Fragment => "fragment",
+            UnknownL3 => "unknown-l3",
+            NoTailCall => "no-tail-call",
+        }
+    }
+
+    /// Every reason, in their dense order.
+    pub fn all() -> [Reason; 13] {
+        REASONS_DENSE
     }
 
     pub fn is_drop(self) -> bool {

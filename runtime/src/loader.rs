@@ -242,27 +242,14 @@ impl LoadedEndpoint {
         self.rule_slots = rule_slots;
     }
 
+    /// The rule id of each counter slot (slot 1 first).
+    pub fn rule_slots(&self) -> &[u32] {
+        &self.rule_slots
+    }
+
     /// The per-rule counters that counted something, summed over CPUs.
     pub fn metrics(&self) -> Result<Vec<(MetricsKey, Counter)>, LoadError> {
-        let map = self.map(datapath::METRICS_MAP)?;
-        let mut out = Vec::new();
-        for key in map.keys() {
-            let Some(index) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
-            let Some(parsed) = MetricsKey::from_index(index, &self.rule_slots) else { continue };
-            let per_cpu =
-                map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
-            let mut total = Counter::default();
-            for raw in per_cpu {
-                let c = Counter::parse(&raw).unwrap_or_default();
-                total.packets += c.packets;
-                total.bytes += c.bytes;
-            }
-            if total.packets > 0 {
-                out.push((parsed, total));
-            }
-        }
-        out.sort_by_key(|(k, _)| *k);
-        Ok(out)
+        read_metrics(&self.map(datapath::METRICS_MAP)?, &self.rule_slots)
     }
 
     /// A reader of the node-wide verdict events.
@@ -282,6 +269,29 @@ impl LoadedEndpoint {
         let ring = builder.build().map_err(bpf_error("ring buffer"))?;
         Ok(EventReader { ring, received })
     }
+}
+
+/// The counters of an `ep_metrics` map that counted something, summed over
+/// CPUs; `rule_slots` as [`LoadedEndpoint::rule_slots`]. A handle keeps the
+/// map readable after its generation is unpinned (its final counts).
+pub fn read_metrics(map: &MapHandle, rule_slots: &[u32]) -> Result<Vec<(MetricsKey, Counter)>, LoadError> {
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let Some(index) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
+        let Some(parsed) = MetricsKey::from_index(index, rule_slots) else { continue };
+        let per_cpu = map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
+        let mut total = Counter::default();
+        for raw in per_cpu {
+            let c = Counter::parse(&raw).unwrap_or_default();
+            total.packets += c.packets;
+            total.bytes += c.bytes;
+        }
+        if total.packets > 0 {
+            out.push((parsed, total));
+        }
+    }
+    out.sort_by_key(|(k, _)| *k);
+    Ok(out)
 }
 
 impl EndpointMaps for LoadedEndpoint {

@@ -6,10 +6,17 @@
 //! {"cmd":"endpoint_add","endpoint":{"name":"app4","iface":"polc-app4","ipv4":"10.200.1.14","labels":{"id":"app4"}}}
 //! {"cmd":"endpoint_del","name":"app4"}
 //! {"cmd":"endpoint_list"}
+//! {"cmd":"stats"}
+//! {"cmd":"monitor","verdict":"dropped","from":"app3"}
 //! ```
+//!
+//! `monitor` streams: after its `{"ok":true}` line the connection carries
+//! one event object per line until the client closes it.
 //!
 //! Every response is `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
 
+use super::monitor::MonitorFilter;
+use super::stats::Stats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -28,9 +35,17 @@ pub fn socket_path(state: &Path) -> PathBuf {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    EndpointAdd { endpoint: EndpointSpec },
-    EndpointDel { name: String },
+    EndpointAdd {
+        endpoint: EndpointSpec,
+    },
+    EndpointDel {
+        name: String,
+    },
     EndpointList,
+    /// Counters per endpoint and per rule.
+    Stats,
+    /// Streams verdict events (every filter field optional).
+    Monitor(MonitorFilter),
 }
 
 /// An endpoint added at run time (as `endpoint NAME { ... }` would declare it).
@@ -111,15 +126,17 @@ pub struct Response {
     pub status: Option<AgentStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Vec<EndpointStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
 }
 
 impl Response {
     pub fn ok() -> Response {
-        Response { ok: true, error: None, status: None, endpoints: None }
+        Response { ok: true, error: None, status: None, endpoints: None, stats: None }
     }
 
     pub fn error(message: impl Into<String>) -> Response {
-        Response { ok: false, error: Some(message.into()), status: None, endpoints: None }
+        Response { ok: false, error: Some(message.into()), status: None, endpoints: None, stats: None }
     }
 }
 
@@ -131,6 +148,8 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("polcd answered something unreadable: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Sends one request to the polcd of `state` and reads its response.

@@ -12,7 +12,10 @@
 
 use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
+use super::catalog::{rules_of, Catalog, RuleInfo};
+use super::monitor::Observe;
 use super::node::NodeMaps;
+use super::stats::{Counters, Stats};
 use crate::attach::{Attachment, Device};
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::header::{BuildOptions, NodeConfig};
@@ -34,6 +37,8 @@ pub struct Config {
     pub pin_root: PathBuf,
     /// Quiet time after a file change before reloading.
     pub debounce: Duration,
+    /// Events and metrics (see [`super::monitor`]).
+    pub observe: Observe,
 }
 
 /// What the loop reacts to.
@@ -82,6 +87,9 @@ pub struct Agent {
     policy_version: u64,
     last_reload: Option<ReloadStatus>,
     last_error: Option<String>,
+    /// The rules of `file_set`, located in their files.
+    rules: Vec<RuleInfo>,
+    counters: Counters,
 }
 
 pub fn now_ms() -> u64 {
@@ -102,14 +110,16 @@ pub fn log(message: &str) {
     eprintln!("polcd: {message}");
 }
 
-/// Reads, parses and checks the policy directory; errors rendered as text.
-fn read_policies(dir: &Path) -> Result<PolicySet, String> {
+/// Reads, parses and checks the policy directory (and locates its rules);
+/// errors rendered as text.
+fn read_policies(dir: &Path) -> Result<(PolicySet, Vec<RuleInfo>), String> {
     let frontend = polc::driver::load(&[dir.to_path_buf()]).map_err(|e| e.to_string())?;
     if frontend.has_errors() {
         let diagnostics: Vec<_> = frontend.diagnostics.iter().cloned().collect();
         return Err(polc::diag::render::render_all_text(&frontend.sources, &diagnostics).trim_end().to_string());
     }
-    Ok(frontend.checked)
+    let rules = rules_of(&frontend.checked, &frontend.sources);
+    Ok((frontend.checked, rules))
 }
 
 fn read_lock(dir: &Path) -> Result<IdentityLock, String> {
@@ -193,12 +203,13 @@ impl Agent {
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();
 
-        let file_set = read_policies(&config.policies).map_err(AgentError::Policy)?;
+        let (file_set, rules) = read_policies(&config.policies).map_err(AgentError::Policy)?;
         let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
         let lock = read_lock(&config.policies).map_err(AgentError::Policy)?;
         let resolver =
             Resolver::new(set, &lock, ResolveConfig::default()).map_err(|e| AgentError::Policy(e.to_string()))?;
-        let builder = NodeBuilder::new(&config.state.join("cache"), NodeConfig::default(), BuildOptions::default())?;
+        let options = BuildOptions { trace_level: config.observe.trace_level, ..BuildOptions::default() };
+        let builder = NodeBuilder::new(&config.state.join("cache"), NodeConfig::default(), options)?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let mut agent = Agent {
             config,
@@ -212,6 +223,8 @@ impl Agent {
             policy_version: 0,
             last_reload: None,
             last_error: None,
+            rules,
+            counters: Counters::default(),
         };
         agent.adopt();
         let started = Instant::now();
@@ -445,7 +458,8 @@ impl Agent {
 
     /// The policy files changed: reload them.
     pub fn reload(&mut self) {
-        let result = read_policies(&self.config.policies).and_then(|set| self.change(set, self.api.clone()));
+        let result = read_policies(&self.config.policies)
+            .and_then(|(set, rules)| self.change(set, self.api.clone()).map(|()| self.rules = rules));
         match result {
             Ok(()) => self.last_error = None,
             Err(e) => {
@@ -502,6 +516,8 @@ impl Agent {
     pub fn handle(&mut self, request: Request) -> Response {
         match request {
             Request::Status => Response { status: Some(self.status()), ..Response::ok() },
+            Request::Stats => Response { stats: Some(self.stats()), ..Response::ok() },
+            Request::Monitor(_) => Response::error("`monitor` streams: the socket server answers it"),
             Request::EndpointList => Response { endpoints: Some(self.status().endpoints), ..Response::ok() },
             Request::EndpointAdd { endpoint } => {
                 if let Err(e) = self.check_new_endpoint(&endpoint) {
@@ -606,5 +622,22 @@ impl Agent {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Names for what the kernel reports, as of now.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::build(self.resolver.resolved(), self.resolver.set(), &self.ids, &self.rules)
+    }
+
+    /// Follows the counters to the generations running now (after every
+    /// event the agent handled: see [`Counters::follow`]).
+    pub fn follow_counters(&mut self, catalog: &Catalog) {
+        let running =
+            self.slots.iter().map(|(name, slot)| (name.as_str(), slot.enforced.as_ref().and_then(Enforced::current)));
+        self.counters.follow(running, catalog);
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters.read(&self.catalog())
     }
 }

@@ -3,12 +3,14 @@
 
 use super::api::{socket_path, Request, Response};
 use super::daemon::{log, Agent, AgentError, Config, Event};
+use super::metrics::MetricsError;
+use super::monitor::{self, Hub};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum RunError {
     Listen { path: PathBuf, source: std::io::Error },
     #[error("cannot watch `{path}`: {source}")]
     Watch { path: PathBuf, source: notify::Error },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// How often devices are checked: endpoints waiting for theirs, links whose device went away.
@@ -35,8 +39,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let mut agent = Agent::start(config.clone())?;
     let (events, inbox) = mpsc::channel::<Event>();
     let listener = listen(&socket)?;
+    let hub = Hub::new();
+    observe_step(&mut agent, &hub);
+    hub.start_reader(config.pin_root.join("node").join(crate::datapath::EVENTS_MAP));
+    if let Some(addr) = config.observe.metrics {
+        let to_loop = events.clone();
+        let bound = super::metrics::serve(addr, move || ask_stats(&to_loop), hub.clone())?;
+        log(&format!("serving metrics on http://{bound}/metrics"));
+    }
     let to_loop = events.clone();
-    std::thread::spawn(move || serve(listener, to_loop));
+    let for_clients = hub.clone();
+    std::thread::spawn(move || serve(listener, to_loop, for_clients));
     let _watcher = watch(&config.policies, events)?;
     log(&format!("listening on `{}`, watching `{}`", socket.display(), config.policies.display()));
 
@@ -59,7 +72,24 @@ pub fn run(config: Config) -> Result<(), RunError> {
             last_tick = Instant::now();
             agent.tick();
         }
+        observe_step(&mut agent, &hub);
     }
+}
+
+/// After everything the agent did: the monitor names events with its
+/// current state, the counters follow its generations.
+fn observe_step(agent: &mut Agent, hub: &Hub) {
+    let catalog = agent.catalog();
+    agent.follow_counters(&catalog);
+    hub.set_catalog(catalog);
+}
+
+/// The agent's counters, asked through its loop (a scrape waits at most
+/// 10 s, e.g. behind a reload).
+fn ask_stats(events: &mpsc::Sender<Event>) -> Option<super::stats::Stats> {
+    let (reply, response) = mpsc::channel();
+    events.send(Event::Request(Request::Stats, reply)).ok()?;
+    response.recv_timeout(Duration::from_secs(10)).ok()?.stats
 }
 
 /// The socket, readable and writable by root only.
@@ -76,15 +106,17 @@ fn listen(path: &Path) -> Result<UnixListener, RunError> {
     Ok(listener)
 }
 
-fn serve(listener: UnixListener, events: mpsc::Sender<Event>) {
+fn serve(listener: UnixListener, events: mpsc::Sender<Event>, hub: Arc<Hub>) {
     for stream in listener.incoming().filter_map(|s| s.ok()) {
         let events = events.clone();
-        std::thread::spawn(move || answer(stream, events));
+        let hub = hub.clone();
+        std::thread::spawn(move || answer(stream, events, &hub));
     }
 }
 
-/// Answers each line of one connection.
-fn answer(stream: UnixStream, events: mpsc::Sender<Event>) {
+/// Answers each line of one connection (a `monitor` request turns it into
+/// an event stream).
+fn answer(stream: UnixStream, events: mpsc::Sender<Event>, hub: &Hub) {
     let Ok(mut writer) = stream.try_clone() else { return };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
@@ -92,6 +124,7 @@ fn answer(stream: UnixStream, events: mpsc::Sender<Event>) {
             continue;
         }
         let response = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Monitor(filter)) => return monitor::stream(writer, hub, filter),
             Ok(request) => {
                 let (reply, response) = mpsc::channel();
                 if events.send(Event::Request(request, reply)).is_err() {

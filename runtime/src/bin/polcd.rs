@@ -6,8 +6,11 @@
 use clap::{Args, Parser, Subcommand};
 use polc_runtime::agent::api::{self, AgentStatus, EndpointSpec, EndpointStatus, Request, Response};
 use polc_runtime::agent::daemon::Config;
+use polc_runtime::agent::metrics;
+use polc_runtime::agent::monitor::{self, MonitorFilter, Observe, StreamItem};
 use polc_runtime::agent::reset::reset;
 use polc_runtime::agent::serve::{run, RunError};
+use polc_runtime::agent::stats;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -35,6 +38,29 @@ enum Command {
     Endpoint(EndpointCommand),
     /// Detach every link and remove every pin polcd made (polcd must be stopped)
     Reset,
+    /// Stream the verdicts the kernel reports (drops; new connections with `run --trace new`)
+    Monitor(MonitorArgs),
+    /// Packets and bytes per endpoint (allowed, dropped, drops by reason) and per rule
+    Stats(FormatArgs),
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    /// Only events decided by this endpoint's programs
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Only `allowed` or `dropped` events
+    #[arg(long, value_parser = ["allowed", "dropped"])]
+    verdict: Option<String>,
+    /// Only events from this source: endpoint name, identity, or address
+    #[arg(long)]
+    from: Option<String>,
+    /// Only events to this destination: endpoint name, identity, or address
+    #[arg(long)]
+    to: Option<String>,
+    /// `text` (one line a person reads) or `json` (one object a line)
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
 }
 
 #[derive(Args)]
@@ -51,6 +77,16 @@ struct RunArgs {
     /// Quiet time after a file change before reloading, in milliseconds
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// Which verdicts the datapath reports to `polcd monitor`: `drops`, `new` (drops and new
+    /// connections) or `all` (every packet)
+    #[arg(long, default_value = "drops", value_parser = ["drops", "new", "all"])]
+    trace: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (without a value: 127.0.0.1:9962)
+    #[arg(long, num_args = 0..=1, default_missing_value = metrics::DEFAULT_ADDR)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow a --metrics-addr other hosts can reach (not loopback)
+    #[arg(long)]
+    metrics_allow_remote: bool,
 }
 
 #[derive(Args)]
@@ -101,12 +137,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
+            if let Some(addr) = args.metrics_addr {
+                if let Err(e) = metrics::check_addr(addr, args.metrics_allow_remote) {
+                    return fail(2, &e.to_string());
+                }
+            }
+            let trace_level = match args.trace.as_str() {
+                "all" => 2,
+                "new" => 1,
+                _ => 0,
+            };
             let config = Config {
                 policies: args.policies,
                 state: cli.state,
                 netns: args.netns,
                 pin_root: args.pin_root,
                 debounce: Duration::from_millis(args.debounce_ms),
+                observe: Observe { trace_level, metrics: args.metrics_addr },
             };
             match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +191,14 @@ fn main() -> ExitCode {
             } else {
                 print_endpoints(&endpoints);
             }
+        }),
+        Command::Monitor(args) => watch(&cli.state, args),
+        Command::Stats(format) => client(&cli.state, &Request::Stats, |r| match &r.stats {
+            Some(stats) if format.format == "json" => {
+                println!("{}", serde_json::to_string_pretty(stats).unwrap_or_default())
+            }
+            Some(stats) => print!("{}", stats::to_text(stats)),
+            None => {}
         }),
         Command::Reset => match reset(&cli.state) {
             Ok(removed) => {
@@ -184,6 +239,35 @@ fn client(state: &std::path::Path, request: &Request, show: impl FnOnce(&Respons
         Ok(response) => fail(1, response.error.as_deref().unwrap_or("polcd refused the request")),
         Err(e) => fail(2, &e.to_string()),
     }
+}
+
+/// `polcd monitor`: prints events until polcd goes away (or the reader of
+/// stdout does).
+fn watch(state: &std::path::Path, args: MonitorArgs) -> ExitCode {
+    use std::io::Write;
+    let filter = MonitorFilter { endpoint: args.endpoint, verdict: args.verdict, from: args.from, to: args.to };
+    let events = match monitor::subscribe(state, &filter) {
+        Ok(events) => events,
+        Err(api::ClientError::Refused(e)) => return fail(1, &e),
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    eprintln!("polcd monitor: streaming verdicts (drops; new connections with `polcd run --trace new`)");
+    let mut out = std::io::stdout().lock();
+    for item in events {
+        let line = match item {
+            Ok(StreamItem::Event(event)) if args.format == "json" => serde_json::to_string(&event).unwrap_or_default(),
+            Ok(StreamItem::Event(event)) => event.to_line(),
+            Ok(StreamItem::Lost(n)) => {
+                eprintln!("polcd: {n} event(s) lost (this monitor fell behind)");
+                continue;
+            }
+            Err(e) => return fail(2, &e.to_string()),
+        };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    fail(2, "polcd closed the stream")
 }
 
 fn print_status(status: &AgentStatus) {

@@ -188,11 +188,17 @@ pub struct Polcd {
 
 impl Polcd {
     pub fn start(policies: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        Polcd::start_with(policies, state, netns, pins, &[])
+    }
+
+    /// As [`Polcd::start`], with more `run` arguments.
+    pub fn start_with(policies: &Path, state: &Path, netns: &str, pins: &Path, extra: &[&str]) -> Polcd {
         let log = state.with_extension("log");
         let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
             .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
             .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

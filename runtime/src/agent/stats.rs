@@ -1,0 +1,312 @@
+//! `polcd stats`: packets and bytes per endpoint (allowed, dropped, by
+//! reason) and per rule, from the per-CPU counter arrays (`ep_metrics`) of
+//! the generations the endpoints run.
+//!
+//! Every generation has its own counter array, so a swap starts the new
+//! generation at zero. [`Counters`] keeps them going: it holds a handle on
+//! the running generation's array, and when an endpoint switches to a new
+//! generation it reads the old array's final values (the handle keeps the
+//! array alive after its pins are gone) and adds them to what it carries.
+//! Rules are carried by (policy, rule name), not by number: numbers are
+//! assigned in source order and move when rules are added above. Counters
+//! start at zero when polcd starts (a restarted polcd does not know the
+//! previous one's counts) and go with an endpoint that is removed.
+
+use super::catalog::{Catalog, RuleInfo};
+use crate::datapath::{Direction, Reason, METRICS_MAP};
+use crate::loader::{read_metrics, LoadedEndpoint};
+use libbpf_rs::{MapCore, MapHandle};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Packets and bytes (bytes: the length of the packet as the program saw
+/// it, Ethernet header included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Count {
+    fn add(&mut self, other: Count) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// One direction of one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionStats {
+    pub allowed: Count,
+    pub dropped: Count,
+    /// By the datapath's reason (`policy-allow`, `policy-deny`, ...): only
+    /// reasons that counted something.
+    pub reasons: BTreeMap<String, Count>,
+}
+
+impl DirectionStats {
+    /// The reasons that are drops, with their counts.
+    pub fn drops(&self) -> impl Iterator<Item = (&str, Count)> {
+        self.reasons
+            .iter()
+            .filter(|(reason, _)| Reason::all().iter().any(|r| r.name() == reason.as_str() && r.is_drop()))
+            .map(|(reason, count)| (reason.as_str(), *count))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStats {
+    pub name: String,
+    pub identity: u32,
+    /// To the endpoint.
+    pub ingress: DirectionStats,
+    /// From the endpoint.
+    pub egress: DirectionStats,
+}
+
+/// One rule, summed over the endpoints it applies to. Its packets are those
+/// it decided and those of the connections it allowed (established, reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleStats {
+    pub rule: String,
+    pub policy: String,
+    pub action: String,
+    pub direction: String,
+    /// Where the rule is written (where it was, for a rule since removed).
+    pub file: String,
+    pub line: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub endpoints: Vec<EndpointStats>,
+    /// Every rule of the policy set (zero if it never matched), then rules
+    /// since removed that counted something.
+    pub rules: Vec<RuleStats>,
+}
+
+/// A rule across policy versions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RuleName {
+    policy: String,
+    name: String,
+}
+
+impl RuleName {
+    fn of(info: &RuleInfo) -> RuleName {
+        RuleName { policy: info.policy.clone(), name: info.name.clone() }
+    }
+}
+
+type Tally = BTreeMap<(Option<RuleName>, Reason, Direction), Count>;
+
+/// The running generation's counter array.
+struct Live {
+    map_id: u32,
+    metrics: MapHandle,
+    rule_slots: Vec<u32>,
+    /// Its rule numbers, as they were when it was built.
+    rules: BTreeMap<u32, RuleName>,
+}
+
+impl Live {
+    fn read(&self, into: &mut Tally) {
+        // A read that fails counts nothing (the next one will).
+        for (key, counter) in read_metrics(&self.metrics, &self.rule_slots).unwrap_or_default() {
+            let rule = (key.rule != 0).then(|| {
+                self.rules
+                    .get(&key.rule)
+                    .cloned()
+                    .unwrap_or(RuleName { policy: "?".into(), name: format!("#{}", key.rule) })
+            });
+            let count = Count { packets: counter.packets, bytes: counter.bytes };
+            into.entry((rule, key.reason, key.direction)).or_default().add(count);
+        }
+    }
+}
+
+#[derive(Default)]
+struct EndpointCounters {
+    live: Option<Live>,
+    /// Final counts of generations that ran before `live`.
+    carried: Tally,
+}
+
+/// The counters of every enforced endpoint, across generation swaps.
+#[derive(Default)]
+pub struct Counters {
+    endpoints: BTreeMap<String, EndpointCounters>,
+    /// The last known location of every rule seen (for rules since removed).
+    seen: BTreeMap<RuleName, RuleInfo>,
+}
+
+fn map_id(map: &MapHandle) -> Option<u32> {
+    map.info().ok().map(|info| info.info.id)
+}
+
+impl Counters {
+    /// Follows each endpoint to the generation it runs now (`None`: not
+    /// loaded by this polcd, e.g. adopted and not yet swapped), folding the
+    /// final counts of the one it ran before. Endpoints not listed are
+    /// forgotten. Call after every change, before the next one.
+    pub fn follow<'a>(
+        &mut self,
+        running: impl IntoIterator<Item = (&'a str, Option<&'a LoadedEndpoint>)>,
+        catalog: &Catalog,
+    ) {
+        for info in catalog.rules.values() {
+            self.seen.insert(RuleName::of(info), info.clone());
+        }
+        let mut listed = Vec::new();
+        for (name, loaded) in running {
+            listed.push(name.to_string());
+            let current = loaded.and_then(|l| l.map(METRICS_MAP).ok()).and_then(|m| Some((map_id(&m)?, m)));
+            let entry = self.endpoints.entry(name.to_string()).or_default();
+            if entry.live.as_ref().map(|l| l.map_id) == current.as_ref().map(|(id, _)| *id) {
+                continue;
+            }
+            if let Some(old) = entry.live.take() {
+                old.read(&mut entry.carried);
+            }
+            if let (Some((map_id, metrics)), Some(loaded)) = (current, loaded) {
+                let rules = loaded
+                    .rule_slots()
+                    .iter()
+                    .filter_map(|id| catalog.rule(*id).map(|info| (*id, RuleName::of(info))))
+                    .collect();
+                entry.live = Some(Live { map_id, metrics, rule_slots: loaded.rule_slots().to_vec(), rules });
+            }
+        }
+        self.endpoints.retain(|name, _| listed.contains(name));
+    }
+
+    /// The counts now: what was carried plus the running generations'.
+    pub fn read(&self, catalog: &Catalog) -> Stats {
+        let mut stats = Stats::default();
+        let mut by_rule: BTreeMap<RuleName, Count> = BTreeMap::new();
+        for (name, counters) in &self.endpoints {
+            let mut tally = counters.carried.clone();
+            if let Some(live) = &counters.live {
+                live.read(&mut tally);
+            }
+            let mut endpoint = EndpointStats {
+                name: name.clone(),
+                identity: catalog.endpoint_identities.get(name).copied().unwrap_or(0),
+                ingress: DirectionStats::default(),
+                egress: DirectionStats::default(),
+            };
+            for ((rule, reason, direction), count) in tally {
+                let side = match direction {
+                    Direction::Ingress => &mut endpoint.ingress,
+                    Direction::Egress => &mut endpoint.egress,
+                };
+                if reason.is_drop() { &mut side.dropped } else { &mut side.allowed }.add(count);
+                side.reasons.entry(reason.name().to_string()).or_default().add(count);
+                if let Some(rule) = rule {
+                    by_rule.entry(rule).or_default().add(count);
+                }
+            }
+            stats.endpoints.push(endpoint);
+        }
+        let rule_stats = |info: &RuleInfo, count: Count| RuleStats {
+            rule: info.name.clone(),
+            policy: info.policy.clone(),
+            action: info.action.clone(),
+            direction: info.direction.clone(),
+            file: info.file.clone(),
+            line: info.line,
+            packets: count.packets,
+            bytes: count.bytes,
+        };
+        for info in catalog.rules.values() {
+            let count = by_rule.remove(&RuleName::of(info)).unwrap_or_default();
+            stats.rules.push(rule_stats(info, count));
+        }
+        for (rule, count) in by_rule {
+            if let Some(info) = self.seen.get(&rule) {
+                stats.rules.push(rule_stats(info, count));
+            }
+        }
+        stats
+    }
+}
+
+/// `polcd stats` as text: one line per endpoint and direction, then one per rule.
+pub fn to_text(stats: &Stats) -> String {
+    let mut endpoints = vec![vec![
+        "endpoint".to_string(),
+        "identity".into(),
+        "direction".into(),
+        "allowed".into(),
+        "bytes".into(),
+        "dropped".into(),
+        "bytes".into(),
+        "drops by reason".into(),
+    ]];
+    for e in &stats.endpoints {
+        for (direction, side) in [("ingress", &e.ingress), ("egress", &e.egress)] {
+            let drops: Vec<String> =
+                side.drops().map(|(reason, count)| format!("{reason} {}", count.packets)).collect();
+            endpoints.push(vec![
+                e.name.clone(),
+                e.identity.to_string(),
+                direction.to_string(),
+                side.allowed.packets.to_string(),
+                side.allowed.bytes.to_string(),
+                side.dropped.packets.to_string(),
+                side.dropped.bytes.to_string(),
+                drops.join(", "),
+            ]);
+        }
+    }
+    let mut rules = vec![vec![
+        "rule".to_string(),
+        "policy".into(),
+        "action".into(),
+        "direction".into(),
+        "location".into(),
+        "packets".into(),
+        "bytes".into(),
+    ]];
+    for r in &stats.rules {
+        rules.push(vec![
+            r.rule.clone(),
+            r.policy.clone(),
+            r.action.clone(),
+            r.direction.clone(),
+            format!("{}:{}", r.file, r.line),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+        ]);
+    }
+    format!("{}\n{}", table(&endpoints), table(&rules))
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(
+                |(c, cell)| {
+                    if c + 1 == row.len() {
+                        cell.clone()
+                    } else {
+                        format!("{cell:<width$}", width = widths[c])
+                    }
+                },
+            )
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
