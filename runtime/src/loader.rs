@@ -276,22 +276,80 @@ impl LoadedEndpoint {
 /// map readable after its generation is unpinned (its final counts).
 pub fn read_metrics(map: &MapHandle, rule_slots: &[u32]) -> Result<Vec<(MetricsKey, Counter)>, LoadError> {
     let mut out = Vec::new();
-    for key in map.keys() {
-        let Some(index) = key.get(..4).and_then(|k| k.try_into().ok()).map(u32::from_ne_bytes) else { continue };
-        let Some(parsed) = MetricsKey::from_index(index, rule_slots) else { continue };
-        let per_cpu = map.lookup_percpu(&key, MapFlags::ANY).map_err(bpf_error("read metrics"))?.unwrap_or_default();
-        let mut total = Counter::default();
-        for raw in per_cpu {
-            let c = Counter::parse(&raw).unwrap_or_default();
-            total.packets += c.packets;
-            total.bytes += c.bytes;
-        }
-        if total.packets > 0 {
-            out.push((parsed, total));
+    for (index, total) in read_percpu_counters(map)? {
+        if let Some(key) = MetricsKey::from_index(index, rule_slots) {
+            out.push((key, total));
         }
     }
     out.sort_by_key(|(k, _)| *k);
     Ok(out)
+}
+
+/// Every non-zero counter of a per-CPU array of `struct metrics_value`, by
+/// index, summed over CPUs. One `BPF_MAP_LOOKUP_BATCH` per 1024 entries
+/// (libbpf-rs 0.27 refuses batches on per-CPU maps; one lookup per entry
+/// would be one syscall per counter, 26 per rule slot per endpoint, on every
+/// `polcd stats` and scrape).
+fn read_percpu_counters(map: &MapHandle) -> Result<Vec<(u32, Counter)>, LoadError> {
+    use libbpf_rs::libbpf_sys;
+    const BATCH: usize = 1024;
+    let cpus = libbpf_rs::num_possible_cpus().map_err(bpf_error("count possible CPUs"))?;
+    // The kernel lays each entry out as one value per possible CPU, each
+    // rounded up to 8 bytes.
+    let stride = (map.value_size() as usize).next_multiple_of(8);
+    let entry = stride * cpus;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(map));
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    let mut keys = vec![0u32; BATCH];
+    let mut values = vec![0u8; BATCH * entry];
+    let mut out = Vec::new();
+    // Where the next batch starts: none for the first call, then what the
+    // previous call returned.
+    let mut position: Option<u32> = None;
+    loop {
+        let mut count = BATCH as u32;
+        let mut next = 0u32;
+        let mut start = position.unwrap_or(0);
+        let in_batch = if position.is_some() { (&mut start as *mut u32).cast() } else { std::ptr::null_mut() };
+        // SAFETY: `keys` holds BATCH 4-byte keys and `values` BATCH entries of
+        // `entry` bytes, as `count` tells the kernel; the batch positions are
+        // u32 like the array's key; all outlive the call.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                fd,
+                in_batch,
+                (&mut next as *mut u32).cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        // -ENOENT: the end of the map was reached (`count` entries are valid).
+        if rc < 0 && rc != -libc::ENOENT {
+            let source = libbpf_rs::Error::from_raw_os_error(-rc);
+            return Err(LoadError::Bpf { what: "read metrics (lookup batch)".into(), source });
+        }
+        for (i, key) in keys.iter().take(count as usize).enumerate() {
+            let mut total = Counter::default();
+            for cpu in 0..cpus {
+                let at = i * entry + cpu * stride;
+                let c = values.get(at..at + stride).and_then(Counter::parse).unwrap_or_default();
+                total.packets += c.packets;
+                total.bytes += c.bytes;
+            }
+            if total.packets > 0 {
+                out.push((*key, total));
+            }
+        }
+        if rc < 0 || count == 0 {
+            return Ok(out);
+        }
+        position = Some(next);
+    }
 }
 
 impl EndpointMaps for LoadedEndpoint {
@@ -378,5 +436,39 @@ mod pin_root_tests {
         assert!(!is_confined_pin_root(Path::new("/sys/fs/bpf/polc/../other")));
         assert!(!is_confined_pin_root(Path::new("/sys/fs/bpf/polcx/node")));
         assert!(!is_confined_pin_root(Path::new("sys/fs/bpf/polc/node")));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod counter_tests {
+    use super::*;
+    use libbpf_rs::MapType;
+
+    /// A per-CPU array larger than one batch, with counts on every CPU at
+    /// both ends and across the batch boundary: all read, summed per index.
+    #[test]
+    fn batched_reads_cover_every_entry_and_cpu() {
+        if !crate::netlab::require_kernel("batched_reads_cover_every_entry_and_cpu") {
+            return;
+        }
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let map = MapHandle::create(MapType::PercpuArray, Some("polc_test_ctr"), 4, 16, 2600, &opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cpus = libbpf_rs::num_possible_cpus().unwrap_or_else(|e| panic!("{e}"));
+        let counted = [0u32, 1023, 1024, 1025, 2047, 2048, 2599];
+        for index in counted {
+            let values: Vec<Vec<u8>> = (0..cpus as u64)
+                .map(|cpu| [(cpu + 1).to_ne_bytes(), (100 * (cpu + 1)).to_ne_bytes()].concat())
+                .collect();
+            map.update_percpu(&index.to_ne_bytes(), &values, MapFlags::ANY).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let read = read_percpu_counters(&map).unwrap_or_else(|e| panic!("{e}"));
+        let n = cpus as u64;
+        let expected = Counter { packets: n * (n + 1) / 2, bytes: 100 * n * (n + 1) / 2 };
+        assert_eq!(read, counted.iter().map(|i| (*i, expected)).collect::<Vec<_>>());
     }
 }

@@ -392,3 +392,68 @@ pub fn subscribe(
         Ok(StreamItem::Event(Box::new(serde_json::from_value(value)?)))
     }))
 }
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::datapath::{Direction, Reason};
+    use std::io::{BufRead, BufReader};
+    use std::net::Ipv4Addr;
+    use std::time::Instant;
+
+    fn raw(reason: Reason) -> VerdictEvent {
+        let addr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        VerdictEvent {
+            endpoint: 1,
+            rule: 0,
+            src_identity: 256,
+            dst_identity: 257,
+            saddr: addr,
+            daddr: addr,
+            sport: 1,
+            dport: 2,
+            reason,
+            direction: Direction::Ingress,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn subscribers_get_what_they_filter_and_count_what_they_miss() {
+        let hub = Hub::new();
+        let drops = hub.subscribe(MonitorFilter { verdict: Some("dropped".into()), ..Default::default() });
+        let all = hub.subscribe(MonitorFilter::default());
+        hub.publish(&[raw(Reason::DefaultDeny), raw(Reason::PolicyAllow)], 0);
+        assert_eq!(drops.events.try_iter().map(|e| e.reason).collect::<Vec<_>>(), ["default-deny"]);
+        assert_eq!(all.events.try_iter().count(), 2);
+        let flood: Vec<VerdictEvent> = (0..SUBSCRIBER_QUEUE + 10).map(|_| raw(Reason::DefaultDeny)).collect();
+        hub.publish(&flood, 0);
+        assert_eq!(all.lost.load(Ordering::Relaxed), 10, "a full queue loses, it does not block");
+        assert_eq!(hub.events_read(), 2 + flood.len() as u64);
+        drop(drops);
+        hub.publish(&[raw(Reason::DefaultDeny)], 0);
+        assert_eq!(hub.subscribers.lock().map(|s| s.len()).unwrap_or(0), 1, "a gone subscriber is dropped");
+    }
+
+    #[test]
+    fn a_stream_ends_when_its_client_hangs_up() {
+        let hub = Hub::new();
+        let (server, client) = UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let serving = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || stream(server, &hub, MonitorFilter::default()))
+        };
+        let mut lines = BufReader::new(client.try_clone().unwrap_or_else(|e| panic!("{e}"))).lines();
+        assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some(r#"{"ok":true}"#));
+        hub.publish(&[raw(Reason::PolicyDeny)], 5);
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        let event: MonitorEvent = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!((event.time_ms, event.reason.as_str(), event.endpoint.as_str()), (5, "policy-deny", "#1"));
+        let closed = Instant::now();
+        drop(lines);
+        drop(client);
+        serving.join().unwrap_or_else(|_| panic!("stream panicked"));
+        assert!(closed.elapsed() < Duration::from_secs(3), "noticed without an event to send");
+    }
+}
