@@ -16,11 +16,17 @@
 //! lists, for every endpoint and direction, every generated peer and packet
 //! with the evaluator's [`SideVerdict`]; `expected.to_table_verdict()` must
 //! equal the endpoint's `DirectionTable::lookup(identity of the peer,
-//! proto, port)`. Whole flows come from [`Scenario::flows`].
+//! proto, port)`, the peer's identity given by [`identity_of`]. Whole
+//! flows come from [`Scenario::flows`].
+//!
+//! Shared without copying: the workspace's test library (`polc_suite::testgen`,
+//! for the kernel tests) and the compiler's tests (`common::testgen`, by path).
 
+use polc::codegen::bundle_trace::reserved_identity;
 use polc::driver::{self, Frontend};
 use polc::eval::flowspec::parse_peer;
 use polc::eval::{evaluate_direction, peer, Flow, IpProto, Peer, SideVerdict};
+use polc::ir::{Identity, Resolved};
 use polc::sema::model::{EndpointDef, PolicySet};
 use polc::syntax::ast::{Action, Direction};
 use proptest::prelude::*;
@@ -406,4 +412,14 @@ pub fn direction_queries(set: &PolicySet) -> Vec<DirectionQuery<'_>> {
         }
     }
     queries
+}
+
+/// The identity the datapath sees for `peer`: an endpoint's own, an
+/// address's from the ipcache (longest prefix), a reserved entity's number.
+pub fn identity_of(resolved: &Resolved, peer: &Peer<'_>) -> Identity {
+    match peer {
+        Peer::Endpoint(e) => resolved.endpoint(&e.name).expect("every endpoint is resolved").identity,
+        Peer::Outside(addr) => resolved.identity_of(*addr),
+        Peer::Reserved(r) => reserved_identity(*r),
+    }
 }
