@@ -11,6 +11,8 @@
 //! ipcache and endpoints) must agree with `polc::eval::evaluate` on every
 //! generated flow.
 
+#![allow(clippy::panic)] // tests report failures by panicking
+
 mod common;
 
 use common::testgen::{direction_queries, identity_of, scenario, Scenario};

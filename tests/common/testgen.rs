@@ -312,8 +312,8 @@ fn policies() -> impl Strategy<Value = Vec<GenPolicy>> {
 /// makes them outside addresses), the node's, outside addresses inside and
 /// outside the policy CIDRs, and entities.
 const NAMES: [&str; 5] = ["e0", "e1", "e2", "e3", "e4"];
-const ENDPOINT_ADDRESSES: [&str; 6] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "fd00::1", "fd00::2"];
-const OTHER_PEERS: [&str; 14] = [
+pub const ENDPOINT_ADDRESSES: [&str; 6] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "fd00::1", "fd00::2"];
+pub const OTHER_PEERS: [&str; 14] = [
     "10.0.0.254",
     "fd00::fe",
     "10.0.0.200",
@@ -338,7 +338,7 @@ fn flow_peer() -> impl Strategy<Value = &'static str> {
     ]
 }
 
-const PACKETS: [(u8, u16); 16] = [
+pub const PACKETS: [(u8, u16); 16] = [
     (6, 80),
     (6, 85),
     (6, 8080),

@@ -244,7 +244,7 @@ fn print_answer(
     agrees: Option<bool>,
 ) {
     match args.format {
-        Format::Human => print!("{text}{note}\n"),
+        Format::Human => println!("{text}{note}"),
         Format::Json => {
             json["flow"]["from"]["identity"] = answer.src.identity.into();
             json["flow"]["to"]["identity"] = answer.dst.identity.into();
