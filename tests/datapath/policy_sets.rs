@@ -2,7 +2,8 @@
 //!
 //! The differential test in main.rs draws random IR tables; this one starts
 //! from policy: random policy sets and inventories (`polc_suite::testgen`,
-//! the generator of the compiler's property tests) go through the whole
+//! the generator of the compiler's property tests), then every example, go
+//! through the whole
 //! pipeline, check -> resolve -> `build_bundle` (clang, manifest) -> the
 //! runtime's `Bundle::load_endpoint` for every endpoint of the set (one pin
 //! directory, so the ipcache, conntrack and events are shared as on a node),
@@ -30,6 +31,8 @@ use std::path::Path;
 
 const PACKETS: usize = 100_000;
 const PACKETS_PER_SET: usize = 1000;
+/// Per example policy set (all its endpoints loaded together).
+const EXAMPLE_PACKETS: usize = 3000;
 
 /// One policy set built and loaded: its endpoints' programs, in inventory order.
 struct LoadedSet {
@@ -81,10 +84,20 @@ fn flip(direction: Direction) -> Direction {
 }
 
 /// Addresses a set's packets come from or go to: the endpoints', the
-/// node's, and the generator's outside addresses (inside and outside the
-/// CIDRs its rules name); plus, when drawing, any address in an ipcache prefix.
-fn peer_pool() -> Vec<IpAddr> {
-    testgen::ENDPOINT_ADDRESSES.iter().chain(&testgen::OTHER_PEERS).filter_map(|a| a.parse().ok()).collect()
+/// node's, the generator's (inside and outside the CIDRs its rules name)
+/// and the cloud metadata address; plus, when drawing, any address in an
+/// ipcache prefix.
+fn peer_pool(set: &PolicySet) -> Vec<IpAddr> {
+    let inventory = &set.inventory;
+    let endpoints = inventory.endpoints.iter().flat_map(|e| [e.ipv4.map(IpAddr::V4), e.ipv6.map(IpAddr::V6)]);
+    let node =
+        inventory.node.ipv4.iter().map(|a| IpAddr::V4(*a)).chain(inventory.node.ipv6.iter().map(|a| IpAddr::V6(*a)));
+    let generated = testgen::ENDPOINT_ADDRESSES.iter().chain(&testgen::OTHER_PEERS).chain(&["169.254.169.254"]);
+    let mut pool: Vec<IpAddr> =
+        endpoints.flatten().chain(node).chain(generated.filter_map(|a| a.parse().ok())).collect();
+    pool.sort();
+    pool.dedup();
+    pool
 }
 
 struct Generator<'a> {
@@ -179,6 +192,7 @@ fn reference(
 #[derive(Default)]
 struct Tally {
     sets: usize,
+    examples: usize,
     endpoints: usize,
     packets: usize,
     ipv6: usize,
@@ -197,21 +211,40 @@ fn proto_name(proto: u8) -> &'static str {
     }
 }
 
-fn run_set(cache: &Path, s: &Scenario, n: usize, rng: &mut Rng, tally: &mut Tally) {
+/// One policy set on the kernel: `packets` packets compared with the
+/// evaluator. `label` and `source` say which set failed.
+struct SetRun<'a> {
+    set: &'a PolicySet,
+    resolved: &'a polc::ir::Resolved,
+    label: String,
+    source: &'a dyn Fn() -> String,
+    packets: usize,
+}
+
+fn run_scenario(cache: &Path, s: &Scenario, n: usize, rng: &mut Rng, tally: &mut Tally) {
     let frontend = s.check();
     let set = &frontend.checked;
     let (resolved, _) = resolve(set, &IdentityLock::default(), &ResolveConfig::default())
         .unwrap_or_else(|e| panic!("set {n}: resolution failed: {e}\n{}", s.source()));
+    let source = || s.source();
+    let run = SetRun { set, resolved: &resolved, label: format!("set {n}"), source: &source, packets: PACKETS_PER_SET };
+    run_set(cache, &run, rng, tally);
+}
+
+fn run_set(cache: &Path, run: &SetRun<'_>, rng: &mut Rng, tally: &mut Tally) {
+    let (set, resolved) = (run.set, run.resolved);
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pins = format!("test-{}-policy-sets-{n}", std::process::id());
-    let loaded = load_set(cache, set, &resolved, &pins);
+    let loaded = load_set(cache, set, resolved, &pins);
     let mut hot_ports: Vec<Vec<u16>> = resolved.endpoints.iter().map(random::hot_ports).collect();
     for ports in &mut hot_ports {
         ports.extend(testgen::PACKETS.iter().map(|(_, port)| *port));
     }
-    let generator = Generator { set, resolved: &resolved, pool: peer_pool(), hot_ports };
+    let generator = Generator { set, resolved, pool: peer_pool(set), hot_ports };
     let mut model = Model::default();
     let mut sent: Vec<Sent> = Vec::new();
-    for i in 0..PACKETS_PER_SET {
+    for i in 0..run.packets {
         let packet = generator.next(rng, &sent);
         let mut spec = packet.spec.clone();
         let mut bytes = build(&spec);
@@ -237,9 +270,10 @@ fn run_set(cache: &Path, s: &Scenario, n: usize, rng: &mut Rng, tally: &mut Tall
         let events = loaded.events.drain().unwrap_or_else(|e| panic!("{e}"));
         let context = || {
             format!(
-                "set {n} packet {i}: endpoint `{}` {direction:?} {parsed:?}\nbytes {bytes:02x?}\n{}",
+                "{} packet {i}: endpoint `{}` {direction:?} {parsed:?}\nbytes {bytes:02x?}\n{}",
+                run.label,
                 def.name,
-                s.source()
+                (run.source)()
             )
         };
         assert_eq!(action, expected.reason.tc_action(), "tc action, expected {expected:?}; {}", context());
@@ -277,8 +311,8 @@ fn scenarios(seed: u64) -> impl Iterator<Item = Scenario> {
 }
 
 #[test]
-fn datapath_agrees_with_the_evaluator_on_random_policy_sets() {
-    if !require_bpf("datapath_agrees_with_the_evaluator_on_random_policy_sets") {
+fn datapath_agrees_with_the_evaluator_on_random_policy_sets_and_examples() {
+    if !require_bpf("datapath_agrees_with_the_evaluator_on_random_policy_sets_and_examples") {
         return;
     }
     let seed = std::env::var("POLC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7365_7473);
@@ -289,13 +323,31 @@ fn datapath_agrees_with_the_evaluator_on_random_policy_sets() {
         if tally.packets >= PACKETS {
             break;
         }
-        run_set(cache.path(), &scenario, n, &mut rng, &mut tally);
+        run_scenario(cache.path(), &scenario, n, &mut rng, &mut tally);
+    }
+    // And every example, with its committed identities.lock.
+    for dir in polc_suite::example_dirs() {
+        let (set, resolved) = polc_suite::resolve_example(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let label = dir.display().to_string();
+        let source = || label.clone();
+        let run =
+            SetRun { set: &set, resolved: &resolved, label: label.clone(), source: &source, packets: EXAMPLE_PACKETS };
+        run_set(cache.path(), &run, &mut rng, &mut tally);
+        tally.examples += 1;
     }
     println!(
-        "datapath vs the reference evaluator (seed {seed}): {} packets ({} IPv6) over {} random policy sets \
-         ({} endpoints), 0 mismatches; by reason: {:?}; by protocol: {:?}",
-        tally.packets, tally.ipv6, tally.sets, tally.endpoints, tally.by_reason, tally.by_proto
+        "datapath vs the reference evaluator (seed {seed}): {} packets ({} IPv6) over {} policy sets \
+         ({} random, {} examples; {} endpoints), 0 mismatches; by reason: {:?}; by protocol: {:?}",
+        tally.packets,
+        tally.ipv6,
+        tally.sets,
+        tally.sets - tally.examples,
+        tally.examples,
+        tally.endpoints,
+        tally.by_reason,
+        tally.by_proto
     );
+    assert_eq!(tally.examples, 3, "every example");
     assert!(tally.packets >= PACKETS);
     for reason in [Reason::PolicyAllow, Reason::PolicyDeny, Reason::DefaultDeny, Reason::NotEnforced, Reason::Reply] {
         assert!(tally.by_reason.contains_key(&reason), "no packet decided `{reason:?}`: {:?}", tally.by_reason);
