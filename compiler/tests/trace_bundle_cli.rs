@@ -143,10 +143,17 @@ fn exit_codes() {
             1,
             "expected `allow`, but the flow is `deny`",
         ),
-        // Another example's sources: the bundle was not built from them.
+        // Another example's sources: the bundle was not built from them,
+        // and lacks their endpoints.
         (
             "l3-l4-rule",
             &["examples/deny-demo", "--from", "world", "--to", "host", "--port", "80/tcp"],
+            1,
+            "`OUT` was not built from these policy sources",
+        ),
+        (
+            "l3-l4-rule",
+            &["examples/deny-demo", "--from", "demo2", "--to", "demo1", "--port", "80/tcp"],
             1,
             "`OUT` was not built from these policy sources",
         ),
@@ -159,6 +166,18 @@ fn exit_codes() {
     let missing = polc(&["trace", "--from-bundle", "no/such/dir", "--from", "a", "--to", "b", "--port", "80"]);
     assert_eq!(code(&missing), Some(2));
     assert!(stderr(&missing).contains("manifest.json"), "{}", stderr(&missing));
+    // Not a full bundle: a policy-only one (2), or a manifest that is not one (1).
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fake = dir.path().display().to_string();
+    let fake_args = ["trace", "--from-bundle", &fake, "--from", "a", "--to", "b", "--port", "80"];
+    for (manifest, expected, message) in
+        [(r#"{"format": 1, "kind": "policy-only"}"#, 2, "is a policy-only bundle"), ("{}", 1, "is not a polc manifest")]
+    {
+        std::fs::write(dir.path().join("manifest.json"), manifest).unwrap_or_else(|e| panic!("{e}"));
+        let run = polc(&fake_args);
+        assert_eq!(code(&run), Some(expected), "{}", stderr(&run));
+        assert!(stderr(&run).contains(message), "{}", stderr(&run));
+    }
     let no_paths = polc(&["trace", "--from", "a", "--to", "b", "--port", "80"]);
     assert_eq!(code(&no_paths), Some(2), "PATH is required without --from-bundle");
 }

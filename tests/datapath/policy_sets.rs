@@ -9,7 +9,8 @@
 //! directory, so the ipcache, conntrack and events are shared as on a node),
 //! then random packets through BPF_PROG_TEST_RUN. Each verdict is compared
 //! with `polc::eval` (the evaluator reads the checked policy, not the IR),
-//! with parsing and connection tracking modelled by the harness.
+//! with parsing and connection tracking modelled by the harness; at the end
+//! of a set, each endpoint's per-rule counters with the packets it decided.
 
 use crate::harness::{node_config, require_bpf, Expected, Model};
 use crate::packets::{build, model_parse, PacketSpec, Parsed};
@@ -20,7 +21,7 @@ use polc::resolve::{resolve, IdentityLock, ResolveConfig};
 use polc::sema::model::{EndpointDef, PolicySet};
 use polc::syntax::ast;
 use polc_runtime::bundle::Bundle;
-use polc_runtime::datapath::{Direction, Reason};
+use polc_runtime::datapath::{Counter, Direction, MetricsKey, Reason};
 use polc_runtime::loader::{EventReader, LoadedEndpoint, PinDir};
 use polc_suite::testgen::{self, Scenario};
 use proptest::strategy::{Strategy, ValueTree};
@@ -244,6 +245,8 @@ fn run_set(cache: &Path, run: &SetRun<'_>, rng: &mut Rng, tally: &mut Tally) {
     let generator = Generator { set, resolved, pool: peer_pool(set), hot_ports };
     let mut model = Model::default();
     let mut sent: Vec<Sent> = Vec::new();
+    // Per endpoint, what its per-rule counters must hold at the end.
+    let mut counters: Vec<BTreeMap<MetricsKey, Counter>> = vec![BTreeMap::new(); set.inventory.endpoints.len()];
     for i in 0..run.packets {
         let packet = generator.next(rng, &sent);
         let mut spec = packet.spec.clone();
@@ -293,9 +296,18 @@ fn run_set(cache: &Path, run: &SetRun<'_>, rng: &mut Rng, tally: &mut Tally) {
             *tally.by_proto.entry(proto_name(p.proto)).or_default() += 1;
         }
         *tally.by_reason.entry(expected.reason).or_default() += 1;
+        let key = MetricsKey { rule: expected.rule, reason: expected.reason, direction };
+        let counter = counters[packet.endpoint].entry(key).or_default();
+        counter.packets += 1;
+        counter.bytes += bytes.len() as u64;
         tally.packets += 1;
     }
     tally.sets += 1;
+    for ((endpoint, def), expected) in loaded.endpoints.iter().zip(&set.inventory.endpoints).zip(&counters) {
+        let kernel: BTreeMap<MetricsKey, Counter> =
+            endpoint.metrics().unwrap_or_else(|e| panic!("{e}")).into_iter().collect();
+        assert_eq!(&kernel, expected, "per-rule counters of `{}` in {}", def.name, run.label);
+    }
     tally.endpoints += loaded.endpoints.len();
 }
 

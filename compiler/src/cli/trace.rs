@@ -146,12 +146,17 @@ fn run_from_bundle(args: &Args, out: &Path) -> u8 {
             return EXIT_USAGE;
         }
     }
+    // Checked first: a stale bundle may not even have the endpoints the sources name.
+    let built_from = frontend.as_ref().map(|f| check_against_sources(args, out, &bundle, f));
     let answer = flow(args, inventory).and_then(|flow| bundle.answer(&flow).map_err(FlowSpecError::from));
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
             print_error(&e, Some(&e.help()));
-            return EXIT_USAGE;
+            return match built_from {
+                Some(Err(code)) => code,
+                _ => EXIT_USAGE,
+            };
         }
     };
     let whence = format!("answered from the built tables in `{}` ({})", out.display(), answer.identities());
@@ -161,7 +166,7 @@ fn run_from_bundle(args: &Args, out: &Path) -> u8 {
         return expect(args, answer.verdict());
     };
     let set = &frontend.checked;
-    if let Err(code) = check_against_sources(args, out, &bundle, &frontend) {
+    if let Some(Err(code)) = built_from {
         print_answer(args, &answer, (answer.to_text(), answer.to_json()), &whence, None);
         return code;
     }
