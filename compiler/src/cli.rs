@@ -1,7 +1,8 @@
 //! Subcommands of `polc`, one file each.
 //!
 //! Exit codes: 0 success (warnings allowed), 1 the input is invalid or a
-//! check/test failed, 2 usage or I/O error.
+//! check/test failed, 2 usage or I/O error; 3 (`polc trace --from-bundle`
+//! only) the built tables and the reference evaluator disagree: a bug.
 
 mod build;
 mod check;
@@ -31,7 +32,7 @@ enum Command {
     Check(check::Args),
     /// Rewrite policy files in the canonical layout (`--check` only reports)
     Fmt(fmt::Args),
-    /// Evaluate one flow against the policy: allowed or denied, by which rule, and why
+    /// Evaluate one flow against the policy (or a built bundle): allowed or denied, by which rule, and why
     Trace(trace::Args),
     /// Run policy tests (`.poltest` files: flows and their expected verdicts)
     Test(test::Args),

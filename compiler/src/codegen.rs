@@ -10,11 +10,16 @@
 //!   endpoint), with an object cache keyed by what shapes the code.
 //! - [`bundle`]: a build's output directory; [`policy_only`]: the bundle
 //!   built without an inventory, and its specialization to endpoints.
+//! - [`lookup_model`]: the datapath's policy lookup over encoded entries, in
+//!   Rust; [`bundle_trace`]: one flow answered from a built bundle with it
+//!   (`polc trace --from-bundle`).
 
 pub mod bundle;
+pub mod bundle_trace;
 pub mod clang;
 pub mod entries;
 pub mod header;
+pub mod lookup_model;
 pub mod policy_only;
 
 use std::path::PathBuf;

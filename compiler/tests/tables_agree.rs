@@ -11,25 +11,9 @@
 
 mod common;
 
-use common::testgen::{direction_queries, scenario};
-use polc::eval::peer::{Peer, Reserved};
-use polc::ir::{Identity, Resolved};
+use common::testgen::{direction_queries, identity_of, scenario};
 use polc::resolve::{resolve, IdentityLock, ResolveConfig};
 use proptest::prelude::*;
-
-fn identity_of(resolved: &Resolved, peer: &Peer<'_>) -> Identity {
-    match peer {
-        Peer::Endpoint(e) => resolved.endpoint(&e.name).expect("every endpoint is resolved").identity,
-        Peer::Outside(addr) => resolved.identity_of(*addr),
-        Peer::Reserved(r) => match r {
-            Reserved::Host => Identity::HOST,
-            Reserved::World => Identity::WORLD,
-            Reserved::Unmanaged => Identity::UNMANAGED,
-            Reserved::Health => Identity::HEALTH,
-            Reserved::Init => Identity::INIT,
-        },
-    }
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
@@ -65,11 +49,8 @@ proptest! {
 #[test]
 fn examples_agree() {
     for example in ["l3-l4-rule", "deny-demo", "three-tier"] {
-        let dir = common::workspace_root().join("examples").join(example);
-        let frontend = polc::driver::load(&[dir]).expect("example loads");
-        assert!(!frontend.has_errors(), "{example} checks");
+        let (frontend, resolved) = common::resolved_example(example);
         let set = &frontend.checked;
-        let (resolved, _) = resolve(set, &IdentityLock::default(), &ResolveConfig::default()).expect("resolves");
         let mut compared = 0;
         for q in direction_queries(set) {
             let endpoint = resolved.endpoint(&q.endpoint.name).expect("resolved endpoint");

@@ -1,4 +1,7 @@
-//! Support code shared by the end-to-end tests in `tests/`.
+//! Support code shared by the end-to-end tests in `tests/`, and the random
+//! policy generator ([`testgen`]) that the compiler's tests use as well.
+
+pub mod testgen;
 
 use std::path::PathBuf;
 

@@ -191,12 +191,35 @@ pub struct Model {
 
 impl Model {
     pub fn expect(&mut self, case: &Case, direction: Direction, parsed: Parsed) -> Expected {
+        let identity_of = |addr: IpAddr| case.resolved.identity_of(addr).0;
+        self.expect_with(direction, parsed, identity_of, |_, peer, p| {
+            match table(&case.policy, direction).lookup(polc::ir::Identity(peer), p.proto, p.policy_port) {
+                TableVerdict::NotEnforced => (Reason::NotEnforced, 0),
+                TableVerdict::Decided { action: Action::Allow, rule } => (Reason::PolicyAllow, rule.0),
+                TableVerdict::Decided { action: Action::Deny, rule } => (Reason::PolicyDeny, rule.0),
+                TableVerdict::DefaultDeny => (Reason::DefaultDeny, 0),
+            }
+        })
+    }
+
+    /// The verdict of a packet with the policy decision of a new connection
+    /// taken by `decide(peer address, peer identity, packet)` (the reason and
+    /// rule) and the peer's identity by `identity_of`; parsing and
+    /// connection tracking as the datapath does them. One model may serve
+    /// several endpoints: the conntrack is node-wide.
+    pub fn expect_with(
+        &mut self,
+        direction: Direction,
+        parsed: Parsed,
+        identity_of: impl Fn(IpAddr) -> u32,
+        decide: impl FnOnce(IpAddr, u32, &Summary) -> (Reason, u32),
+    ) -> Expected {
         let p = match parsed {
             Parsed::Early(reason) => return Expected { reason, rule: 0, peer: 0 },
             Parsed::Packet(p) => p,
         };
         let peer_addr = if direction == Direction::Egress { p.dst } else { p.src };
-        let peer = case.resolved.identity_of(peer_addr).0;
+        let peer = identity_of(peer_addr);
         let forward = FlowKey { src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, proto: p.proto, direction };
         let reverse = FlowKey {
             src: p.dst,
@@ -217,13 +240,7 @@ impl Model {
                 }
             }
         }
-        let (reason, rule) =
-            match table(&case.policy, direction).lookup(polc::ir::Identity(peer), p.proto, p.policy_port) {
-                TableVerdict::NotEnforced => (Reason::NotEnforced, 0),
-                TableVerdict::Decided { action: Action::Allow, rule } => (Reason::PolicyAllow, rule.0),
-                TableVerdict::Decided { action: Action::Deny, rule } => (Reason::PolicyDeny, rule.0),
-                TableVerdict::DefaultDeny => (Reason::DefaultDeny, 0),
-            };
+        let (reason, rule) = decide(peer_addr, peer, &p);
         if !reason.is_drop() && p.tracked {
             let mut flow = Flow { rule, fin_forward: false, fin_reply: false, closed: false };
             observe(&mut flow, &p, false);

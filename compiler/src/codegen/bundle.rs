@@ -65,7 +65,7 @@ pub struct Manifest<'a> {
     pub endpoints: Vec<EndpointManifest>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct IpcacheEntry {
     pub prefix: ipnet::IpNet,
     pub identity: u32,

@@ -13,13 +13,13 @@
 use super::CodegenError;
 use crate::ir::{Decision, DirectionTable, Identity, L4Table, PeerKey};
 use crate::syntax::ast::Action;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The protocols `ir::is_known_protocol` names.
 const KNOWN_PROTOCOLS: [u8; 5] = [1, 6, 17, 58, 132];
 
 /// What an entry decides (`POLICY_*` in policy.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryAction {
     /// Default deny: the identity or protocol has a table, no rule matches.
@@ -29,7 +29,7 @@ pub enum EntryAction {
 }
 
 /// One policy map entry; `rule` is 0 for [`EntryAction::NoMatch`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyEntry {
     pub prefix_len: u32,
     pub identity: u32,

@@ -1,7 +1,10 @@
 //! Support shared by the integration tests of `polc`: running the binary
-//! from the workspace root, and the random policy generator ([`testgen`]).
+//! from the workspace root, and the random policy generator ([`testgen`],
+//! which lives with the workspace's test support in tests/common/ so the
+//! kernel tests draw the same policy sets).
 #![allow(dead_code)] // each test binary uses a different part
 
+#[path = "../../../tests/common/testgen.rs"]
 pub mod testgen;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +23,16 @@ pub fn polc(args: &[&str]) -> Output {
         .current_dir(workspace_root())
         .output()
         .expect("polc runs")
+}
+
+/// An example (`examples/NAME`), checked and resolved with fresh numbers.
+pub fn resolved_example(name: &str) -> (polc::driver::Frontend, polc::ir::Resolved) {
+    use polc::resolve::{resolve, IdentityLock, ResolveConfig};
+    let frontend = polc::driver::load(&[workspace_root().join("examples").join(name)]).expect("example loads");
+    assert!(!frontend.has_errors(), "{name} checks");
+    let (resolved, _) =
+        resolve(&frontend.checked, &IdentityLock::default(), &ResolveConfig::default()).expect("resolves");
+    (frontend, resolved)
 }
 
 pub fn stdout(output: &Output) -> String {

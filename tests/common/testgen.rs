@@ -16,11 +16,17 @@
 //! lists, for every endpoint and direction, every generated peer and packet
 //! with the evaluator's [`SideVerdict`]; `expected.to_table_verdict()` must
 //! equal the endpoint's `DirectionTable::lookup(identity of the peer,
-//! proto, port)`. Whole flows come from [`Scenario::flows`].
+//! proto, port)`, the peer's identity given by [`identity_of`]. Whole
+//! flows come from [`Scenario::flows`].
+//!
+//! Shared without copying: the workspace's test library (`polc_suite::testgen`,
+//! for the kernel tests) and the compiler's tests (`common::testgen`, by path).
 
+use polc::codegen::bundle_trace::reserved_identity;
 use polc::driver::{self, Frontend};
 use polc::eval::flowspec::parse_peer;
 use polc::eval::{evaluate_direction, peer, Flow, IpProto, Peer, SideVerdict};
+use polc::ir::{Identity, Resolved};
 use polc::sema::model::{EndpointDef, PolicySet};
 use polc::syntax::ast::{Action, Direction};
 use proptest::prelude::*;
@@ -306,8 +312,8 @@ fn policies() -> impl Strategy<Value = Vec<GenPolicy>> {
 /// makes them outside addresses), the node's, outside addresses inside and
 /// outside the policy CIDRs, and entities.
 const NAMES: [&str; 5] = ["e0", "e1", "e2", "e3", "e4"];
-const ENDPOINT_ADDRESSES: [&str; 6] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "fd00::1", "fd00::2"];
-const OTHER_PEERS: [&str; 14] = [
+pub const ENDPOINT_ADDRESSES: [&str; 6] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "fd00::1", "fd00::2"];
+pub const OTHER_PEERS: [&str; 14] = [
     "10.0.0.254",
     "fd00::fe",
     "10.0.0.200",
@@ -332,7 +338,7 @@ fn flow_peer() -> impl Strategy<Value = &'static str> {
     ]
 }
 
-const PACKETS: [(u8, u16); 16] = [
+pub const PACKETS: [(u8, u16); 16] = [
     (6, 80),
     (6, 85),
     (6, 8080),
@@ -406,4 +412,14 @@ pub fn direction_queries(set: &PolicySet) -> Vec<DirectionQuery<'_>> {
         }
     }
     queries
+}
+
+/// The identity the datapath sees for `peer`: an endpoint's own, an
+/// address's from the ipcache (longest prefix), a reserved entity's number.
+pub fn identity_of(resolved: &Resolved, peer: &Peer<'_>) -> Identity {
+    match peer {
+        Peer::Endpoint(e) => resolved.endpoint(&e.name).expect("every endpoint is resolved").identity,
+        Peer::Outside(addr) => resolved.identity_of(*addr),
+        Peer::Reserved(r) => reserved_identity(*r),
+    }
 }
