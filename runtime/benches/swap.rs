@@ -103,6 +103,7 @@ fn agent_reloads() {
         netns: Some(node.lab.node_ns().to_string()),
         pin_root: node.pins.path().to_path_buf(),
         debounce: Duration::ZERO,
+        attach: polc_runtime::attach::AttachMode::Auto,
     };
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let times: Vec<Duration> = (0..ROUNDS / 2)
@@ -158,6 +159,7 @@ fn wide_change() {
         netns: Some(lab.node_ns().to_string()),
         pin_root: pins.path().to_path_buf(),
         debounce: Duration::ZERO,
+        attach: polc_runtime::attach::AttachMode::Auto,
     };
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let mut times = Vec::new();

@@ -3,6 +3,7 @@
 //!
 //! - [`build`]: resolved tables -> runtime artifacts (clang, constants, entries).
 //! - [`node`]: the node-wide maps, opened from their pins (ipcache sync).
+//! - [`pins`]: what a previous agent left pinned: adopted, detached or set aside.
 //! - [`daemon`]: the agent's state and what it does on each event.
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
@@ -12,5 +13,6 @@ pub mod api;
 pub mod build;
 pub mod daemon;
 pub mod node;
+pub mod pins;
 pub mod reset;
 pub mod serve;

@@ -63,6 +63,9 @@ pub struct EndpointStatus {
     pub state: String,
     /// The generation the links run (0: none yet).
     pub generation: u64,
+    /// The hook its programs run on: `tcx` or `tc` (`None`: not enforced).
+    #[serde(default)]
+    pub hook: Option<String>,
     /// The object it runs: its code shape's hash (`None` until this polcd
     /// loaded it, e.g. just after adopting).
     pub program: Option<String>,

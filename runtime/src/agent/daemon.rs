@@ -13,7 +13,8 @@
 use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
 use super::node::NodeMaps;
-use crate::attach::{Attachment, Device};
+use super::pins::PinRoot;
+use crate::attach::{AttachMode, Device};
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
@@ -34,6 +35,8 @@ pub struct Config {
     pub pin_root: PathBuf,
     /// Quiet time after a file change before reloading.
     pub debounce: Duration,
+    /// tcx, tc clsact, or tcx where the kernel has it (`polcd run --attach`).
+    pub attach: AttachMode,
 }
 
 /// What the loop reacts to.
@@ -161,6 +164,8 @@ struct LoadJob {
     device: Device,
     dir: PathBuf,
     number: u64,
+    /// Not enforced yet: best effort (see [`Agent::apply`]).
+    pending: bool,
 }
 
 /// The outcome of applying one change.
@@ -242,29 +247,14 @@ impl Agent {
     /// Takes over the links a previous agent pinned; endpoints no longer in
     /// the inventory are detached, and pins without links removed.
     fn adopt(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.endpoints_dir()) else { return };
         let known: BTreeSet<String> = self.inventory_names().into_iter().collect();
-        for entry in entries.filter_map(|e| e.ok()) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let dir = entry.path();
-            if !Attachment::is_pinned(&dir) {
-                let _ = std::fs::remove_dir_all(&dir);
-                continue;
-            }
-            match Enforced::adopt(&self.config.pin_root.join("node"), &dir) {
-                Ok(enforced) if known.contains(&name) => {
-                    log(&format!("adopted `{name}` (generation {})", enforced.generation()));
-                    self.slots.entry(name).or_default().enforced = Some(enforced);
-                }
-                Ok(enforced) => {
-                    log(&format!("`{name}` is no longer in the inventory: detaching"));
-                    if let Err(e) = enforced.remove() {
-                        log(&format!("detaching `{name}`: {e}"));
-                    }
-                }
-                Err(e) => log(&format!("cannot adopt `{name}`: {e}")),
-            }
+        for (name, enforced) in self.pins().adopt(&known) {
+            self.slots.entry(name).or_default().enforced = Some(enforced);
         }
+    }
+
+    fn pins(&self) -> PinRoot<'_> {
+        PinRoot::new(&self.config.pin_root, self.config.netns.as_deref())
     }
 
     fn id_of(&mut self, name: &str) -> u32 {
@@ -278,26 +268,38 @@ impl Agent {
     }
 
     fn device(&self, def: &EndpointDef) -> Option<Device> {
-        def.iface.as_ref().map(|iface| Device { iface: iface.clone(), netns: self.config.netns.clone() })
+        def.iface.as_ref().map(|iface| Device {
+            iface: iface.clone(),
+            netns: self.config.netns.clone(),
+            mode: self.config.attach,
+        })
     }
 
-    /// Endpoints with an iface that are not enforced yet but whose device now exists.
-    fn ready_pending(&self) -> Vec<String> {
+    /// Endpoints with an iface that are not enforced yet but whose device
+    /// now exists; with `retry_failed`, also those whose last attempt failed.
+    fn ready_pending(&self, retry_failed: bool) -> Vec<String> {
         let set = self.resolver.set();
         set.inventory
             .endpoints
             .iter()
-            .filter(|def| self.slots.get(&def.name).is_none_or(|s| s.enforced.is_none()))
+            .filter(|def| {
+                self.slots
+                    .get(&def.name)
+                    .is_none_or(|s| s.enforced.is_none() && (retry_failed || s.last_error.is_none()))
+            })
             .filter(|def| self.device(def).is_some_and(|d| d.exists()))
             .map(|def| def.name.clone())
             .collect()
     }
 
     /// Regenerates `changed` (and pending endpoints whose device appeared),
-    /// removes `removed`: all or nothing up to the switch.
+    /// removes `removed`: all or nothing up to the switch for the enforced
+    /// endpoints. An endpoint not enforced yet is best effort: if it cannot
+    /// be built or loaded, it records the error (state `failed`, retried at
+    /// the next change) and the others go on.
     fn apply(&mut self, changed: &[String], removed: &[String]) -> Result<Applied, String> {
         let mut todo: Vec<String> = changed.to_vec();
-        for name in self.ready_pending() {
+        for name in self.ready_pending(true) {
             if !todo.contains(&name) {
                 todo.push(name);
             }
@@ -314,16 +316,23 @@ impl Agent {
                 continue;
             }
             let number = enforced.map_or(1, Enforced::next_generation);
-            if enforced.is_none() {
-                // Leftovers of an endpoint that was never attached.
-                let _ = std::fs::remove_dir_all(self.endpoint_dir(name));
+            let pending = enforced.is_none();
+            if pending {
+                // Leftovers of an endpoint this agent does not enforce.
+                self.pins().set_aside(name);
             }
             let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
             let id = self.id_of(name);
             match self.builder.endpoint(&policy, &def, id) {
-                Ok(artifact) => {
-                    jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number })
-                }
+                Ok(artifact) => jobs.push(LoadJob {
+                    name: name.clone(),
+                    artifact,
+                    device,
+                    dir: self.endpoint_dir(name),
+                    number,
+                    pending,
+                }),
+                Err(e) if pending => self.pending_failed(name, &e.to_string()),
                 Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
             }
         }
@@ -334,6 +343,7 @@ impl Agent {
         for job in jobs {
             match load_generation(&job.artifact, &node_pins, &job.dir, job.number) {
                 Ok(generation) => prepared.push((job.name, generation, job.device)),
+                Err(e) if job.pending => self.pending_failed(&job.name, &e.to_string()),
                 Err(e) => {
                     prepared.into_iter().for_each(|(_, g, _)| g.discard());
                     return Err(self.endpoint_failed(&job.name, &e.to_string()));
@@ -353,6 +363,7 @@ impl Agent {
         for (name, generation, device) in prepared {
             let dir = self.endpoint_dir(&name);
             let node_pins = self.config.pin_root.join("node");
+            let stale = self.pins().stale().join(&name);
             let slot = self.slots.entry(name.clone()).or_default();
             let result = match slot.enforced.as_mut() {
                 Some(enforced) => enforced.switch_to(generation),
@@ -362,6 +373,9 @@ impl Agent {
             };
             match result {
                 Ok(()) => {
+                    // Links a previous agent left run until now: the new
+                    // generation enforces, they can go.
+                    let _ = std::fs::remove_dir_all(&stale);
                     slot.policy_version = version;
                     slot.last_regeneration_ms = Some(now_ms());
                     slot.last_error = None;
@@ -381,8 +395,16 @@ impl Agent {
                 }
             }
             self.ids.remove(name);
+            self.pins().drop_stale(name);
         }
         Ok(Applied { regenerated })
+    }
+
+    /// A pending endpoint that could not be built or loaded: it says why in
+    /// status, the change goes on without it.
+    fn pending_failed(&mut self, name: &str, error: &str) {
+        let message = self.endpoint_failed(name, error);
+        log(&format!("{message} (not enforced; retried at the next change)"));
     }
 
     /// Records a build or load failure on the endpoint; the change's error.
@@ -462,7 +484,7 @@ impl Agent {
     /// lose their defunct links; endpoints waiting for a device get it.
     pub fn tick(&mut self) {
         self.drop_dead_links();
-        if self.ready_pending().is_empty() {
+        if self.ready_pending(false).is_empty() {
             return;
         }
         if let Err(e) = self.apply(&[], &[]) {
@@ -584,6 +606,7 @@ impl Agent {
                     netns: def.netns.clone(),
                     state: state.to_string(),
                     generation: enforced.map_or(0, Enforced::generation),
+                    hook: enforced.map(|e| e.hook().to_string()),
                     program: enforced
                         .and_then(Enforced::object)
                         .and_then(|o| o.file_stem())

@@ -8,6 +8,7 @@ use polc_runtime::agent::api::{self, AgentStatus, EndpointSpec, EndpointStatus, 
 use polc_runtime::agent::daemon::Config;
 use polc_runtime::agent::reset::reset;
 use polc_runtime::agent::serve::{run, RunError};
+use polc_runtime::attach::AttachMode;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ struct RunArgs {
     /// Quiet time after a file change before reloading, in milliseconds
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// The hook programs run on: `tcx`, `tc` (clsact), or `auto` (tcx where the kernel has it)
+    #[arg(long, default_value = "auto")]
+    attach: AttachMode,
 }
 
 #[derive(Args)]
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
                 netns: args.netns,
                 pin_root: args.pin_root,
                 debounce: Duration::from_millis(args.debounce_ms),
+                attach: args.attach,
             };
             match run(config) {
                 Ok(()) => ExitCode::SUCCESS,

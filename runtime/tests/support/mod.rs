@@ -3,13 +3,15 @@
 
 #![allow(dead_code, clippy::panic)] // each test binary uses part of it; tests fail by panicking
 
+pub mod matrix;
+
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::ir::Resolved;
 use polc::resolve::{IdentityLock, ResolveConfig};
 use polc::sema::model::PolicySet;
 use polc_runtime::agent::api::{self, AgentStatus, Request};
 use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
-use polc_runtime::attach::Device;
+use polc_runtime::attach::{AttachMode, Device};
 use polc_runtime::loader::PinDir;
 use polc_runtime::netlab::in_netns;
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
@@ -55,6 +57,8 @@ pub fn node_config() -> NodeConfig {
 /// A node: the lab holding the inventory's endpoints, and what is enforced.
 /// Drop order: links first, then pins, then the namespaces.
 pub struct Node {
+    /// How [`Node::enforce_all`] attaches (default: auto).
+    pub attach: AttachMode,
     pub enforced: BTreeMap<String, Enforced>,
     pub builder: NodeBuilder,
     pub pins: PinDir,
@@ -81,7 +85,7 @@ impl Node {
         let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let builder =
             NodeBuilder::new(cache.path(), node_config(), BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        Node { enforced: BTreeMap::new(), builder, pins, lab, _cache: cache }
+        Node { attach: AttachMode::Auto, enforced: BTreeMap::new(), builder, pins, lab, _cache: cache }
     }
 
     pub fn endpoint_dir(&self, name: &str) -> PathBuf {
@@ -90,7 +94,7 @@ impl Node {
 
     pub fn device(&self, name: &str) -> Device {
         let ep = self.lab.endpoint(name).unwrap_or_else(|e| panic!("{e}"));
-        Device::in_netns(&ep.spec.host_iface, self.lab.node_ns())
+        Device::in_netns(&ep.spec.host_iface, self.lab.node_ns()).with_mode(self.attach)
     }
 
     /// The artifact of endpoint `name` under `resolved`.
@@ -188,11 +192,17 @@ pub struct Polcd {
 
 impl Polcd {
     pub fn start(policies: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        Polcd::start_with(policies, state, netns, pins, &[])
+    }
+
+    /// Starts `polcd run` with `extra` arguments (e.g. `--attach tc`).
+    pub fn start_with(policies: &Path, state: &Path, netns: &str, pins: &Path, extra: &[&str]) -> Polcd {
         let log = state.with_extension("log");
         let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
             .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
             .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
