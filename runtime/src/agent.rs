@@ -5,14 +5,18 @@
 //! - [`node`]: the node-wide maps, opened from their pins (ipcache sync).
 //! - [`pins`]: what a previous agent left pinned: adopted, detached or set aside.
 //! - [`daemon`]: the agent's state and what it does on each event.
+//! - [`bundled`]: `polcd run --bundle`: the agent of a built bundle.
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
+//! - [`slot`]: one endpoint as an agent runs it, and its status.
 //! - [`reset`]: removing everything polcd made.
 
 pub mod api;
 pub mod build;
+pub mod bundled;
 pub mod daemon;
 pub mod node;
 pub mod pins;
 pub mod reset;
 pub mod serve;
+pub mod slot;

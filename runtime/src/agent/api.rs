@@ -54,7 +54,8 @@ pub struct EndpointSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointStatus {
     pub name: String,
-    /// `file` (declared in the policy set) or `api` (added with endpoint add).
+    /// `file` (declared in the policy set), `api` (added with endpoint add)
+    /// or `bundle` (`polcd run --bundle`).
     pub source: String,
     pub identity: u32,
     pub iface: Option<String>,

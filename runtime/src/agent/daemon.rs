@@ -10,10 +10,11 @@
 //! before the switch, the loaded generations are discarded, the resolver
 //! goes back to its previous state and the running programs keep enforcing.
 
-use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
+use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
 use super::node::NodeMaps;
 use super::pins::PinRoot;
+use super::slot::{Described, Slot};
 use crate::attach::{AttachMode, Device};
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::header::{BuildOptions, NodeConfig};
@@ -61,15 +62,6 @@ pub enum AgentError {
     Codegen(#[from] polc::codegen::CodegenError),
     #[error(transparent)]
     Load(#[from] crate::loader::LoadError),
-}
-
-/// One endpoint the agent knows.
-#[derive(Default)]
-struct Slot {
-    enforced: Option<Enforced>,
-    policy_version: u64,
-    last_regeneration_ms: Option<u64>,
-    last_error: Option<String>,
 }
 
 pub struct Agent {
@@ -157,6 +149,23 @@ pub struct StateFile {
     pub policies: PathBuf,
 }
 
+/// What every agent does first: check the pin root, mount bpffs, write
+/// the state file (what `reset` needs).
+pub(super) fn prepare(config: &Config) -> Result<(), AgentError> {
+    if !crate::loader::is_confined_pin_root(&config.pin_root) {
+        return Err(AgentError::Policy(format!(
+            "pin root `{}` must be a directory under {}/",
+            config.pin_root.display(),
+            crate::loader::PIN_ROOT
+        )));
+    }
+    crate::loader::ensure_bpffs()?;
+    std::fs::create_dir_all(&config.state).map_err(|source| AgentError::Io { path: config.state.clone(), source })?;
+    let state =
+        StateFile { pin_root: config.pin_root.clone(), netns: config.netns.clone(), policies: config.policies.clone() };
+    write_json(&config.state.join(STATE_FILE), &state)
+}
+
 /// One endpoint to load: its artifact, where, as which generation.
 struct LoadJob {
     name: String,
@@ -177,22 +186,7 @@ impl Agent {
     /// Reads the policy set, adopts what a previous agent left pinned and
     /// enforces every endpoint whose device exists.
     pub fn start(config: Config) -> Result<Agent, AgentError> {
-        if !crate::loader::is_confined_pin_root(&config.pin_root) {
-            return Err(AgentError::Policy(format!(
-                "pin root `{}` must be a directory under {}/",
-                config.pin_root.display(),
-                crate::loader::PIN_ROOT
-            )));
-        }
-        crate::loader::ensure_bpffs()?;
-        std::fs::create_dir_all(&config.state)
-            .map_err(|source| AgentError::Io { path: config.state.clone(), source })?;
-        let state = StateFile {
-            pin_root: config.pin_root.clone(),
-            netns: config.netns.clone(),
-            policies: config.policies.clone(),
-        };
-        write_json(&config.state.join(STATE_FILE), &state)?;
+        prepare(&config)?;
         let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
@@ -361,30 +355,8 @@ impl Agent {
         // 3. Switch. Past this point a failure concerns one endpoint only.
         let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
         for (name, generation, device) in prepared {
-            let dir = self.endpoint_dir(&name);
-            let node_pins = self.config.pin_root.join("node");
-            let stale = self.pins().stale().join(&name);
-            let slot = self.slots.entry(name.clone()).or_default();
-            let result = match slot.enforced.as_mut() {
-                Some(enforced) => enforced.switch_to(generation),
-                None => Enforced::attach(generation, &device, &node_pins, &dir).map(|e| {
-                    slot.enforced = Some(e);
-                }),
-            };
-            match result {
-                Ok(()) => {
-                    // Links a previous agent left run until now: the new
-                    // generation enforces, they can go.
-                    let _ = std::fs::remove_dir_all(&stale);
-                    slot.policy_version = version;
-                    slot.last_regeneration_ms = Some(now_ms());
-                    slot.last_error = None;
-                }
-                Err(e) => {
-                    log(&format!("endpoint `{name}`: {e}"));
-                    slot.last_error = Some(e.to_string());
-                }
-            }
+            let pins = PinRoot::new(&self.config.pin_root, self.config.netns.as_deref());
+            self.slots.entry(name.clone()).or_default().switch(&name, generation, &device, &pins, version);
         }
         for name in removed {
             if let Some(slot) = self.slots.remove(name) {
@@ -590,31 +562,14 @@ impl Agent {
             .endpoints
             .iter()
             .map(|def| {
-                let slot = self.slots.get(&def.name);
-                let enforced = slot.and_then(|s| s.enforced.as_ref());
-                let state = match (enforced, self.device(def)) {
-                    (Some(_), _) => "enforcing",
-                    (None, None) => "no-iface",
-                    (None, Some(_)) if slot.is_some_and(|s| s.last_error.is_some()) => "failed",
-                    (None, Some(_)) => "waiting-for-device",
-                };
-                EndpointStatus {
-                    name: def.name.clone(),
-                    source: if self.api.contains_key(&def.name) { "api" } else { "file" }.to_string(),
+                let described = Described {
+                    name: &def.name,
+                    source: if self.api.contains_key(&def.name) { "api" } else { "file" },
                     identity: self.resolver.resolved().endpoint(&def.name).map_or(0, |p| p.identity.0),
-                    iface: def.iface.clone(),
-                    netns: def.netns.clone(),
-                    state: state.to_string(),
-                    generation: enforced.map_or(0, Enforced::generation),
-                    hook: enforced.map(|e| e.hook().to_string()),
-                    program: enforced
-                        .and_then(Enforced::object)
-                        .and_then(|o| o.file_stem())
-                        .map(|stem| stem.to_string_lossy().into_owned()),
-                    policy_version: slot.map_or(0, |s| s.policy_version),
-                    last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
-                    last_error: slot.and_then(|s| s.last_error.clone()),
-                }
+                    iface: def.iface.as_ref(),
+                    netns: def.netns.as_ref(),
+                };
+                described.status(self.slots.get(&def.name))
             })
             .collect();
         AgentStatus {

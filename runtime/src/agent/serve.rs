@@ -2,6 +2,7 @@
 //! event loop.
 
 use super::api::{socket_path, Request, Response};
+use super::bundled::BundleAgent;
 use super::daemon::{log, Agent, AgentError, Config, Event};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::io::{BufRead, BufReader, Write};
@@ -26,13 +27,56 @@ pub enum RunError {
 /// How often devices are checked: endpoints waiting for theirs, links whose device went away.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// What the event loop drives: the agent of a policy directory
+/// ([`Agent`]) or of a built bundle ([`BundleAgent`]).
+pub trait Daemon {
+    fn handle(&mut self, request: Request) -> Response;
+    /// The watched directory changed (debounced).
+    fn reload(&mut self);
+    /// Every second: devices that appeared or went away.
+    fn tick(&mut self);
+}
+
+impl Daemon for Agent {
+    fn handle(&mut self, request: Request) -> Response {
+        Agent::handle(self, request)
+    }
+    fn reload(&mut self) {
+        Agent::reload(self)
+    }
+    fn tick(&mut self) {
+        Agent::tick(self)
+    }
+}
+
+impl Daemon for BundleAgent {
+    fn handle(&mut self, request: Request) -> Response {
+        BundleAgent::handle(self, request)
+    }
+    fn reload(&mut self) {
+        BundleAgent::reload(self)
+    }
+    fn tick(&mut self) {
+        BundleAgent::tick(self)
+    }
+}
+
 /// Runs the agent until the process is killed. Enforcement outlives it.
 pub fn run(config: Config) -> Result<(), RunError> {
+    run_with(config, Agent::start)
+}
+
+/// `polcd run --bundle`: runs the agent of the bundle in `config.policies`.
+pub fn run_bundle(config: Config) -> Result<(), RunError> {
+    run_with(config, BundleAgent::start)
+}
+
+fn run_with<D: Daemon>(config: Config, start: impl FnOnce(Config) -> Result<D, AgentError>) -> Result<(), RunError> {
     let socket = socket_path(&config.state);
     if UnixStream::connect(&socket).is_ok() {
         return Err(RunError::AlreadyRunning(socket));
     }
-    let mut agent = Agent::start(config.clone())?;
+    let mut agent = start(config.clone())?;
     let (events, inbox) = mpsc::channel::<Event>();
     let listener = listen(&socket)?;
     let to_loop = events.clone();

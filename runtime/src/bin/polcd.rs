@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use polc_runtime::agent::api::{self, AgentStatus, EndpointSpec, EndpointStatus, Request, Response};
 use polc_runtime::agent::daemon::Config;
 use polc_runtime::agent::reset::reset;
-use polc_runtime::agent::serve::{run, RunError};
+use polc_runtime::agent::serve::{run, run_bundle, RunError};
 use polc_runtime::attach::AttachMode;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -41,8 +41,11 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// The policy set directory (.pol files, identities.lock)
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    policies: Option<PathBuf>,
+    /// Run a built bundle (`polc build PATH -o DIR`) instead: endpoints, objects and tables from its manifest
     #[arg(long)]
-    policies: PathBuf,
+    bundle: Option<PathBuf>,
     /// The network namespace holding the endpoints' host-side devices (default: polcd's own)
     #[arg(long)]
     netns: Option<String>,
@@ -105,15 +108,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
+            let bundle = args.bundle.is_some();
             let config = Config {
-                policies: args.policies,
+                // The watched directory: the policy set, or the bundle.
+                policies: args.bundle.or(args.policies).unwrap_or_default(),
                 state: cli.state,
                 netns: args.netns,
                 pin_root: args.pin_root,
                 debounce: Duration::from_millis(args.debounce_ms),
                 attach: args.attach,
             };
-            match run(config) {
+            match if bundle { run_bundle(config) } else { run(config) } {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ RunError::Agent(_)) => fail(1, &e.to_string()),
                 Err(e) => fail(2, &e.to_string()),

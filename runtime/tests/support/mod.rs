@@ -197,10 +197,21 @@ impl Polcd {
 
     /// Starts `polcd run` with `extra` arguments (e.g. `--attach tc`).
     pub fn start_with(policies: &Path, state: &Path, netns: &str, pins: &Path, extra: &[&str]) -> Polcd {
+        let source = ["--policies".to_string(), policies.display().to_string()];
+        Polcd::spawn(state, netns, pins, &source, extra)
+    }
+
+    /// Starts `polcd run --bundle DIR`.
+    pub fn start_bundle(bundle: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        Polcd::spawn(state, netns, pins, &["--bundle".to_string(), bundle.display().to_string()], &[])
+    }
+
+    fn spawn(state: &Path, netns: &str, pins: &Path, source: &[String], extra: &[&str]) -> Polcd {
         let log = state.with_extension("log");
         let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
-            .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
+            .args(["--state", &state.display().to_string(), "run"])
+            .args(source)
             .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
             .args(extra)
             .stdout(Stdio::null())
