@@ -10,13 +10,11 @@ mod support;
 use polc_runtime::attach::link_pin;
 use polc_runtime::datapath::{self, Direction};
 use polc_runtime::netlab::{require_kernel, EndpointSpec};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use support::{
-    add_app4_via_api, all_enforcing, count, example_dir, polcd_cli, receiver, resolve_dir, send, status, wait_for,
+    add_app4_via_api, all_enforcing, copy_example, example_dir, polcd_cli, resolve_dir, status, wait_for, Flow, Flows,
     Node, Polcd,
 };
 
@@ -25,9 +23,7 @@ const T: Duration = Duration::from_millis(400);
 /// A policy directory: the l3-l4-rule endpoints, `policy` and `extra`.
 fn policies(work: &Path, policy: &str, extra: &str) -> std::path::PathBuf {
     let dir = work.join("policies");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(example_dir("l3-l4-rule").join("endpoints.pol"), dir.join("endpoints.pol"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    copy_example("l3-l4-rule", &["endpoints.pol"], &dir);
     std::fs::write(dir.join("policy.pol"), policy).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.join("extra.pol"), extra).unwrap_or_else(|e| panic!("{e}"));
     dir
@@ -113,11 +109,11 @@ fn half_pinned_links_enforce_until_their_replacement_is_attached() {
     // app1's egress policy runs on its veth's ingress (`link_from_ep`).
     let ns = |name: &str| node.lab.endpoint(name).unwrap_or_else(|e| panic!("{e}")).netns.clone();
     let (app2, app3) = (v4(&set, "app2"), v4(&set, "app3"));
-    let (stop_rx, stop_tx) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let allowed_rx = count(receiver(&ns("app2"), app2, 5000), stop_rx.clone());
-    let denied_rx = count(receiver(&ns("app3"), app3, 5001), stop_rx.clone());
-    let allowed_tx = send(&ns("app1"), SocketAddr::new(app2, 5000), stop_tx.clone());
-    let denied_tx = send(&ns("app1"), SocketAddr::new(app3, 5001), stop_tx.clone());
+    let (app1_ns, app2_ns, app3_ns) = (ns("app1"), ns("app2"), ns("app3"));
+    let flows = Flows::start(
+        Flow { from_ns: &app1_ns, to_ns: &app2_ns, to: app2, port: 5000 },
+        Flow { from_ns: &app1_ns, to_ns: &app3_ns, to: app3, port: 5001 },
+    );
     std::thread::sleep(Duration::from_millis(200));
 
     // polcd dies; app1 is left half pinned (as by a crash between its two
@@ -130,18 +126,11 @@ fn half_pinned_links_enforce_until_their_replacement_is_attached() {
     wait_for(&state, &polcd, "all endpoints enforcing again", all_enforcing);
     std::thread::sleep(Duration::from_millis(200));
 
-    stop_tx.store(true, Ordering::SeqCst);
-    let (allowed_sent, denied_sent) = (allowed_tx.join().unwrap_or(0), denied_tx.join().unwrap_or(0));
-    std::thread::sleep(Duration::from_millis(200));
-    stop_rx.store(true, Ordering::SeqCst);
-    let (allowed_received, denied_received) = (allowed_rx.join().unwrap_or(0), denied_rx.join().unwrap_or(0));
-    println!(
-        "half-pinned restart: allowed flow {allowed_sent} sent, {allowed_received} received; \
-         denied flow {denied_sent} sent, {denied_received} delivered"
-    );
-    assert!(allowed_sent > 3000 && denied_sent > 3000, "the flows ran");
-    assert_eq!(denied_received, 0, "no denied packet delivered while app1 was regenerated");
-    assert_eq!(allowed_received, allowed_sent, "no allowed packet lost");
+    let counts = flows.stop();
+    println!("half-pinned restart: {counts}");
+    assert!(counts.allowed_sent > 3000 && counts.denied_sent > 3000, "the flows ran");
+    assert_eq!(counts.denied_received, 0, "no denied packet delivered while app1 was regenerated");
+    assert_eq!(counts.allowed_received, counts.allowed_sent, "no allowed packet lost");
     assert!(!pins.join("stale").join("app1").exists(), "the old links are gone once the new ones run");
     assert!(link_pin(&app1_dir, Direction::Egress).exists() && link_pin(&app1_dir, Direction::Ingress).exists());
     drop(held);

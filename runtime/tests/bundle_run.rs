@@ -16,10 +16,9 @@ use polc_runtime::netlab::require_kernel;
 use std::net::IpAddr;
 use std::path::Path;
 use support::matrix::{live_matrix, Probes, TIMEOUT};
-use support::{all_enforcing, example_dir, node_config, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
-
-const ONLY_APP3: &str =
-    "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
+use support::{
+    all_enforcing, example_dir, node_config, polcd_cli, resolve_dir, status, wait_for, Node, Polcd, ONLY_APP3,
+};
 
 /// Writes the l3-l4-rule example to `dir` with device names of this test
 /// (`pb<pid>-appN`) and `policy` as its policy file; resolves it.

@@ -12,14 +12,13 @@ mod support;
 use polc_runtime::attach::{link_pin, tc, AttachMode};
 use polc_runtime::datapath::Direction;
 use polc_runtime::netlab::require_kernel;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use support::matrix::{live_matrix, Probes, TIMEOUT};
 use support::{
-    all_enforcing, count, example_dir, polcd_cli, receiver, resolve_dir, send, status, wait_for, Node, Polcd,
+    all_enforcing, copy_example, example_dir, polcd_cli, resolve_dir, status, wait_for, Flow, Flows, Node, Polcd,
+    ONLY_APP3,
 };
 
 /// The BPF filters `tc` lists on `iface` in namespace `ns` (both directions).
@@ -61,33 +60,26 @@ fn tc_filters_enforce_an_example_and_swap_in_place_under_load() {
     let app1 = set.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
     let artifact = node.artifact(&set, &resolved, "app1");
     let ns = |name: &str| node.lab.endpoint(name).unwrap_or_else(|e| panic!("{e}")).netns.clone();
-    let (stop_rx, stop_tx) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     // app1's ingress allows app2 on tcp/80 only: a udp flow is denied;
     // app1's egress is not enforced: its flow to app2 is allowed.
     let app2 = set.inventory.endpoint("app2").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app2"));
-    let allowed_rx = count(receiver(&ns("app2"), app2, 5000), stop_rx.clone());
-    let denied_rx = count(receiver(&ns("app1"), app1, 5001), stop_rx.clone());
-    let allowed_tx = send(&ns("app1"), SocketAddr::new(app2, 5000), stop_tx.clone());
-    let denied_tx = send(&ns("app2"), SocketAddr::new(app1, 5001), stop_tx.clone());
+    let (app1_ns, app2_ns) = (ns("app1"), ns("app2"));
+    let flows = Flows::start(
+        Flow { from_ns: &app1_ns, to_ns: &app2_ns, to: app2, port: 5000 },
+        Flow { from_ns: &app2_ns, to_ns: &app1_ns, to: app1, port: 5001 },
+    );
     std::thread::sleep(Duration::from_millis(100));
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
     for i in 0..100 {
         enforced.swap(&artifact).unwrap_or_else(|e| panic!("swap {i}: {e}"));
     }
     std::thread::sleep(Duration::from_millis(100));
-    stop_tx.store(true, Ordering::SeqCst);
-    let (allowed_sent, denied_sent) = (allowed_tx.join().unwrap_or(0), denied_tx.join().unwrap_or(0));
-    std::thread::sleep(Duration::from_millis(200));
-    stop_rx.store(true, Ordering::SeqCst);
-    let (allowed_received, denied_received) = (allowed_rx.join().unwrap_or(0), denied_rx.join().unwrap_or(0));
-    println!(
-        "100 tc swaps: allowed flow {allowed_sent} sent, {allowed_received} received; \
-         denied flow {denied_sent} sent, {denied_received} delivered"
-    );
+    let counts = flows.stop();
+    println!("100 tc swaps: {counts}");
     assert_eq!(enforced.generation(), 101);
-    assert!(allowed_sent > 1000 && denied_sent > 1000, "the flows ran");
-    assert_eq!(allowed_received, allowed_sent, "no allowed packet lost");
-    assert_eq!(denied_received, 0, "no denied packet delivered");
+    assert!(counts.allowed_sent > 1000 && counts.denied_sent > 1000, "the flows ran");
+    assert_eq!(counts.allowed_received, counts.allowed_sent, "no allowed packet lost");
+    assert_eq!(counts.denied_received, 0, "no denied packet delivered");
     let filters = tc_filters(node.lab.node_ns(), "polc-app1");
     assert_eq!(filters.matches("direct-action").count(), 2, "still one filter per direction:\n{filters}");
 
@@ -98,9 +90,6 @@ fn tc_filters_enforce_an_example_and_swap_in_place_under_load() {
     assert!(node.lab.tcp_reaches("app3", app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
 }
 
-const ONLY_APP3: &str =
-    "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
-
 #[test]
 fn polcd_attach_tc_enforces_swaps_adopts_and_resets() {
     if !require_kernel("polcd_attach_tc_enforces_swaps_adopts_and_resets") {
@@ -108,10 +97,7 @@ fn polcd_attach_tc_enforces_swaps_adopts_and_resets() {
     }
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (policies, state) = (work.path().join("policies"), work.path().join("state"));
-    std::fs::create_dir_all(&policies).unwrap_or_else(|e| panic!("{e}"));
-    for file in ["endpoints.pol", "policy.pol", "identities.lock"] {
-        std::fs::copy(example_dir("l3-l4-rule").join(file), policies.join(file)).unwrap_or_else(|e| panic!("{e}"));
-    }
+    copy_example("l3-l4-rule", &["endpoints.pol", "policy.pol", "identities.lock"], &policies);
     let (set, _) = resolve_dir(&policies);
     let node = Node::new("polcdtc", &set);
     let pins = node.pins.path().to_path_buf();

@@ -287,3 +287,70 @@ pub fn add_app4_via_api(node: &mut Node, state: &Path, labels: &str) {
     );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
 }
+
+/// The l3-l4-rule example with app1's policy changed to allow only app3 on tcp/80.
+pub const ONLY_APP3: &str =
+    "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
+
+/// Copies `files` of example `name` into `dir` (created).
+pub fn copy_example(name: &str, files: &[&str], dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    for file in files {
+        std::fs::copy(example_dir(name).join(file), dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// One UDP flow: from the sender's namespace to the receiver's address
+/// and port, in the receiver's namespace.
+pub struct Flow<'a> {
+    pub from_ns: &'a str,
+    pub to_ns: &'a str,
+    pub to: IpAddr,
+    pub port: u16,
+}
+
+/// Two UDP flows at [`RATE`]: one the policy allows, one it denies.
+pub struct Flows {
+    stop_senders: Arc<AtomicBool>,
+    stop_receivers: Arc<AtomicBool>,
+    senders: [std::thread::JoinHandle<u64>; 2],
+    receivers: [std::thread::JoinHandle<u64>; 2],
+}
+
+/// What the flows sent and received.
+#[derive(Debug)]
+pub struct FlowCounts {
+    pub allowed_sent: u64,
+    pub allowed_received: u64,
+    pub denied_sent: u64,
+    pub denied_received: u64,
+}
+
+impl Flows {
+    pub fn start(allowed: Flow<'_>, denied: Flow<'_>) -> Flows {
+        let (stop_receivers, stop_senders) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let receivers = [&allowed, &denied].map(|f| count(receiver(f.to_ns, f.to, f.port), stop_receivers.clone()));
+        let senders = [&allowed, &denied].map(|f| send(f.from_ns, SocketAddr::new(f.to, f.port), stop_senders.clone()));
+        Flows { stop_senders, stop_receivers, senders, receivers }
+    }
+
+    /// Stops the senders, lets the last packets arrive, stops the receivers.
+    pub fn stop(self) -> FlowCounts {
+        self.stop_senders.store(true, Ordering::SeqCst);
+        let [allowed_sent, denied_sent] = self.senders.map(|s| s.join().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop_receivers.store(true, Ordering::SeqCst);
+        let [allowed_received, denied_received] = self.receivers.map(|r| r.join().unwrap_or(0));
+        FlowCounts { allowed_sent, allowed_received, denied_sent, denied_received }
+    }
+}
+
+impl std::fmt::Display for FlowCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "allowed flow {} sent, {} received; denied flow {} sent, {} delivered",
+            self.allowed_sent, self.allowed_received, self.denied_sent, self.denied_received
+        )
+    }
+}
