@@ -104,6 +104,7 @@ fn agent_reloads() {
         pin_root: node.pins.path().to_path_buf(),
         debounce: Duration::ZERO,
         observe: Default::default(),
+        attach: polc_runtime::attach::AttachMode::Auto,
     };
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let times: Vec<Duration> = (0..ROUNDS / 2)
@@ -160,6 +161,7 @@ fn wide_change() {
         pin_root: pins.path().to_path_buf(),
         debounce: Duration::ZERO,
         observe: Default::default(),
+        attach: polc_runtime::attach::AttachMode::Auto,
     };
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let mut times = Vec::new();

@@ -3,9 +3,12 @@
 //!
 //! - [`build`]: resolved tables -> runtime artifacts (clang, constants, entries).
 //! - [`node`]: the node-wide maps, opened from their pins (ipcache sync).
+//! - [`pins`]: what a previous agent left pinned: adopted, detached or set aside.
 //! - [`daemon`]: the agent's state and what it does on each event.
+//! - [`bundled`]: `polcd run --bundle`: the agent of a built bundle.
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
+//! - [`slot`]: one endpoint as an agent runs it, and its status.
 //! - [`reset`]: removing everything polcd made.
 //! - [`catalog`], [`monitor`], [`stats`], [`metrics`]: naming what the
 //!   kernel reports; the event stream, the counters, Prometheus.
@@ -13,10 +16,13 @@
 pub mod api;
 pub mod build;
 pub mod catalog;
+pub mod bundled;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
+pub mod pins;
 pub mod reset;
 pub mod serve;
 pub mod stats;
+pub mod slot;

@@ -1,5 +1,6 @@
-//! Attaching an endpoint's programs to its host-side veth with tcx, and
-//! swapping them atomically.
+//! Attaching an endpoint's programs to its host-side veth with tcx (or tc
+//! clsact filters where the kernel lacks tcx: [`tc`]), and swapping them
+//! atomically.
 //!
 //! Packets from the endpoint arrive on the host-side veth's tcx ingress: the
 //! endpoint's egress policy (`from_ep`) runs there. Packets to the endpoint
@@ -15,12 +16,18 @@
 //! resolves the interface name and index in the calling thread's namespace,
 //! and ifindexes repeat across namespaces, so attaching enters it on the
 //! current thread and comes back ([`in_namespace`]).
+//!
+//! [`AttachMode`] picks the hook: `auto` (the default) uses tcx when the
+//! kernel has it (probed once) and tc otherwise, also when a tcx attach is
+//! refused as unsupported; `tcx` and `tc` force one.
+
+pub mod tc;
 
 use crate::datapath::Direction;
 use crate::loader::{LoadError, LoadedEndpoint};
 use libbpf_rs::{AsRawLibbpf, Link};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
@@ -39,29 +46,79 @@ pub enum AttachError {
     #[error("cannot open pinned link `{path}`: {source}")]
     Open { path: PathBuf, source: libbpf_rs::Error },
     #[error("cannot swap `{program}` into its link: {source}")]
-    Update { program: &'static str, source: libbpf_rs::Error },
+    Update { program: &'static str, source: std::io::Error },
     #[error("cannot detach link `{path}`: {source}")]
     Detach { path: PathBuf, source: libbpf_rs::Error },
+    #[error("cannot record the tc attachment at `{path}`: {source}")]
+    Marker { path: PathBuf, source: std::io::Error },
+    #[error("cannot delete the tc filters on `{iface}`: {source}")]
+    TcDetach { iface: String, source: std::io::Error },
+    #[error("`{0}` is not an attach mode (auto, tcx or tc)")]
+    Mode(String),
     #[error(transparent)]
     Load(#[from] LoadError),
 }
 
+/// Which kernel hook runs the programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// tcx where the kernel has it, tc clsact otherwise.
+    #[default]
+    Auto,
+    Tcx,
+    Tc,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = AttachError;
+
+    fn from_str(text: &str) -> Result<AttachMode, AttachError> {
+        match text {
+            "auto" => Ok(AttachMode::Auto),
+            "tcx" => Ok(AttachMode::Tcx),
+            "tc" => Ok(AttachMode::Tc),
+            other => Err(AttachError::Mode(other.to_string())),
+        }
+    }
+}
+
+/// Whether this kernel has tcx (6.6 and later): querying tcx programs on
+/// `lo` succeeds there and fails with EINVAL before. Probed once.
+pub fn kernel_has_tcx() -> bool {
+    static HAS_TCX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS_TCX.get_or_init(|| {
+        let mut opts = libbpf_rs::libbpf_sys::bpf_prog_query_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_query_opts>() as _,
+            ..Default::default()
+        };
+        // SAFETY: a zeroed options struct with its size; no output arrays.
+        let rc =
+            unsafe { libbpf_rs::libbpf_sys::bpf_prog_query_opts(1, libbpf_rs::libbpf_sys::BPF_TCX_INGRESS, &mut opts) };
+        rc == 0
+    })
+}
+
 /// Where an endpoint's host-side device is: its name, and the network
-/// namespace holding it (`None`: the caller's own).
+/// namespace holding it (`None`: the caller's own); and how to attach there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     pub iface: String,
     /// A name under `/run/netns/` or a path (`/proc/PID/ns/net`).
     pub netns: Option<String>,
+    pub mode: AttachMode,
 }
 
 impl Device {
     pub fn here(iface: &str) -> Device {
-        Device { iface: iface.to_string(), netns: None }
+        Device { iface: iface.to_string(), netns: None, mode: AttachMode::Auto }
     }
 
     pub fn in_netns(iface: &str, netns: &str) -> Device {
-        Device { iface: iface.to_string(), netns: Some(netns.to_string()) }
+        Device { iface: iface.to_string(), netns: Some(netns.to_string()), mode: AttachMode::Auto }
+    }
+
+    pub fn with_mode(self, mode: AttachMode) -> Device {
+        Device { mode, ..self }
     }
 
     fn ns_label(&self) -> String {
@@ -82,11 +139,16 @@ impl Device {
     }
 }
 
-/// The two links of one endpoint: (tcx direction on the veth) in the order
-/// of [`Direction::BOTH`].
+/// One endpoint's programs on its device.
 pub struct Attachment {
-    links: Vec<(Direction, Link)>,
+    hooks: Hooks,
     pins: PathBuf,
+}
+
+enum Hooks {
+    /// The two links, in the order of [`Direction::BOTH`].
+    Tcx(Vec<(Direction, Link)>),
+    Tc(tc::TcFilters),
 }
 
 /// The pin file of a direction's link.
@@ -95,8 +157,9 @@ pub fn link_pin(pins: &Path, direction: Direction) -> PathBuf {
 }
 
 impl Attachment {
-    /// Attaches both entry programs of `endpoint` to `device` and pins the
-    /// links under `pins`. Fails, attaching nothing, if links are pinned there.
+    /// Attaches both entry programs of `endpoint` to `device` (with the
+    /// device's [`AttachMode`]) and pins the links (or the tc marker) under
+    /// `pins`. Fails, attaching nothing, if something is pinned there.
     pub fn attach(endpoint: &LoadedEndpoint, device: &Device, pins: &Path) -> Result<Attachment, AttachError> {
         for direction in Direction::BOTH {
             let path = link_pin(pins, direction);
@@ -104,8 +167,35 @@ impl Attachment {
                 return Err(AttachError::AlreadyAttached { path });
             }
         }
+        if let Some(iface) = tc::marked_iface(pins) {
+            return Err(AttachError::AlreadyAttached { path: tc::marker(pins, &iface) });
+        }
         std::fs::create_dir_all(pins).map_err(|source| LoadError::PinDir { path: pins.to_path_buf(), source })?;
-        let mut attachment = Attachment { links: Vec::new(), pins: pins.to_path_buf() };
+        let use_tc = match device.mode {
+            AttachMode::Tc => true,
+            AttachMode::Tcx => false,
+            AttachMode::Auto => !kernel_has_tcx(),
+        };
+        if use_tc {
+            let filters = tc::TcFilters::attach(endpoint, device, pins)?;
+            return Ok(Attachment { hooks: Hooks::Tc(filters), pins: pins.to_path_buf() });
+        }
+        match Attachment::attach_tcx(endpoint, device, pins) {
+            // A kernel that refuses tcx as such (an old or unusual build the
+            // probe did not catch): fall back to tc in `auto` mode.
+            Err(AttachError::Attach { source, .. })
+                if device.mode == AttachMode::Auto
+                    && [libc::EINVAL, libc::EOPNOTSUPP].contains(&source.raw_os_error().unwrap_or(0)) =>
+            {
+                let filters = tc::TcFilters::attach(endpoint, device, pins)?;
+                Ok(Attachment { hooks: Hooks::Tc(filters), pins: pins.to_path_buf() })
+            }
+            other => other,
+        }
+    }
+
+    fn attach_tcx(endpoint: &LoadedEndpoint, device: &Device, pins: &Path) -> Result<Attachment, AttachError> {
+        let mut links: Vec<(Direction, Link)> = Vec::new();
         let result =
             in_namespace(device.netns.as_deref(), || -> Result<(), AttachError> {
                 let index = ifindex(&device.iface)?
@@ -114,33 +204,62 @@ impl Attachment {
                     let program = direction.entry_program();
                     let link = attach_tcx(&endpoint.program(program)?, index)
                         .map_err(|source| AttachError::Attach { program, iface: device.iface.clone(), source })?;
-                    attachment.links.push((direction, link));
+                    links.push((direction, link));
                 }
                 Ok(())
             });
-        // On any failure `attachment` drops here: unpinned links detach.
+        // On any failure `links` drops here: unpinned links detach.
         result??;
-        for (direction, link) in &mut attachment.links {
+        for i in 0..links.len() {
+            let (direction, link) = &mut links[i];
             let path = link_pin(pins, *direction);
-            link.pin(&path).map_err(|source| AttachError::Pin { path, source })?;
+            if let Err(source) = link.pin(&path) {
+                // The links pinned so far would outlive this error and
+                // enforce half an endpoint: unpin them, so that dropping
+                // `links` detaches every link.
+                for (direction, link) in &mut links[..i] {
+                    let _ = link.unpin();
+                    let _ = std::fs::remove_file(link_pin(pins, *direction));
+                }
+                return Err(AttachError::Pin { path, source });
+            }
         }
-        Ok(attachment)
+        Ok(Attachment { hooks: Hooks::Tcx(links), pins: pins.to_path_buf() })
     }
 
-    /// Opens the links pinned under `pins` (left by an earlier process).
-    pub fn adopt(pins: &Path) -> Result<Attachment, AttachError> {
+    /// Takes over what an earlier process left under `pins`: the pinned
+    /// tcx links, or the tc filters its marker names (on that device in
+    /// `netns`, the namespace the filters' device is in).
+    pub fn adopt(pins: &Path, netns: Option<&str>) -> Result<Attachment, AttachError> {
+        if let Some(filters) = tc::TcFilters::adopt(pins, netns) {
+            return Ok(Attachment { hooks: Hooks::Tc(filters), pins: pins.to_path_buf() });
+        }
         let mut links = Vec::new();
         for direction in Direction::BOTH {
             let path = link_pin(pins, direction);
             let link = Link::open(&path).map_err(|source| AttachError::Open { path, source })?;
             links.push((direction, link));
         }
-        Ok(Attachment { links, pins: pins.to_path_buf() })
+        Ok(Attachment { hooks: Hooks::Tcx(links), pins: pins.to_path_buf() })
     }
 
-    /// Whether links are pinned under `pins`.
+    /// Whether an attachment is recorded under `pins`: both links, or a tc marker.
     pub fn is_pinned(pins: &Path) -> bool {
-        Direction::BOTH.iter().all(|d| link_pin(pins, *d).exists())
+        Direction::BOTH.iter().all(|d| link_pin(pins, *d).exists()) || tc::marked_iface(pins).is_some()
+    }
+
+    /// Whether anything of an attachment is recorded under `pins` (a link
+    /// pin, or a tc marker): a half-pinned endpoint has something running.
+    pub fn has_pins(pins: &Path) -> bool {
+        Direction::BOTH.iter().any(|d| link_pin(pins, *d).exists()) || tc::marked_iface(pins).is_some()
+    }
+
+    /// The hook running the programs: `tcx` or `tc`.
+    pub fn hook(&self) -> &'static str {
+        match self.hooks {
+            Hooks::Tcx(_) => "tcx",
+            Hooks::Tc(_) => "tc",
+        }
     }
 
     pub fn pins(&self) -> &Path {
@@ -150,8 +269,9 @@ impl Attachment {
     /// The index of the device both links are attached to; `None` when a
     /// link is defunct (its device was deleted: the kernel detached it).
     pub fn device_index(&self) -> Option<u32> {
+        let Hooks::Tcx(links) = &self.hooks else { return None };
         let mut index = None;
-        for (_, link) in &self.links {
+        for (_, link) in links {
             match link.info().ok().map(|i| i.info) {
                 Some(libbpf_rs::query::LinkTypeInfo::Tcx(tcx)) if tcx.ifindex != 0 => {
                     if index.is_some_and(|i| i != tcx.ifindex) {
@@ -168,25 +288,38 @@ impl Attachment {
     /// Whether the links run on `device` as it is now (not on a deleted
     /// device, nor on an earlier device of the same name).
     pub fn is_live_on(&self, device: &Device) -> bool {
-        self.device_index().is_some_and(|i| device.index() == Some(i))
+        match &self.hooks {
+            Hooks::Tcx(_) => self.device_index().is_some_and(|i| device.index() == Some(i)),
+            Hooks::Tc(filters) => filters.is_live_on(device),
+        }
     }
 
     /// Swaps `endpoint`'s entry programs into the links, each direction in
     /// one atomic step. Both programs are looked up before any link changes.
+    /// If the second direction cannot be switched, the first gets its
+    /// previous program back: both directions keep running one generation.
     pub fn update(&mut self, endpoint: &LoadedEndpoint) -> Result<(), AttachError> {
-        let programs: Vec<_> =
-            self.links.iter().map(|(d, _)| endpoint.program(d.entry_program())).collect::<Result<_, _>>()?;
-        for ((direction, link), program) in self.links.iter_mut().zip(&programs) {
-            link.update_prog(program)
-                .map_err(|source| AttachError::Update { program: direction.entry_program(), source })?;
+        let links = match &self.hooks {
+            Hooks::Tcx(links) => links,
+            Hooks::Tc(filters) => return filters.update(endpoint),
+        };
+        let mut programs = Vec::new();
+        for (direction, _) in links {
+            let program = endpoint.program(direction.entry_program())?;
+            programs.push(program.as_fd().try_clone_to_owned().map_err(|source| update_error(*direction, source))?);
         }
-        Ok(())
+        let mut hooks: Vec<TcxHook<'_>> = links.iter().map(|(_, link)| TcxHook(link)).collect();
+        switch_all(&mut hooks, &programs).map_err(|(i, source)| update_error(links[i].0, source))
     }
 
-    /// Detaches both links and removes their pins.
+    /// Detaches both links (or deletes both filters) and removes their pins.
     pub fn detach(self) -> Result<(), AttachError> {
+        let links = match self.hooks {
+            Hooks::Tcx(links) => links,
+            Hooks::Tc(filters) => return filters.detach(&self.pins),
+        };
         let mut first_error = None;
-        for (direction, mut link) in self.links {
+        for (direction, mut link) in links {
             let path = link_pin(&self.pins, direction);
             // A link whose device is gone is already defunct: detaching it
             // fails with ENOLINK and there is nothing left to do.
@@ -199,6 +332,81 @@ impl Attachment {
             let _ = std::fs::remove_file(&path);
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn update_error(direction: Direction, source: std::io::Error) -> AttachError {
+    AttachError::Update { program: direction.entry_program(), source }
+}
+
+/// Something running one program that can be switched to another in one
+/// step: a tcx link (`BPF_LINK_UPDATE`), a tc filter (replaced in place).
+trait Switch {
+    /// The program handle a switch takes.
+    type Program;
+    /// The program running now.
+    fn running(&self) -> std::io::Result<Self::Program>;
+    fn switch(&mut self, program: &Self::Program) -> std::io::Result<()>;
+}
+
+/// Switches `hooks[i]` to `programs[i]`, in order. When one fails, the
+/// hooks already switched go back to what they ran, so that no direction
+/// is left on the new programs while another runs the old ones; the error
+/// says which hook failed.
+fn switch_all<S: Switch>(hooks: &mut [S], programs: &[S::Program]) -> Result<(), (usize, std::io::Error)> {
+    let mut previous = Vec::with_capacity(hooks.len());
+    for (i, hook) in hooks.iter().enumerate() {
+        previous.push(hook.running().map_err(|e| (i, e))?);
+    }
+    for i in 0..hooks.len().min(programs.len()) {
+        if let Err(e) = hooks[i].switch(&programs[i]) {
+            for (hook, old) in hooks[..i].iter_mut().zip(&previous).rev() {
+                // Best effort: the original error is the one to report.
+                let _ = hook.switch(old);
+            }
+            return Err((i, e));
+        }
+    }
+    Ok(())
+}
+
+/// A tcx link as a [`Switch`]: programs are file descriptors.
+struct TcxHook<'a>(&'a Link);
+
+impl Switch for TcxHook<'_> {
+    type Program = OwnedFd;
+
+    fn running(&self) -> std::io::Result<OwnedFd> {
+        let info = self.0.info().map_err(|e| std::io::Error::other(e.to_string()))?;
+        program_by_id(info.prog_id)
+    }
+
+    fn switch(&mut self, program: &OwnedFd) -> std::io::Result<()> {
+        // SAFETY: two valid descriptors; null options (no expected old program).
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_link_update(self.0.as_fd().as_raw_fd(), program.as_raw_fd(), std::ptr::null())
+        };
+        errno_result(rc)
+    }
+}
+
+/// A descriptor of the loaded program with kernel id `id`.
+fn program_by_id(id: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: no pointers; the returned descriptor is ours.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// libbpf's convention: 0, or a negative errno.
+fn errno_result(rc: i32) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc.abs()))
     }
 }
 
@@ -267,5 +475,45 @@ fn setns(fd: i32) -> Result<(), std::io::Error> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{switch_all, Switch};
+
+    /// A hook running program `running`; switching to `refuse` fails.
+    struct Fake {
+        running: u32,
+        refuse: Option<u32>,
+    }
+
+    impl Switch for Fake {
+        type Program = u32;
+        fn running(&self) -> std::io::Result<u32> {
+            Ok(self.running)
+        }
+        fn switch(&mut self, program: &u32) -> std::io::Result<()> {
+            if self.refuse == Some(*program) {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOLINK));
+            }
+            self.running = *program;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_second_switch_puts_the_first_back() {
+        let mut hooks = [Fake { running: 1, refuse: None }, Fake { running: 1, refuse: Some(2) }];
+        let result = switch_all(&mut hooks, &[2, 2]);
+        assert_eq!(result.map_err(|(i, _)| i), Err(1));
+        assert_eq!([hooks[0].running, hooks[1].running], [1, 1], "both directions run the old program");
+    }
+
+    #[test]
+    fn switches_every_hook_when_all_succeed() {
+        let mut hooks = [Fake { running: 1, refuse: None }, Fake { running: 1, refuse: None }];
+        assert!(switch_all(&mut hooks, &[2, 3]).is_ok());
+        assert_eq!([hooks[0].running, hooks[1].running], [2, 3]);
     }
 }

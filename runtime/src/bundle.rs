@@ -7,8 +7,10 @@
 use crate::datapath::{self, Direction, PolicyAction};
 use crate::loader::{LoadError, LoadSpec, LoadedEndpoint, PinDir};
 use crate::seam::{fill_ipcache, fill_policy, PolicyEntry};
+use crate::swap::Artifact;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,12 @@ pub struct IpcacheEntry {
 #[derive(Debug, Clone, Deserialize)]
 pub struct EndpointEntry {
     pub name: String,
+    /// The host-side device polcd attaches to (`polcd run --bundle`), and
+    /// the endpoint's namespace (recorded); absent in older manifests.
+    #[serde(default)]
+    pub iface: Option<String>,
+    #[serde(default)]
+    pub netns: Option<String>,
     pub object: String,
     pub constants: Constants,
     pub rodata: BTreeMap<String, String>,
@@ -104,6 +112,7 @@ impl From<ManifestPolicyEntry> for PolicyEntry {
 }
 
 /// A build's output directory.
+#[derive(Debug, Clone)]
 pub struct Bundle {
     dir: PathBuf,
     pub manifest: Manifest,
@@ -113,7 +122,38 @@ impl Bundle {
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
-        Ok(Bundle { dir: dir.to_path_buf(), manifest: parse_manifest(&text, &path)? })
+        Bundle::from_text(dir, &text)
+    }
+
+    /// The bundle in `dir` whose manifest reads `text`.
+    pub fn from_text(dir: &Path, text: &str) -> Result<Bundle, BundleError> {
+        Ok(Bundle { dir: dir.to_path_buf(), manifest: parse_manifest(text, &dir.join("manifest.json"))? })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What the runtime loads for `name`: its object, `.rodata` constants,
+    /// counter array size, rule slots and policy entries.
+    pub fn artifact(&self, name: &str) -> Result<Artifact, BundleError> {
+        let endpoint = self.endpoint(name)?;
+        let entries = |table: &DirectionEntry| {
+            table.enforced.then(|| table.entries.iter().copied().map(PolicyEntry::from).collect())
+        };
+        Ok(Artifact {
+            endpoint: name.to_string(),
+            object: self.object(endpoint),
+            constants: rodata_constants(endpoint)?,
+            map_sizes: vec![(datapath::METRICS_MAP.to_string(), endpoint.metrics_entries)],
+            rule_slots: endpoint.rule_slots.clone(),
+            ingress: entries(&endpoint.ingress),
+            egress: entries(&endpoint.egress),
+        })
+    }
+
+    fn object(&self, endpoint: &EndpointEntry) -> PathBuf {
+        self.dir.join("objects").join(format!("{}.o", endpoint.object))
     }
 
     pub fn endpoint(&self, name: &str) -> Result<&EndpointEntry, BundleError> {
@@ -124,13 +164,8 @@ impl Bundle {
     /// ipcache and its policy maps from the manifest.
     pub fn load_endpoint(&self, name: &str, pins: &PinDir) -> Result<LoadedEndpoint, BundleError> {
         let endpoint = self.endpoint(name)?;
-        let mut constants = Vec::new();
-        for (var, hex) in &endpoint.rodata {
-            let bytes = decode_hex(hex)
-                .ok_or_else(|| BundleError::Constant { endpoint: name.to_string(), name: var.clone() })?;
-            constants.push((var.clone(), bytes));
-        }
-        let object = self.dir.join("objects").join(format!("{}.o", endpoint.object));
+        let constants = rodata_constants(endpoint)?;
+        let object = self.object(endpoint);
         let map_sizes = [(datapath::METRICS_MAP.to_string(), endpoint.metrics_entries)];
         let spec = LoadSpec {
             endpoint: name,
@@ -142,9 +177,7 @@ impl Bundle {
         };
         let mut loaded = LoadedEndpoint::load(&spec)?;
         loaded.set_rule_slots(endpoint.rule_slots.clone());
-        let ipcache: Vec<_> =
-            self.manifest.ipcache.iter().map(|e| (e.prefix.network(), e.prefix.prefix_len(), e.identity)).collect();
-        fill_ipcache(&loaded, &ipcache)?;
+        fill_ipcache(&loaded, &self.manifest.ipcache_entries())?;
         for (direction, table) in [(Direction::Ingress, &endpoint.ingress), (Direction::Egress, &endpoint.egress)] {
             if table.enforced {
                 let entries: Vec<PolicyEntry> = table.entries.iter().copied().map(Into::into).collect();
@@ -153,6 +186,24 @@ impl Bundle {
         }
         Ok(loaded)
     }
+}
+
+impl Manifest {
+    /// The node ipcache: (prefix address, prefix length, identity).
+    pub fn ipcache_entries(&self) -> Vec<(IpAddr, u8, u32)> {
+        self.ipcache.iter().map(|e| (e.prefix.network(), e.prefix.prefix_len(), e.identity)).collect()
+    }
+}
+
+/// An endpoint's `.rodata` values, decoded from the manifest's hex.
+fn rodata_constants(endpoint: &EndpointEntry) -> Result<Vec<(String, Vec<u8>)>, BundleError> {
+    let mut constants = Vec::new();
+    for (var, hex) in &endpoint.rodata {
+        let bytes = decode_hex(hex)
+            .ok_or_else(|| BundleError::Constant { endpoint: endpoint.name.clone(), name: var.clone() })?;
+        constants.push((var.clone(), bytes));
+    }
+    Ok(constants)
 }
 
 /// A full build's manifest; a policy-only one (`"kind": "policy-only"`) is

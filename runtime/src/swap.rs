@@ -177,9 +177,10 @@ impl Enforced {
         }
     }
 
-    /// Takes over an endpoint a previous process left enforced under `dir`.
-    pub fn adopt(node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
-        let attachment = Attachment::adopt(dir)?;
+    /// Takes over an endpoint a previous process left enforced under `dir`
+    /// (`netns`: where its device is, for tc filters).
+    pub fn adopt(node_pins: &Path, dir: &Path, netns: Option<&str>) -> Result<Enforced, SwapError> {
+        let attachment = Attachment::adopt(dir, netns)?;
         let generation = pinned_generations(dir).last().copied().unwrap_or(0);
         Ok(Enforced {
             dir: dir.to_path_buf(),
@@ -188,6 +189,11 @@ impl Enforced {
             current: None,
             generation,
         })
+    }
+
+    /// The hook the programs run on: `tcx` or `tc`.
+    pub fn hook(&self) -> &'static str {
+        self.attachment.hook()
     }
 
     /// The generation the links run (0 if unknown).

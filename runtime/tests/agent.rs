@@ -16,12 +16,11 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-use support::{add_app4_via_api, all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
+use support::{
+    add_app4_via_api, all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd, ONLY_APP3,
+};
 
 const T: Duration = Duration::from_millis(400);
-
-const ONLY_APP3: &str =
-    "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
 
 #[test]
 fn polcd_enforces_reloads_survives_and_resets() {

@@ -74,6 +74,12 @@ pub struct IpcacheEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointManifest {
     pub name: String,
+    /// The inventory's host-side device and the endpoint's namespace: where
+    /// `polcd run --bundle` attaches (absent: not attached by polcd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
     pub header: String,
     pub object: String,
     pub features: Vec<&'static str>,
@@ -124,7 +130,8 @@ pub fn plan_endpoints(
 ) -> Result<Vec<PlannedEndpoint>, CodegenError> {
     let mut planned = Vec::new();
     for (index, policy) in resolved.endpoints.iter().enumerate() {
-        let addresses = inventory.iter().find(|d| d.name == policy.name).map(EndpointAddresses::of).unwrap_or_default();
+        let def = inventory.iter().find(|d| d.name == policy.name);
+        let addresses = def.map(EndpointAddresses::of).unwrap_or_default();
         let constants = EndpointConstants {
             name: policy.name.clone(),
             identity: policy.identity.0,
@@ -163,6 +170,8 @@ pub fn plan_endpoints(
         planned.push(PlannedEndpoint {
             manifest: EndpointManifest {
                 name: policy.name.clone(),
+                iface: def.and_then(|d| d.iface.clone()),
+                netns: def.and_then(|d| d.netns.clone()),
                 header: format!("endpoints/{}/ep_config.h", policy.name),
                 object: String::new(),
                 features: features.iter().map(|f| f.define()).collect(),

@@ -69,7 +69,8 @@ pub struct EndpointSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointStatus {
     pub name: String,
-    /// `file` (declared in the policy set) or `api` (added with endpoint add).
+    /// `file` (declared in the policy set), `api` (added with endpoint add)
+    /// or `bundle` (`polcd run --bundle`).
     pub source: String,
     pub identity: u32,
     pub iface: Option<String>,
@@ -78,6 +79,9 @@ pub struct EndpointStatus {
     pub state: String,
     /// The generation the links run (0: none yet).
     pub generation: u64,
+    /// The hook its programs run on: `tcx` or `tc` (`None`: not enforced).
+    #[serde(default)]
+    pub hook: Option<String>,
     /// The object it runs: its code shape's hash (`None` until this polcd
     /// loaded it, e.g. just after adopting).
     pub program: Option<String>,

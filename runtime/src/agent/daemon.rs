@@ -10,13 +10,15 @@
 //! before the switch, the loaded generations are discarded, the resolver
 //! goes back to its previous state and the running programs keep enforcing.
 
-use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
+use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
 use super::catalog::{rules_of, Catalog, RuleInfo};
 use super::monitor::Observe;
 use super::node::NodeMaps;
 use super::stats::{Counters, Stats};
-use crate::attach::{Attachment, Device};
+use super::pins::PinRoot;
+use super::slot::{Described, Slot};
+use crate::attach::{AttachMode, Device};
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
@@ -39,6 +41,8 @@ pub struct Config {
     pub debounce: Duration,
     /// Events and metrics (see [`super::monitor`]).
     pub observe: Observe,
+    /// tcx, tc clsact, or tcx where the kernel has it (`polcd run --attach`).
+    pub attach: AttachMode,
 }
 
 /// What the loop reacts to.
@@ -63,15 +67,6 @@ pub enum AgentError {
     Codegen(#[from] polc::codegen::CodegenError),
     #[error(transparent)]
     Load(#[from] crate::loader::LoadError),
-}
-
-/// One endpoint the agent knows.
-#[derive(Default)]
-struct Slot {
-    enforced: Option<Enforced>,
-    policy_version: u64,
-    last_regeneration_ms: Option<u64>,
-    last_error: Option<String>,
 }
 
 pub struct Agent {
@@ -164,6 +159,23 @@ pub struct StateFile {
     pub policies: PathBuf,
 }
 
+/// What every agent does first: check the pin root, mount bpffs, write
+/// the state file (what `reset` needs).
+pub(super) fn prepare(config: &Config) -> Result<(), AgentError> {
+    if !crate::loader::is_confined_pin_root(&config.pin_root) {
+        return Err(AgentError::Policy(format!(
+            "pin root `{}` must be a directory under {}/",
+            config.pin_root.display(),
+            crate::loader::PIN_ROOT
+        )));
+    }
+    crate::loader::ensure_bpffs()?;
+    std::fs::create_dir_all(&config.state).map_err(|source| AgentError::Io { path: config.state.clone(), source })?;
+    let state =
+        StateFile { pin_root: config.pin_root.clone(), netns: config.netns.clone(), policies: config.policies.clone() };
+    write_json(&config.state.join(STATE_FILE), &state)
+}
+
 /// One endpoint to load: its artifact, where, as which generation.
 struct LoadJob {
     name: String,
@@ -171,6 +183,8 @@ struct LoadJob {
     device: Device,
     dir: PathBuf,
     number: u64,
+    /// Not enforced yet: best effort (see [`Agent::apply`]).
+    pending: bool,
 }
 
 /// The outcome of applying one change.
@@ -182,22 +196,7 @@ impl Agent {
     /// Reads the policy set, adopts what a previous agent left pinned and
     /// enforces every endpoint whose device exists.
     pub fn start(config: Config) -> Result<Agent, AgentError> {
-        if !crate::loader::is_confined_pin_root(&config.pin_root) {
-            return Err(AgentError::Policy(format!(
-                "pin root `{}` must be a directory under {}/",
-                config.pin_root.display(),
-                crate::loader::PIN_ROOT
-            )));
-        }
-        crate::loader::ensure_bpffs()?;
-        std::fs::create_dir_all(&config.state)
-            .map_err(|source| AgentError::Io { path: config.state.clone(), source })?;
-        let state = StateFile {
-            pin_root: config.pin_root.clone(),
-            netns: config.netns.clone(),
-            policies: config.policies.clone(),
-        };
-        write_json(&config.state.join(STATE_FILE), &state)?;
+        prepare(&config)?;
         let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
@@ -255,29 +254,14 @@ impl Agent {
     /// Takes over the links a previous agent pinned; endpoints no longer in
     /// the inventory are detached, and pins without links removed.
     fn adopt(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.endpoints_dir()) else { return };
         let known: BTreeSet<String> = self.inventory_names().into_iter().collect();
-        for entry in entries.filter_map(|e| e.ok()) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let dir = entry.path();
-            if !Attachment::is_pinned(&dir) {
-                let _ = std::fs::remove_dir_all(&dir);
-                continue;
-            }
-            match Enforced::adopt(&self.config.pin_root.join("node"), &dir) {
-                Ok(enforced) if known.contains(&name) => {
-                    log(&format!("adopted `{name}` (generation {})", enforced.generation()));
-                    self.slots.entry(name).or_default().enforced = Some(enforced);
-                }
-                Ok(enforced) => {
-                    log(&format!("`{name}` is no longer in the inventory: detaching"));
-                    if let Err(e) = enforced.remove() {
-                        log(&format!("detaching `{name}`: {e}"));
-                    }
-                }
-                Err(e) => log(&format!("cannot adopt `{name}`: {e}")),
-            }
+        for (name, enforced) in self.pins().adopt(&known) {
+            self.slots.entry(name).or_default().enforced = Some(enforced);
         }
+    }
+
+    fn pins(&self) -> PinRoot<'_> {
+        PinRoot::new(&self.config.pin_root, self.config.netns.as_deref())
     }
 
     fn id_of(&mut self, name: &str) -> u32 {
@@ -291,26 +275,38 @@ impl Agent {
     }
 
     fn device(&self, def: &EndpointDef) -> Option<Device> {
-        def.iface.as_ref().map(|iface| Device { iface: iface.clone(), netns: self.config.netns.clone() })
+        def.iface.as_ref().map(|iface| Device {
+            iface: iface.clone(),
+            netns: self.config.netns.clone(),
+            mode: self.config.attach,
+        })
     }
 
-    /// Endpoints with an iface that are not enforced yet but whose device now exists.
-    fn ready_pending(&self) -> Vec<String> {
+    /// Endpoints with an iface that are not enforced yet but whose device
+    /// now exists; with `retry_failed`, also those whose last attempt failed.
+    fn ready_pending(&self, retry_failed: bool) -> Vec<String> {
         let set = self.resolver.set();
         set.inventory
             .endpoints
             .iter()
-            .filter(|def| self.slots.get(&def.name).is_none_or(|s| s.enforced.is_none()))
+            .filter(|def| {
+                self.slots
+                    .get(&def.name)
+                    .is_none_or(|s| s.enforced.is_none() && (retry_failed || s.last_error.is_none()))
+            })
             .filter(|def| self.device(def).is_some_and(|d| d.exists()))
             .map(|def| def.name.clone())
             .collect()
     }
 
     /// Regenerates `changed` (and pending endpoints whose device appeared),
-    /// removes `removed`: all or nothing up to the switch.
+    /// removes `removed`: all or nothing up to the switch for the enforced
+    /// endpoints. An endpoint not enforced yet is best effort: if it cannot
+    /// be built or loaded, it records the error (state `failed`, retried at
+    /// the next change) and the others go on.
     fn apply(&mut self, changed: &[String], removed: &[String]) -> Result<Applied, String> {
         let mut todo: Vec<String> = changed.to_vec();
-        for name in self.ready_pending() {
+        for name in self.ready_pending(true) {
             if !todo.contains(&name) {
                 todo.push(name);
             }
@@ -327,16 +323,23 @@ impl Agent {
                 continue;
             }
             let number = enforced.map_or(1, Enforced::next_generation);
-            if enforced.is_none() {
-                // Leftovers of an endpoint that was never attached.
-                let _ = std::fs::remove_dir_all(self.endpoint_dir(name));
+            let pending = enforced.is_none();
+            if pending {
+                // Leftovers of an endpoint this agent does not enforce.
+                self.pins().set_aside(name);
             }
             let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
             let id = self.id_of(name);
             match self.builder.endpoint(&policy, &def, id) {
-                Ok(artifact) => {
-                    jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number })
-                }
+                Ok(artifact) => jobs.push(LoadJob {
+                    name: name.clone(),
+                    artifact,
+                    device,
+                    dir: self.endpoint_dir(name),
+                    number,
+                    pending,
+                }),
+                Err(e) if pending => self.pending_failed(name, &e.to_string()),
                 Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
             }
         }
@@ -347,6 +350,7 @@ impl Agent {
         for job in jobs {
             match load_generation(&job.artifact, &node_pins, &job.dir, job.number) {
                 Ok(generation) => prepared.push((job.name, generation, job.device)),
+                Err(e) if job.pending => self.pending_failed(&job.name, &e.to_string()),
                 Err(e) => {
                     prepared.into_iter().for_each(|(_, g, _)| g.discard());
                     return Err(self.endpoint_failed(&job.name, &e.to_string()));
@@ -364,26 +368,8 @@ impl Agent {
         // 3. Switch. Past this point a failure concerns one endpoint only.
         let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
         for (name, generation, device) in prepared {
-            let dir = self.endpoint_dir(&name);
-            let node_pins = self.config.pin_root.join("node");
-            let slot = self.slots.entry(name.clone()).or_default();
-            let result = match slot.enforced.as_mut() {
-                Some(enforced) => enforced.switch_to(generation),
-                None => Enforced::attach(generation, &device, &node_pins, &dir).map(|e| {
-                    slot.enforced = Some(e);
-                }),
-            };
-            match result {
-                Ok(()) => {
-                    slot.policy_version = version;
-                    slot.last_regeneration_ms = Some(now_ms());
-                    slot.last_error = None;
-                }
-                Err(e) => {
-                    log(&format!("endpoint `{name}`: {e}"));
-                    slot.last_error = Some(e.to_string());
-                }
-            }
+            let pins = PinRoot::new(&self.config.pin_root, self.config.netns.as_deref());
+            self.slots.entry(name.clone()).or_default().switch(&name, generation, &device, &pins, version);
         }
         for name in removed {
             if let Some(slot) = self.slots.remove(name) {
@@ -394,8 +380,16 @@ impl Agent {
                 }
             }
             self.ids.remove(name);
+            self.pins().drop_stale(name);
         }
         Ok(Applied { regenerated })
+    }
+
+    /// A pending endpoint that could not be built or loaded: it says why in
+    /// status, the change goes on without it.
+    fn pending_failed(&mut self, name: &str, error: &str) {
+        let message = self.endpoint_failed(name, error);
+        log(&format!("{message} (not enforced; retried at the next change)"));
     }
 
     /// Records a build or load failure on the endpoint; the change's error.
@@ -476,7 +470,7 @@ impl Agent {
     /// lose their defunct links; endpoints waiting for a device get it.
     pub fn tick(&mut self) {
         self.drop_dead_links();
-        if self.ready_pending().is_empty() {
+        if self.ready_pending(false).is_empty() {
             return;
         }
         if let Err(e) = self.apply(&[], &[]) {
@@ -584,30 +578,14 @@ impl Agent {
             .endpoints
             .iter()
             .map(|def| {
-                let slot = self.slots.get(&def.name);
-                let enforced = slot.and_then(|s| s.enforced.as_ref());
-                let state = match (enforced, self.device(def)) {
-                    (Some(_), _) => "enforcing",
-                    (None, None) => "no-iface",
-                    (None, Some(_)) if slot.is_some_and(|s| s.last_error.is_some()) => "failed",
-                    (None, Some(_)) => "waiting-for-device",
-                };
-                EndpointStatus {
-                    name: def.name.clone(),
-                    source: if self.api.contains_key(&def.name) { "api" } else { "file" }.to_string(),
+                let described = Described {
+                    name: &def.name,
+                    source: if self.api.contains_key(&def.name) { "api" } else { "file" },
                     identity: self.resolver.resolved().endpoint(&def.name).map_or(0, |p| p.identity.0),
-                    iface: def.iface.clone(),
-                    netns: def.netns.clone(),
-                    state: state.to_string(),
-                    generation: enforced.map_or(0, Enforced::generation),
-                    program: enforced
-                        .and_then(Enforced::object)
-                        .and_then(|o| o.file_stem())
-                        .map(|stem| stem.to_string_lossy().into_owned()),
-                    policy_version: slot.map_or(0, |s| s.policy_version),
-                    last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
-                    last_error: slot.and_then(|s| s.last_error.clone()),
-                }
+                    iface: def.iface.as_ref(),
+                    netns: def.netns.as_ref(),
+                };
+                described.status(self.slots.get(&def.name))
             })
             .collect();
         AgentStatus {

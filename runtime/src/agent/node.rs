@@ -37,17 +37,13 @@ impl NodeMaps {
     /// than trusting what this process wrote last, so entries left by an
     /// earlier agent (a restart) or by a failed sync are removed too: a stale
     /// entry would give a reused address the old identity's permissions.
+    ///
+    /// All or nothing: if a write fails (a full map), the entries written so
+    /// far get their previous values back and the ones that were new are
+    /// deleted, so the running programs never read a half-updated ipcache.
     pub fn sync_ipcache(&self, new: &[IpcacheEntry]) -> Result<(), LoadError> {
-        seam::fill_ipcache(self, new)?;
-        let mut wanted: BTreeSet<(&str, Vec<u8>)> = BTreeSet::new();
-        for &(addr, len, _) in new {
-            let full = if addr.is_ipv4() { 32 } else { 128 };
-            if len == full {
-                wanted.insert((datapath::ipcache_host_map(addr), datapath::ipcache_host_key(addr)));
-            } else {
-                wanted.insert((datapath::IPCACHE_MAP, datapath::ipcache_key(addr, len).to_vec()));
-            }
-        }
+        write_all_or_nothing(self, new)?;
+        let wanted: BTreeSet<(&str, Vec<u8>)> = new.iter().map(ipcache_slot).collect();
         for map in [datapath::IPCACHE_MAP, datapath::IPCACHE_HOST4_MAP, datapath::IPCACHE_HOST6_MAP] {
             if !self.has_map(map) {
                 continue;
@@ -82,5 +78,45 @@ impl EndpointMaps for NodeMaps {
 
     fn has_map(&self, map: &str) -> bool {
         self.dir.join(map).exists()
+    }
+}
+
+/// Writes `entries` like [`seam::fill_ipcache`]; on failure, puts back every
+/// key written before it as it was (restored, or deleted if it was new).
+pub fn write_all_or_nothing(maps: &dyn EndpointMaps, entries: &[IpcacheEntry]) -> Result<(), LoadError> {
+    // (map, key, value before the write: `None` if the key was new)
+    type Undo = (&'static str, Vec<u8>, Option<Vec<u8>>);
+    let mut undo: Vec<Undo> = Vec::new();
+    for entry in entries {
+        let (map, key) = ipcache_slot(entry);
+        let previous = maps.lookup(map, &key);
+        let written = previous.and_then(|previous| {
+            seam::fill_ipcache(maps, std::slice::from_ref(entry))?;
+            Ok(previous)
+        });
+        match written {
+            Ok(previous) => undo.push((map, key, previous)),
+            Err(e) => {
+                for (map, key, previous) in undo.into_iter().rev() {
+                    // Best effort: the write's error is the one to report.
+                    let _ = match previous {
+                        Some(value) => maps.update(map, &key, &value),
+                        None => maps.delete(map, &key),
+                    };
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The map and key an ipcache entry is written to.
+fn ipcache_slot(&(addr, len, _): &IpcacheEntry) -> (&'static str, Vec<u8>) {
+    let full = if addr.is_ipv4() { 32 } else { 128 };
+    if len == full {
+        (datapath::ipcache_host_map(addr), datapath::ipcache_host_key(addr))
+    } else {
+        (datapath::IPCACHE_MAP, datapath::ipcache_key(addr, len).to_vec())
     }
 }

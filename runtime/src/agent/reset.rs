@@ -41,7 +41,7 @@ pub fn reset(state: &Path) -> Result<Removed, ResetError> {
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
             if Attachment::is_pinned(&entry.path()) {
-                match Attachment::adopt(&entry.path()).and_then(Attachment::detach) {
+                match Attachment::adopt(&entry.path(), recorded.netns.as_deref()).and_then(Attachment::detach) {
                     Ok(()) => removed.endpoints.push(name),
                     Err(e) => removed.errors.push(format!("`{name}`: {e}")),
                 }

@@ -2,6 +2,7 @@
 //! event loop.
 
 use super::api::{socket_path, Request, Response};
+use super::bundled::BundleAgent;
 use super::daemon::{log, Agent, AgentError, Config, Event};
 use super::metrics::MetricsError;
 use super::monitor::{self, Hub};
@@ -30,17 +31,69 @@ pub enum RunError {
 /// How often devices are checked: endpoints waiting for theirs, links whose device went away.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// What the event loop drives: the agent of a policy directory
+/// ([`Agent`]) or of a built bundle ([`BundleAgent`]).
+pub trait Daemon {
+    fn handle(&mut self, request: Request) -> Response;
+    /// The watched directory changed (debounced).
+    fn reload(&mut self);
+    /// Every second: devices that appeared or went away.
+    fn tick(&mut self);
+    /// After every event: names for the monitor, counters following the
+    /// generations (a bundle carries no rule names or sources: its events
+    /// show numbers, and it keeps no counters yet).
+    fn observe(&mut self, _hub: &Hub) {}
+}
+
+impl Daemon for Agent {
+    fn handle(&mut self, request: Request) -> Response {
+        Agent::handle(self, request)
+    }
+    fn reload(&mut self) {
+        Agent::reload(self)
+    }
+    fn tick(&mut self) {
+        Agent::tick(self)
+    }
+    fn observe(&mut self, hub: &Hub) {
+        let catalog = self.catalog();
+        self.follow_counters(&catalog);
+        hub.set_catalog(catalog);
+    }
+}
+
+impl Daemon for BundleAgent {
+    fn handle(&mut self, request: Request) -> Response {
+        BundleAgent::handle(self, request)
+    }
+    fn reload(&mut self) {
+        BundleAgent::reload(self)
+    }
+    fn tick(&mut self) {
+        BundleAgent::tick(self)
+    }
+}
+
 /// Runs the agent until the process is killed. Enforcement outlives it.
 pub fn run(config: Config) -> Result<(), RunError> {
+    run_with(config, Agent::start)
+}
+
+/// `polcd run --bundle`: runs the agent of the bundle in `config.policies`.
+pub fn run_bundle(config: Config) -> Result<(), RunError> {
+    run_with(config, BundleAgent::start)
+}
+
+fn run_with<D: Daemon>(config: Config, start: impl FnOnce(Config) -> Result<D, AgentError>) -> Result<(), RunError> {
     let socket = socket_path(&config.state);
     if UnixStream::connect(&socket).is_ok() {
         return Err(RunError::AlreadyRunning(socket));
     }
-    let mut agent = Agent::start(config.clone())?;
+    let mut agent = start(config.clone())?;
     let (events, inbox) = mpsc::channel::<Event>();
     let listener = listen(&socket)?;
     let hub = Hub::new();
-    observe_step(&mut agent, &hub);
+    agent.observe(&hub);
     hub.start_reader(config.pin_root.join("node").join(crate::datapath::EVENTS_MAP));
     if let Some(addr) = config.observe.metrics {
         let to_loop = events.clone();
@@ -72,16 +125,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
             last_tick = Instant::now();
             agent.tick();
         }
-        observe_step(&mut agent, &hub);
+        agent.observe(&hub);
     }
-}
-
-/// After everything the agent did: the monitor names events with its
-/// current state, the counters follow its generations.
-fn observe_step(agent: &mut Agent, hub: &Hub) {
-    let catalog = agent.catalog();
-    agent.follow_counters(&catalog);
-    hub.set_catalog(catalog);
 }
 
 /// The agent's counters, asked through its loop (a scrape waits at most

@@ -9,8 +9,9 @@ use polc_runtime::agent::daemon::Config;
 use polc_runtime::agent::metrics;
 use polc_runtime::agent::monitor::{self, MonitorFilter, Observe, StreamItem};
 use polc_runtime::agent::reset::reset;
-use polc_runtime::agent::serve::{run, RunError};
+use polc_runtime::agent::serve::{run, run_bundle, RunError};
 use polc_runtime::agent::stats;
+use polc_runtime::attach::AttachMode;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -66,8 +67,11 @@ struct MonitorArgs {
 #[derive(Args)]
 struct RunArgs {
     /// The policy set directory (.pol files, identities.lock)
+    #[arg(long, required_unless_present = "bundle", conflicts_with = "bundle")]
+    policies: Option<PathBuf>,
+    /// Run a built bundle (`polc build PATH -o DIR`) instead: endpoints, objects and tables from its manifest
     #[arg(long)]
-    policies: PathBuf,
+    bundle: Option<PathBuf>,
     /// The network namespace holding the endpoints' host-side devices (default: polcd's own)
     #[arg(long)]
     netns: Option<String>,
@@ -87,6 +91,9 @@ struct RunArgs {
     /// Allow a --metrics-addr other hosts can reach (not loopback)
     #[arg(long)]
     metrics_allow_remote: bool,
+    /// The hook programs run on: `tcx`, `tc` (clsact), or `auto` (tcx where the kernel has it)
+    #[arg(long, default_value = "auto")]
+    attach: AttachMode,
 }
 
 #[derive(Args)]
@@ -147,15 +154,18 @@ fn main() -> ExitCode {
                 "new" => 1,
                 _ => 0,
             };
+            let bundle = args.bundle.is_some();
             let config = Config {
-                policies: args.policies,
+                // The watched directory: the policy set, or the bundle.
+                policies: args.bundle.or(args.policies).unwrap_or_default(),
                 state: cli.state,
                 netns: args.netns,
                 pin_root: args.pin_root,
                 debounce: Duration::from_millis(args.debounce_ms),
                 observe: Observe { trace_level, metrics: args.metrics_addr },
+                attach: args.attach,
             };
-            match run(config) {
+            match if bundle { run_bundle(config) } else { run(config) } {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ RunError::Agent(_)) => fail(1, &e.to_string()),
                 Err(e) => fail(2, &e.to_string()),

@@ -3,13 +3,15 @@
 
 #![allow(dead_code, clippy::panic)] // each test binary uses part of it; tests fail by panicking
 
+pub mod matrix;
+
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::ir::Resolved;
 use polc::resolve::{IdentityLock, ResolveConfig};
 use polc::sema::model::PolicySet;
 use polc_runtime::agent::api::{self, AgentStatus, Request};
 use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
-use polc_runtime::attach::Device;
+use polc_runtime::attach::{AttachMode, Device};
 use polc_runtime::loader::PinDir;
 use polc_runtime::netlab::in_netns;
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
@@ -55,6 +57,8 @@ pub fn node_config() -> NodeConfig {
 /// A node: the lab holding the inventory's endpoints, and what is enforced.
 /// Drop order: links first, then pins, then the namespaces.
 pub struct Node {
+    /// How [`Node::enforce_all`] attaches (default: auto).
+    pub attach: AttachMode,
     pub enforced: BTreeMap<String, Enforced>,
     pub builder: NodeBuilder,
     pub pins: PinDir,
@@ -81,7 +85,7 @@ impl Node {
         let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let builder =
             NodeBuilder::new(cache.path(), node_config(), BuildOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-        Node { enforced: BTreeMap::new(), builder, pins, lab, _cache: cache }
+        Node { attach: AttachMode::Auto, enforced: BTreeMap::new(), builder, pins, lab, _cache: cache }
     }
 
     pub fn endpoint_dir(&self, name: &str) -> PathBuf {
@@ -90,7 +94,7 @@ impl Node {
 
     pub fn device(&self, name: &str) -> Device {
         let ep = self.lab.endpoint(name).unwrap_or_else(|e| panic!("{e}"));
-        Device::in_netns(&ep.spec.host_iface, self.lab.node_ns())
+        Device::in_netns(&ep.spec.host_iface, self.lab.node_ns()).with_mode(self.attach)
     }
 
     /// The artifact of endpoint `name` under `resolved`.
@@ -191,12 +195,23 @@ impl Polcd {
         Polcd::start_with(policies, state, netns, pins, &[])
     }
 
-    /// As [`Polcd::start`], with more `run` arguments.
+    /// Starts `polcd run` with `extra` arguments (e.g. `--attach tc`).
     pub fn start_with(policies: &Path, state: &Path, netns: &str, pins: &Path, extra: &[&str]) -> Polcd {
+        let source = ["--policies".to_string(), policies.display().to_string()];
+        Polcd::spawn(state, netns, pins, &source, extra)
+    }
+
+    /// Starts `polcd run --bundle DIR`.
+    pub fn start_bundle(bundle: &Path, state: &Path, netns: &str, pins: &Path) -> Polcd {
+        Polcd::spawn(state, netns, pins, &["--bundle".to_string(), bundle.display().to_string()], &[])
+    }
+
+    fn spawn(state: &Path, netns: &str, pins: &Path, source: &[String], extra: &[&str]) -> Polcd {
         let log = state.with_extension("log");
         let file = std::fs::File::options().create(true).append(true).open(&log).unwrap_or_else(|e| panic!("{e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_polcd"))
-            .args(["--state", &state.display().to_string(), "run", "--policies", &policies.display().to_string()])
+            .args(["--state", &state.display().to_string(), "run"])
+            .args(source)
             .args(["--netns", netns, "--pin-root", &pins.display().to_string(), "--debounce-ms", "50"])
             .args(extra)
             .stdout(Stdio::null())
@@ -271,4 +286,71 @@ pub fn add_app4_via_api(node: &mut Node, state: &Path, labels: &str) {
         &["endpoint", "add", "app4", "--iface", "polc-app4", "--ipv4", "10.200.1.14", "--labels", labels],
     );
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+}
+
+/// The l3-l4-rule example with app1's policy changed to allow only app3 on tcp/80.
+pub const ONLY_APP3: &str =
+    "policy l3-l4-rule {\n  select {id=app1}\n  ingress {\n    allow app3-http: from {id=app3} on tcp/80\n  }\n}\n";
+
+/// Copies `files` of example `name` into `dir` (created).
+pub fn copy_example(name: &str, files: &[&str], dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    for file in files {
+        std::fs::copy(example_dir(name).join(file), dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// One UDP flow: from the sender's namespace to the receiver's address
+/// and port, in the receiver's namespace.
+pub struct Flow<'a> {
+    pub from_ns: &'a str,
+    pub to_ns: &'a str,
+    pub to: IpAddr,
+    pub port: u16,
+}
+
+/// Two UDP flows at [`RATE`]: one the policy allows, one it denies.
+pub struct Flows {
+    stop_senders: Arc<AtomicBool>,
+    stop_receivers: Arc<AtomicBool>,
+    senders: [std::thread::JoinHandle<u64>; 2],
+    receivers: [std::thread::JoinHandle<u64>; 2],
+}
+
+/// What the flows sent and received.
+#[derive(Debug)]
+pub struct FlowCounts {
+    pub allowed_sent: u64,
+    pub allowed_received: u64,
+    pub denied_sent: u64,
+    pub denied_received: u64,
+}
+
+impl Flows {
+    pub fn start(allowed: Flow<'_>, denied: Flow<'_>) -> Flows {
+        let (stop_receivers, stop_senders) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let receivers = [&allowed, &denied].map(|f| count(receiver(f.to_ns, f.to, f.port), stop_receivers.clone()));
+        let senders = [&allowed, &denied].map(|f| send(f.from_ns, SocketAddr::new(f.to, f.port), stop_senders.clone()));
+        Flows { stop_senders, stop_receivers, senders, receivers }
+    }
+
+    /// Stops the senders, lets the last packets arrive, stops the receivers.
+    pub fn stop(self) -> FlowCounts {
+        self.stop_senders.store(true, Ordering::SeqCst);
+        let [allowed_sent, denied_sent] = self.senders.map(|s| s.join().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop_receivers.store(true, Ordering::SeqCst);
+        let [allowed_received, denied_received] = self.receivers.map(|r| r.join().unwrap_or(0));
+        FlowCounts { allowed_sent, allowed_received, denied_sent, denied_received }
+    }
+}
+
+impl std::fmt::Display for FlowCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "allowed flow {} sent, {} received; denied flow {} sent, {} delivered",
+            self.allowed_sent, self.allowed_received, self.denied_sent, self.denied_received
+        )
+    }
 }

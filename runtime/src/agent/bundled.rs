@@ -1,0 +1,277 @@
+//! `polcd run --bundle DIR`: enforcing a built bundle (`polc build PATH -o
+//! DIR`) instead of a policy directory. Nothing is compiled or resolved on
+//! the node: the endpoints (those with an `iface`), their objects
+//! (`DIR/objects/`), `.rodata` constants and policy tables, and the node
+//! ipcache all come from `DIR/manifest.json`.
+//!
+//! A new bundle written to `DIR` is applied when its manifest changes, all
+//! or nothing, as a policy change is: every enforced endpoint whose
+//! manifest entry changed is loaded as a new generation and filled, the
+//! ipcache is synced, then the links switch; a failure before the switch
+//! (an unreadable manifest, a missing object, a load the kernel refuses)
+//! discards what was loaded and the previous bundle keeps enforcing.
+//! Endpoints not enforced yet are best effort, as in [`super::daemon`].
+//! `polc build` writes the manifest last, so a bundle being written is not
+//! read half way (an incomplete manifest does not parse: not applied).
+
+use super::api::{AgentStatus, ReloadStatus, Request, Response};
+use super::daemon::{log, now_ms, prepare, AgentError, Config};
+use super::node::NodeMaps;
+use super::pins::PinRoot;
+use super::slot::{Described, Slot};
+use crate::attach::Device;
+use crate::bundle::{Bundle, EndpointEntry};
+use crate::swap::{load_generation, Enforced, Generation};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+pub struct BundleAgent {
+    config: Config,
+    node: NodeMaps,
+    /// The bundle applied last, and its manifest's text.
+    bundle: Bundle,
+    text: String,
+    /// Each endpoint's manifest entry as applied (what a new bundle is compared with).
+    applied: BTreeMap<String, serde_json::Value>,
+    slots: BTreeMap<String, Slot>,
+    policy_version: u64,
+    last_reload: Option<ReloadStatus>,
+    last_error: Option<String>,
+}
+
+/// The manifest's text and the bundle it describes.
+fn read_bundle(config: &Config) -> Result<(Bundle, String), String> {
+    let path = config.policies.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bundle = Bundle::from_text(&config.policies, &text).map_err(|e| e.to_string())?;
+    Ok((bundle, text))
+}
+
+/// The endpoints of `bundle` polcd attaches: those with an `iface`.
+fn attached_names(bundle: &Bundle) -> Vec<String> {
+    bundle.manifest.endpoints.iter().filter(|e| e.iface.is_some()).map(|e| e.name.clone()).collect()
+}
+
+/// Each endpoint's manifest entry, by name, as JSON.
+fn entries_by_name(text: &str) -> BTreeMap<String, serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let endpoints = value.get("endpoints").and_then(|e| e.as_array()).cloned().unwrap_or_default();
+    endpoints
+        .into_iter()
+        .filter_map(|e| e.get("name").and_then(|n| n.as_str()).map(str::to_string).map(|name| (name, e.clone())))
+        .collect()
+}
+
+impl BundleAgent {
+    /// Reads the bundle (`config.policies` is its directory), adopts what a
+    /// previous agent pinned and enforces every endpoint whose device exists.
+    pub fn start(config: Config) -> Result<BundleAgent, AgentError> {
+        prepare(&config)?;
+        let (bundle, text) = read_bundle(&config).map_err(AgentError::Policy)?;
+        let node = NodeMaps::new(&config.pin_root.join("node"));
+        let mut agent = BundleAgent {
+            config,
+            node,
+            bundle: bundle.clone(),
+            text: String::new(),
+            applied: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            policy_version: 0,
+            last_reload: None,
+            last_error: None,
+        };
+        let known: BTreeSet<String> = attached_names(&bundle).into_iter().collect();
+        for (name, enforced) in agent.pins().adopt(&known) {
+            agent.slots.entry(name).or_default().enforced = Some(enforced);
+        }
+        agent.apply(bundle, text).map_err(AgentError::Policy)?;
+        Ok(agent)
+    }
+
+    fn pins(&self) -> PinRoot<'_> {
+        PinRoot::new(&self.config.pin_root, self.config.netns.as_deref())
+    }
+
+    fn device(&self, entry: &EndpointEntry) -> Option<Device> {
+        entry.iface.as_ref().map(|iface| Device {
+            iface: iface.clone(),
+            netns: self.config.netns.clone(),
+            mode: self.config.attach,
+        })
+    }
+
+    /// Moves to `bundle`: loads what changed (and pending endpoints whose
+    /// device exists), syncs the ipcache, switches; removes endpoints the
+    /// bundle no longer has. All or nothing up to the switch.
+    fn apply(&mut self, bundle: Bundle, text: String) -> Result<(), String> {
+        let started = Instant::now();
+        let entries = entries_by_name(&text);
+        let version = self.policy_version + 1;
+        let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
+        let discard =
+            |prepared: Vec<(String, Generation, Device)>| prepared.into_iter().for_each(|(_, g, _)| g.discard());
+        for entry in &bundle.manifest.endpoints {
+            let Some(device) = self.device(entry) else { continue };
+            let name = &entry.name;
+            let enforced = self.slots.get(name).and_then(|s| s.enforced.as_ref());
+            let changed = self.applied.get(name) != entries.get(name);
+            // An adopted endpoint runs programs this process did not load:
+            // it gets a fresh generation too.
+            if enforced.is_some_and(|e| e.current().is_some()) && !changed {
+                continue;
+            }
+            if enforced.is_none() && !device.exists() {
+                continue;
+            }
+            let pending = enforced.is_none();
+            let number = enforced.map_or(1, Enforced::next_generation);
+            if pending {
+                self.pins().set_aside(name);
+            }
+            let loaded = bundle.artifact(name).map_err(|e| e.to_string()).and_then(|artifact| {
+                load_generation(&artifact, &self.pins().node(), &self.pins().endpoint(name), number)
+                    .map_err(|e| e.to_string())
+            });
+            match loaded {
+                Ok(generation) => prepared.push((name.clone(), generation, device)),
+                Err(e) => {
+                    let message = format!("endpoint `{name}`: {e}");
+                    self.slots.entry(name.clone()).or_default().last_error = Some(message.clone());
+                    if pending {
+                        log(&format!("{message} (not enforced; retried with the next bundle)"));
+                        continue;
+                    }
+                    discard(prepared);
+                    return Err(message);
+                }
+            }
+        }
+        if self.node.exist() {
+            if let Err(e) = self.node.sync_ipcache(&bundle.manifest.ipcache_entries()) {
+                discard(prepared);
+                return Err(format!("ipcache: {e}"));
+            }
+        }
+        // Switch. Past this point a failure concerns one endpoint only.
+        let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
+        for (name, generation, device) in prepared {
+            let pins = PinRoot::new(&self.config.pin_root, self.config.netns.as_deref());
+            self.slots.entry(name.clone()).or_default().switch(&name, generation, &device, &pins, version);
+        }
+        let keep: BTreeSet<String> = attached_names(&bundle).into_iter().collect();
+        let removed: Vec<String> = self.slots.keys().filter(|n| !keep.contains(*n)).cloned().collect();
+        for name in &removed {
+            if let Some(enforced) = self.slots.remove(name).and_then(|s| s.enforced) {
+                if let Err(e) = enforced.remove() {
+                    log(&format!("detaching `{name}`: {e}"));
+                }
+            }
+            self.pins().drop_stale(name);
+        }
+        let first = self.text.is_empty();
+        if first || text != self.text {
+            self.policy_version = version;
+        }
+        let skipped = keep.len().saturating_sub(regenerated.len());
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        log(&format!(
+            "bundle version {}: regenerated {} endpoint(s), skipped {skipped} (unchanged), removed {} in {took_ms:.1} ms",
+            self.policy_version,
+            regenerated.len(),
+            removed.len()
+        ));
+        self.last_reload = Some(ReloadStatus {
+            at_ms: now_ms(),
+            took_ms,
+            regenerated: regenerated.len(),
+            regenerated_endpoints: regenerated,
+            skipped,
+            recomputed: 0,
+            removed: removed.len(),
+        });
+        self.bundle = bundle;
+        self.text = text;
+        self.applied = entries;
+        Ok(())
+    }
+
+    /// Something in the bundle directory changed: apply the manifest if it did.
+    pub fn reload(&mut self) {
+        let result = read_bundle(&self.config).and_then(|(bundle, text)| {
+            if text == self.text {
+                return Ok(());
+            }
+            self.apply(bundle, text)
+        });
+        match result {
+            Ok(()) => self.last_error = None,
+            Err(e) => {
+                log(&format!("the new bundle was not applied; version {} keeps enforcing:\n{e}", self.policy_version));
+                self.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Endpoints whose device went away lose their defunct links; those
+    /// waiting for a device (not failed) get it.
+    pub fn tick(&mut self) {
+        let devices: BTreeMap<String, Device> =
+            self.bundle.manifest.endpoints.iter().filter_map(|e| self.device(e).map(|d| (e.name.clone(), d))).collect();
+        for (name, slot) in &mut self.slots {
+            let dead = slot.enforced.as_ref().zip(devices.get(name)).is_some_and(|(e, d)| !e.is_live_on(d));
+            if let Some(enforced) = slot.enforced.take_if(|_| dead) {
+                log(&format!("the device of `{name}` is gone or was made again: waiting for it to attach afresh"));
+                if let Err(e) = enforced.remove() {
+                    log(&format!("removing the links of `{name}`: {e}"));
+                }
+            }
+        }
+        let ready = devices.iter().any(|(name, device)| {
+            self.slots.get(name).is_none_or(|s| s.enforced.is_none() && s.last_error.is_none()) && device.exists()
+        });
+        if ready {
+            if let Err(e) = self.apply(self.bundle.clone(), self.text.clone()) {
+                log(&e);
+            }
+        }
+    }
+
+    pub fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response { status: Some(self.status()), ..Response::ok() },
+            Request::EndpointList => Response { endpoints: Some(self.status().endpoints), ..Response::ok() },
+            Request::Stats => Response::error("`stats` needs the policy sources: run polcd with --policies"),
+            Request::Monitor(_) => Response::error("`monitor` streams: the socket server answers it"),
+            Request::EndpointAdd { .. } | Request::EndpointDel { .. } => Response::error(
+                "polcd runs a bundle: its endpoints come from the manifest (add them to the inventory and rebuild it)",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let endpoints = self
+            .bundle
+            .manifest
+            .endpoints
+            .iter()
+            .map(|entry| {
+                let described = Described {
+                    name: &entry.name,
+                    source: "bundle",
+                    identity: entry.constants.identity,
+                    iface: entry.iface.as_ref(),
+                    netns: entry.netns.as_ref(),
+                };
+                described.status(self.slots.get(&entry.name))
+            })
+            .collect();
+        AgentStatus {
+            policies: self.config.policies.clone(),
+            pin_root: self.config.pin_root.clone(),
+            policy_version: self.policy_version,
+            last_reload: self.last_reload.clone(),
+            last_error: self.last_error.clone(),
+            endpoints,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! One endpoint as an agent runs it (the policy-directory agent and the
+//! bundle agent alike): what is enforced, when it was last regenerated,
+//! what went wrong, and how that reads in `polcd status`.
+
+use super::api::EndpointStatus;
+use super::daemon::{log, now_ms};
+use super::pins::PinRoot;
+use crate::attach::Device;
+use crate::swap::{Enforced, Generation};
+
+#[derive(Default)]
+pub struct Slot {
+    pub enforced: Option<Enforced>,
+    /// The policy version of its last regeneration.
+    pub policy_version: u64,
+    pub last_regeneration_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl Slot {
+    /// Switches the endpoint to `generation` (attaching it to `device` when
+    /// nothing runs yet) and records the outcome. Once the new generation
+    /// runs, links a previous agent left set aside for it go.
+    pub fn switch(&mut self, name: &str, generation: Generation, device: &Device, pins: &PinRoot, version: u64) {
+        let result = match self.enforced.as_mut() {
+            Some(enforced) => enforced.switch_to(generation),
+            None => Enforced::attach(generation, device, &pins.node(), &pins.endpoint(name)).map(|e| {
+                self.enforced = Some(e);
+            }),
+        };
+        match result {
+            Ok(()) => {
+                pins.drop_stale(name);
+                self.policy_version = version;
+                self.last_regeneration_ms = Some(now_ms());
+                self.last_error = None;
+            }
+            Err(e) => {
+                log(&format!("endpoint `{name}`: {e}"));
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// What status says of an endpoint; `slot` is `None` before any attempt.
+pub struct Described<'a> {
+    pub name: &'a str,
+    /// `file`, `api` or `bundle`.
+    pub source: &'a str,
+    pub identity: u32,
+    pub iface: Option<&'a String>,
+    pub netns: Option<&'a String>,
+}
+
+impl Described<'_> {
+    pub fn status(&self, slot: Option<&Slot>) -> EndpointStatus {
+        let enforced = slot.and_then(|s| s.enforced.as_ref());
+        let state = match (enforced, self.iface) {
+            (Some(_), _) => "enforcing",
+            (None, None) => "no-iface",
+            (None, Some(_)) if slot.is_some_and(|s| s.last_error.is_some()) => "failed",
+            (None, Some(_)) => "waiting-for-device",
+        };
+        EndpointStatus {
+            name: self.name.to_string(),
+            source: self.source.to_string(),
+            identity: self.identity,
+            iface: self.iface.cloned(),
+            netns: self.netns.cloned(),
+            state: state.to_string(),
+            generation: enforced.map_or(0, Enforced::generation),
+            hook: enforced.map(|e| e.hook().to_string()),
+            program: enforced
+                .and_then(Enforced::object)
+                .and_then(|o| o.file_stem())
+                .map(|stem| stem.to_string_lossy().into_owned()),
+            policy_version: slot.map_or(0, |s| s.policy_version),
+            last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
+            last_error: slot.and_then(|s| s.last_error.clone()),
+        }
+    }
+}
