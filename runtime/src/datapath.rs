@@ -40,7 +40,8 @@ impl Direction {
     }
 
     /// The endpoint's policy map for this direction (absent when the
-    /// direction is not enforced).
+    /// direction is not enforced): an outer map whose slot
+    /// [`POLICY_TABLE_SLOT`] holds the table the program reads.
     pub fn policy_map(self) -> &'static str {
         match self {
             Direction::Ingress => "ep_pol_in",
@@ -56,6 +57,9 @@ impl Direction {
         }
     }
 }
+
+/// The one slot of a policy map (`POLICY_TABLE_SLOT` in policy.h).
+pub const POLICY_TABLE_SLOT: u32 = 0;
 
 /// Tail calls: (prog array, slot, target program). One prog array per
 /// direction, one slot per address family.

@@ -3,15 +3,16 @@
 //! an object file, `.rodata` constants by name, where to pin; they get back
 //! a [`LoadedEndpoint`] whose maps they fill and whose programs they run.
 
-use crate::datapath::{self, Counter, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
-use crate::seam::EndpointMaps;
+use crate::datapath::{self, Counter, Direction, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
+use crate::seam::{EndpointMaps, PolicyTables};
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{
-    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
-    RingBufferBuilder,
+    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder, PrintLevel, ProgramInput,
+    RingBuffer, RingBufferBuilder,
 };
 use std::cell::RefCell;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -149,6 +150,9 @@ pub struct LoadedEndpoint {
     object: Object,
     /// The rule id of each counter slot (slot 1 first), from the build.
     rule_slots: Vec<u32>,
+    /// Per policy map (outer map name), how to create its tables: read from
+    /// the object before load (libbpf drops the inner map template then).
+    table_specs: Vec<(String, TableSpec)>,
 }
 
 impl LoadedEndpoint {
@@ -161,6 +165,7 @@ impl LoadedEndpoint {
             .map_err(|source| LoadError::Open { path: path.clone(), source })?;
 
         let offsets = rodata_offsets(&open)?;
+        let mut table_specs = Vec::new();
         for map in open.maps_mut() {
             let name = map.name().to_string_lossy().into_owned();
             if name.ends_with(".rodata") {
@@ -169,6 +174,9 @@ impl LoadedEndpoint {
             }
             if name.starts_with('.') {
                 continue;
+            }
+            if let Some(spec) = TableSpec::of_outer(&map) {
+                table_specs.push((name.clone(), spec));
             }
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
@@ -185,7 +193,7 @@ impl LoadedEndpoint {
             source,
             log: take_log_tail(40),
         })?;
-        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
+        let loaded = LoadedEndpoint { object, rule_slots: Vec::new(), table_specs };
         loaded.fill_tail_calls()?;
         Ok(loaded)
     }
@@ -236,6 +244,14 @@ impl LoadedEndpoint {
         let input = ProgramInput { data_in: Some(packet), repeat, ..Default::default() };
         let output = prog.test_run(input).map_err(bpf_error(format!("test run of `{program}`")))?;
         Ok((output.return_value, output.duration))
+    }
+
+    /// The policy slot of `direction`; `None` when the direction is not
+    /// enforced in this object's code shape.
+    pub fn policy_slot(&self, direction: Direction) -> Result<Option<PolicySlot>, LoadError> {
+        let name = direction.policy_map();
+        let Some((_, spec)) = self.table_specs.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        Ok(Some(PolicySlot { name, outer: self.map(name)?, spec: *spec }))
     }
 
     pub fn set_rule_slots(&mut self, rule_slots: Vec<u32>) {
@@ -300,6 +316,163 @@ impl EndpointMaps for LoadedEndpoint {
     fn has_map(&self, name: &str) -> bool {
         self.object.maps().any(|m| m.name() == name)
     }
+}
+
+impl PolicyTables for LoadedEndpoint {
+    fn replace_table(&self, direction: Direction, records: &[TableRecord]) -> Result<(), LoadError> {
+        let slot = self.policy_slot(direction)?.ok_or_else(|| LoadError::NoMap(direction.policy_map().to_string()))?;
+        replace_tables(&[(&slot, records)])
+    }
+}
+
+/// How to create one policy table (the inner map of a direction's outer
+/// map). The kernel accepts an inner map only if its type, key and value
+/// sizes and flags equal the template's; `max_entries` is the capacity a
+/// table is created with, so an entry set over it fails while filling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSpec {
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+impl TableSpec {
+    /// The inner map template of an open map of type `ARRAY_OF_MAPS`.
+    fn of_outer(map: &libbpf_rs::OpenMapMut<'_>) -> Option<TableSpec> {
+        if map.map_type() != MapType::ArrayOfMaps {
+            return None;
+        }
+        // SAFETY: the pointer is the open map's own; libbpf returns its inner
+        // map template (or null), valid until the object is loaded.
+        let inner = unsafe { libbpf_rs::libbpf_sys::bpf_map__inner_map(map.as_libbpf_object().as_ptr()) };
+        if inner.is_null() {
+            return None;
+        }
+        // SAFETY: `inner` is a valid, non-null `struct bpf_map` (see above).
+        unsafe {
+            Some(TableSpec {
+                map_type: MapType::from(libbpf_rs::libbpf_sys::bpf_map__type(inner)),
+                key_size: libbpf_rs::libbpf_sys::bpf_map__key_size(inner),
+                value_size: libbpf_rs::libbpf_sys::bpf_map__value_size(inner),
+                max_entries: libbpf_rs::libbpf_sys::bpf_map__max_entries(inner),
+                flags: libbpf_rs::libbpf_sys::bpf_map__map_flags(inner),
+            })
+        }
+    }
+
+    /// The spec of an existing table (for an endpoint this process did not load).
+    fn of_table(table: &MapHandle) -> Result<TableSpec, LoadError> {
+        let info = table.info().map_err(bpf_error("policy table info"))?;
+        Ok(TableSpec {
+            map_type: table.map_type(),
+            key_size: table.key_size(),
+            value_size: table.value_size(),
+            max_entries: table.max_entries(),
+            flags: info.info.map_flags,
+        })
+    }
+}
+
+/// A policy table entry as bytes: (key, value) in the table's C layout.
+pub type TableRecord = (Vec<u8>, Vec<u8>);
+
+/// One enforced direction's policy: the outer map (`ep_pol_in` or
+/// `ep_pol_eg`) whose single slot holds the table the program reads.
+pub struct PolicySlot {
+    name: &'static str,
+    outer: MapHandle,
+    spec: TableSpec,
+}
+
+impl PolicySlot {
+    /// The slot of a direction pinned at `path` (e.g. by a previous polcd),
+    /// with the spec of the table installed in it.
+    pub fn open_pinned(direction: Direction, path: &Path) -> Result<PolicySlot, LoadError> {
+        let name = direction.policy_map();
+        let outer = MapHandle::from_pinned_path(path).map_err(bpf_error(format!("open `{}`", path.display())))?;
+        let installed = installed_table(name, &outer)?
+            .ok_or_else(|| LoadError::NoMap(format!("{} (no table installed)", path.display())))?;
+        Ok(PolicySlot { name, outer, spec: TableSpec::of_table(&installed)? })
+    }
+
+    /// The table the program reads now, if any.
+    pub fn installed(&self) -> Result<Option<MapHandle>, LoadError> {
+        installed_table(self.name, &self.outer)
+    }
+
+    /// How many entries a table of this direction holds.
+    pub fn capacity(&self) -> u32 {
+        self.spec.max_entries
+    }
+
+    /// A new table holding exactly `records`, not yet visible to the program.
+    pub fn stage(&self, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: self.spec.flags,
+            ..Default::default()
+        };
+        let name = format!("{}_t", self.name);
+        let spec = self.spec;
+        let table =
+            MapHandle::create(spec.map_type, Some(&name), spec.key_size, spec.value_size, spec.max_entries, &opts)
+                .map_err(bpf_error(format!("create a table for `{}`", self.name)))?;
+        for (key, value) in records {
+            table.update(key, value, MapFlags::ANY).map_err(bpf_error(format!(
+                "fill a table for `{}` ({} entries)",
+                self.name,
+                records.len()
+            )))?;
+        }
+        Ok(table)
+    }
+
+    /// Makes `table` the one the program reads, in one map update; packets
+    /// already past the slot lookup finish with the table they saw.
+    pub fn install(&self, table: &MapHandle) -> Result<(), LoadError> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&table.as_fd());
+        self.outer
+            .update(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_error(format!("install a table in `{}`", self.name)))
+    }
+}
+
+/// The table in an outer map's slot (the kernel answers a lookup with the
+/// inner map's id).
+fn installed_table(name: &str, outer: &MapHandle) -> Result<Option<MapHandle>, LoadError> {
+    let found = outer
+        .lookup(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), MapFlags::ANY)
+        .map_err(bpf_error(format!("lookup in `{name}`")))?;
+    let Some(id) = found.and_then(|v| v.get(..4).and_then(|b| b.try_into().ok())).map(u32::from_ne_bytes) else {
+        return Ok(None);
+    };
+    let table = MapHandle::from_map_id(id).map_err(bpf_error(format!("open the table of `{name}`")))?;
+    Ok(Some(table))
+}
+
+/// Replaces the tables of several directions all or nothing: every new
+/// table is created and filled first (invisible to the programs), then the
+/// slots are flipped one by one; if a flip fails, the slots flipped before it
+/// get their previous tables back. A replaced table is freed by the kernel
+/// once no program holds it.
+pub fn replace_tables(changes: &[(&PolicySlot, &[TableRecord])]) -> Result<(), LoadError> {
+    let mut staged = Vec::with_capacity(changes.len());
+    for (slot, records) in changes {
+        staged.push((*slot, slot.stage(records)?, slot.installed()?));
+    }
+    for (i, (slot, table, _)) in staged.iter().enumerate() {
+        if let Err(e) = slot.install(table) {
+            for (slot, _, previous) in &staged[..i] {
+                if let Some(previous) = previous {
+                    let _ = slot.install(previous);
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Verdict events read from the ring buffer without blocking.

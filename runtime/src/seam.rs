@@ -4,7 +4,7 @@
 //! against this trait so it also runs on [`MemoryMaps`] without a kernel.
 
 use crate::datapath;
-use crate::loader::LoadError;
+use crate::loader::{LoadError, TableRecord};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -43,24 +43,35 @@ pub struct PolicyEntry {
     pub slot: u16,
 }
 
-/// Writes a direction's policy entries into its map.
+/// Where an endpoint's policy tables live: one table per enforced
+/// direction, replaced whole (the program sees the old table or the new one,
+/// never a mix).
+pub trait PolicyTables {
+    /// Replaces `direction`'s table with one holding exactly `records`.
+    /// Fails with [`LoadError::NoMap`] when the direction is not enforced.
+    fn replace_table(&self, direction: datapath::Direction, records: &[TableRecord]) -> Result<(), LoadError>;
+}
+
+/// A direction's entries as table records in the C layout.
+pub fn policy_records(entries: &[PolicyEntry]) -> Vec<TableRecord> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port).to_vec(),
+                datapath::policy_value(e.action, e.rule, e.slot).to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// Replaces a direction's policy table with `entries`.
 pub fn fill_policy(
-    maps: &dyn EndpointMaps,
+    tables: &dyn PolicyTables,
     direction: datapath::Direction,
     entries: &[PolicyEntry],
 ) -> Result<(), LoadError> {
-    let map = direction.policy_map();
-    if !maps.has_map(map) {
-        return Err(LoadError::NoMap(map.to_string()));
-    }
-    for e in entries {
-        maps.update(
-            map,
-            &datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port),
-            &datapath::policy_value(e.action, e.rule, e.slot),
-        )?;
-    }
-    Ok(())
+    tables.replace_table(direction, &policy_records(entries))
 }
 
 /// (map name, key) -> value.
@@ -110,6 +121,21 @@ impl EndpointMaps for MemoryMaps {
     }
 }
 
+/// A table replaced in memory: the map named after the direction holds
+/// exactly the new records.
+impl PolicyTables for MemoryMaps {
+    fn replace_table(&self, direction: datapath::Direction, records: &[TableRecord]) -> Result<(), LoadError> {
+        let map = direction.policy_map();
+        self.check(map)?;
+        let mut contents = self.contents.borrow_mut();
+        contents.retain(|(name, _), _| name != map);
+        for (key, value) in records {
+            contents.insert((map.to_string(), key.clone()), value.clone());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +164,11 @@ mod tests {
         assert!(fill_policy(&maps, Direction::Ingress, &[entry]).is_ok());
         let stored = maps.lookup("ep_pol_in", &datapath::policy_key(64, 300, 6, 80)).ok().flatten();
         assert_eq!(stored, Some(datapath::policy_value(PolicyAction::Allow, 4, 1).to_vec()));
+        // A refill replaces the whole table: the old entry is gone.
+        let other = PolicyEntry { port: 443, ..entry };
+        assert!(fill_policy(&maps, Direction::Ingress, &[other]).is_ok());
+        assert_eq!(maps.lookup("ep_pol_in", &datapath::policy_key(64, 300, 6, 80)).ok().flatten(), None);
+        assert!(maps.lookup("ep_pol_in", &datapath::policy_key(64, 300, 6, 443)).ok().flatten().is_some());
         // Egress is not enforced in this shape: no map to fill.
         assert!(matches!(fill_policy(&maps, Direction::Egress, &[entry]), Err(LoadError::NoMap(_))));
     }

@@ -1,4 +1,5 @@
-/* The endpoint's policy, one LPM trie per enforced direction, holding the
+/* The endpoint's policy, one LPM trie per enforced direction (installed in
+ * the direction's outer map, see below), holding the
  * IR's DirectionTable exactly (compiler/src/codegen/entries.rs writes it):
  *   key  = {prefixlen, identity (BE), proto, 0, port (BE)}, 64 data bits
  *   len 32 : the identity has a table of its own; value = its `other`
@@ -31,14 +32,30 @@ struct policy_value {
 	__u16 slot; /* the rule's counter slot */
 };
 
+/* The table itself is not named in the object: each enforced direction has
+ * an outer map with one slot that holds the current table (an inner map the
+ * runtime creates, fills completely, then installs with one slot update).
+ * The program looks the slot up once per packet, so a packet sees one whole
+ * table; a swap never shows a mix of old and new entries, and the program is
+ * not reloaded. An empty slot (no table installed yet) denies. */
+struct policy_table {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	/* Sizes, not types: BTF has no complete type for an inner map's key. */
+	__uint(key_size, sizeof(struct policy_key));
+	__uint(value_size, sizeof(struct policy_value));
+	__uint(max_entries, POLICY_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+#define POLICY_TABLE_SLOT 0
+
 #define POLICY_MAP(name)                                        \
 	struct {                                                \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);            \
-		__type(key, struct policy_key);                 \
-		__type(value, struct policy_value);             \
-		__uint(max_entries, POLICY_MAP_SIZE);           \
-		__uint(map_flags, BPF_F_NO_PREALLOC);           \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);       \
+		__uint(max_entries, 1);                         \
+		__type(key, __u32);                             \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+		__array(values, struct policy_table);           \
 	} name SEC(".maps")
 
 #ifdef ENABLE_INGRESS_POLICY
@@ -53,8 +70,15 @@ struct decision {
 	__u8 reason;
 };
 
-static __always_inline void policy_lookup(void *map, __u32 peer, const struct packet *p, struct decision *d)
+static __always_inline void policy_lookup(void *tables, __u32 peer, const struct packet *p, struct decision *d)
 {
+	__u32 slot = POLICY_TABLE_SLOT;
+	void *map = bpf_map_lookup_elem(tables, &slot);
+	d->rule.id = 0;
+	d->rule.slot = 0;
+	d->reason = REASON_DEFAULT_DENY;
+	if (!map)
+		return;
 	struct policy_key key = {
 		.prefixlen = 64,
 		.identity = bpf_htonl(peer),
@@ -66,9 +90,6 @@ static __always_inline void policy_lookup(void *map, __u32 peer, const struct pa
 		key.identity = 0;
 		value = bpf_map_lookup_elem(map, &key);
 	}
-	d->rule.id = 0;
-	d->rule.slot = 0;
-	d->reason = REASON_DEFAULT_DENY;
 	if (!value)
 		return;
 	if (value->action == POLICY_ALLOW) {

@@ -31,6 +31,17 @@ pub fn example_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
 }
 
+/// A policy directory: the l3-l4-rule example's endpoints and `policy` as
+/// its one policy file.
+pub fn policy_dir(policy: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let endpoints =
+        std::fs::read_to_string(example_dir("l3-l4-rule").join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("endpoints.pol"), endpoints).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("policy.pol"), policy).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
 /// Parses, checks and resolves a policy set directory (its lock included).
 pub fn resolve_dir(dir: &Path) -> (PolicySet, Resolved) {
     let frontend = polc::driver::load(&[dir.to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
