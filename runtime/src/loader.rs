@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::Once;
 
 /// Where polc pins: one directory per node, a `node/` directory for
 /// node-wide maps and one `endpoints/<id>/` directory per endpoint.
@@ -128,18 +128,27 @@ pub struct LoadSpec<'a> {
     pub endpoint_pins: PathBuf,
 }
 
-/// libbpf's log of the current load, so a rejection can show the verifier's
-/// reasons instead of a bare errno.
-static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+thread_local! {
+    /// libbpf's log of the current load on this thread, so a rejection can
+    /// show the verifier's reasons instead of a bare errno. libbpf prints on
+    /// the loading thread: loads on several threads keep their logs apart.
+    static LIBBPF_LOG: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 fn capture_libbpf_log(_level: PrintLevel, line: String) {
-    if let Ok(mut log) = LIBBPF_LOG.lock() {
-        log.push_str(&line);
-    }
+    LIBBPF_LOG.with(|log| log.borrow_mut().push_str(&line));
+}
+
+/// Routes libbpf's messages to [`capture_libbpf_log`] (once per process).
+fn capture_libbpf_messages() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Info, capture_libbpf_log)));
+    });
 }
 
 fn take_log_tail(lines: usize) -> String {
-    let log = LIBBPF_LOG.lock().map(|mut log| std::mem::take(&mut *log)).unwrap_or_default();
+    let log = LIBBPF_LOG.with(|log| std::mem::take(&mut *log.borrow_mut()));
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -158,7 +167,7 @@ pub struct LoadedEndpoint {
 impl LoadedEndpoint {
     pub fn load(spec: &LoadSpec<'_>) -> Result<LoadedEndpoint, LoadError> {
         let path = spec.object.to_path_buf();
-        libbpf_rs::set_print(Some((PrintLevel::Info, capture_libbpf_log)));
+        capture_libbpf_messages();
         let _ = take_log_tail(0);
         let mut open = ObjectBuilder::default()
             .open_file(spec.object)
@@ -321,7 +330,7 @@ impl EndpointMaps for LoadedEndpoint {
 impl PolicyTables for LoadedEndpoint {
     fn replace_table(&self, direction: Direction, records: &[TableRecord]) -> Result<(), LoadError> {
         let slot = self.policy_slot(direction)?.ok_or_else(|| LoadError::NoMap(direction.policy_map().to_string()))?;
-        replace_tables(&[(&slot, records)])
+        replace_tables(vec![(slot, records)])
     }
 }
 
@@ -452,27 +461,47 @@ fn installed_table(name: &str, outer: &MapHandle) -> Result<Option<MapHandle>, L
     Ok(Some(table))
 }
 
-/// Replaces the tables of several directions all or nothing: every new
-/// table is created and filled first (invisible to the programs), then the
-/// slots are flipped one by one; if a flip fails, the slots flipped before it
-/// get their previous tables back. A replaced table is freed by the kernel
-/// once no program holds it.
-pub fn replace_tables(changes: &[(&PolicySlot, &[TableRecord])]) -> Result<(), LoadError> {
-    let mut staged = Vec::with_capacity(changes.len());
-    for (slot, records) in changes {
-        staged.push((*slot, slot.stage(records)?, slot.installed()?));
+/// A new table for one slot, created and filled but not yet installed,
+/// with the table it is to replace.
+pub struct StagedTable {
+    slot: PolicySlot,
+    table: MapHandle,
+    previous: Option<MapHandle>,
+}
+
+impl StagedTable {
+    /// Stages `records` for `slot` (see [`PolicySlot::stage`]).
+    pub fn new(slot: PolicySlot, records: &[TableRecord]) -> Result<StagedTable, LoadError> {
+        let table = slot.stage(records)?;
+        let previous = slot.installed()?;
+        Ok(StagedTable { slot, table, previous })
     }
-    for (i, (slot, table, _)) in staged.iter().enumerate() {
-        if let Err(e) = slot.install(table) {
-            for (slot, _, previous) in &staged[..i] {
-                if let Some(previous) = previous {
-                    let _ = slot.install(previous);
+}
+
+/// Installs staged tables one slot after another; if an install fails, the
+/// slots installed before it get their previous tables back. A replaced
+/// table is freed by the kernel once no program holds it.
+pub fn install_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
+    for (i, new) in staged.iter().enumerate() {
+        if let Err(e) = new.slot.install(&new.table) {
+            for done in &staged[..i] {
+                if let Some(previous) = &done.previous {
+                    let _ = done.slot.install(previous);
                 }
             }
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// Replaces the tables of several directions all or nothing: every new
+/// table is created and filled first (invisible to the programs), then the
+/// slots are flipped ([`install_tables`]).
+pub fn replace_tables(changes: Vec<(PolicySlot, &[TableRecord])>) -> Result<(), LoadError> {
+    let staged: Vec<StagedTable> =
+        changes.into_iter().map(|(slot, records)| StagedTable::new(slot, records)).collect::<Result<_, _>>()?;
+    install_tables(&staged)
 }
 
 /// Verdict events read from the ring buffer without blocking.

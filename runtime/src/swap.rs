@@ -33,7 +33,7 @@
 
 use crate::attach::{AttachError, Attachment, Device};
 use crate::datapath::{Direction, METRICS_MAP};
-use crate::loader::{replace_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, TableRecord};
+use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable};
 use crate::seam::{self, PolicyEntry};
 use libbpf_rs::{MapCore, MapHandle};
 use std::path::{Path, PathBuf};
@@ -75,6 +75,13 @@ pub enum SwapError {
     /// load a new generation instead ([`Enforced::swap`]).
     #[error("endpoint `{endpoint}`: a table swap cannot apply this change ({why}); it needs a program swap")]
     NeedsProgramSwap { endpoint: String, why: String },
+}
+
+/// An endpoint's new policy tables, filled but not read by its programs
+/// until [`Enforced::install_tables`].
+pub struct StagedTables {
+    tables: Vec<StagedTable>,
+    rule_slots: Vec<u32>,
 }
 
 /// A loaded generation of an endpoint's programs and maps.
@@ -240,16 +247,25 @@ impl Enforced {
     }
 
     /// Replaces both directions' policy tables of the running generation with
-    /// `artifact`'s entries, without loading or switching programs. Every
-    /// new table is filled before any is installed; on error the running
-    /// tables stay (a failed second install puts the first one back).
+    /// `artifact`'s entries, without loading or switching programs: the
+    /// tables are staged ([`Enforced::stage_tables`]), then installed
+    /// ([`Enforced::install_tables`]). On error the running tables stay.
+    pub fn swap_tables(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
+        let staged = self.stage_tables(artifact)?;
+        self.install_tables(staged)
+    }
+
+    /// Creates and fills new policy tables for `artifact`, invisible to the
+    /// running programs until [`Enforced::install_tables`]; dropping them
+    /// instead changes nothing. A caller applying one change to several
+    /// endpoints stages every table before installing any.
     ///
     /// The artifact must have the running object's code shape (the caller
     /// checks); a different set of enforced directions, or more counter
     /// slots than the running counter array holds, is refused with
     /// [`SwapError::NeedsProgramSwap`]. Works on an adopted endpoint too (the
     /// pinned policy maps of the running generation are opened).
-    pub fn swap_tables(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
+    pub fn stage_tables(&self, artifact: &Artifact) -> Result<StagedTables, SwapError> {
         let refuse = |why: String| SwapError::NeedsProgramSwap { endpoint: artifact.endpoint.clone(), why };
         let pins = generation_dir(&self.dir, self.generation);
         let mut changes = Vec::new();
@@ -284,10 +300,19 @@ impl Enforced {
                 )));
             }
         }
-        let changes: Vec<(&PolicySlot, &[TableRecord])> = changes.iter().map(|(s, r)| (s, r.as_slice())).collect();
-        replace_tables(&changes)?;
+        let tables = changes
+            .into_iter()
+            .map(|(slot, records)| StagedTable::new(slot, &records))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StagedTables { tables, rule_slots: artifact.rule_slots.clone() })
+    }
+
+    /// Makes staged tables the ones the programs read, each direction in one
+    /// map update (a failed second install puts the first one back).
+    pub fn install_tables(&mut self, staged: StagedTables) -> Result<(), SwapError> {
+        install_tables(&staged.tables)?;
         if let Some(generation) = &mut self.current {
-            generation.loaded.set_rule_slots(artifact.rule_slots.clone());
+            generation.loaded.set_rule_slots(staged.rule_slots);
         }
         Ok(())
     }

@@ -8,32 +8,18 @@
 #![allow(clippy::panic)]
 mod support;
 
-use libbpf_rs::Link;
-use polc_runtime::attach::link_pin;
-use polc_runtime::datapath::{Direction, PolicyAction};
+use polc_runtime::datapath::PolicyAction;
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::seam::PolicyEntry;
 use polc_runtime::swap::{Artifact, Enforced, SwapError};
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
-use support::{policy_dir, resolve_dir, Node};
+use support::{policy_dir, program_ids, resolve_dir, Node};
 
 /// Both versions have the same code shape (allow rules only); v1 allows
 /// tcp/80 from app2, v2 tcp/8080 instead.
 const V1: &str = "policy t {\n  select {id=app1}\n  ingress {\n    allow web: from {id=app2} on tcp/80\n  }\n}\n";
 const V2: &str = "policy t {\n  select {id=app1}\n  ingress {\n    allow alt: from {id=app2} on tcp/8080\n  }\n}\n";
-
-/// The program ids the two pinned links run.
-fn program_ids(dir: &Path) -> Vec<u32> {
-    Direction::BOTH
-        .iter()
-        .map(|d| {
-            let link = Link::open(link_pin(dir, *d)).unwrap_or_else(|e| panic!("{e}"));
-            link.info().unwrap_or_else(|e| panic!("{e}")).prog_id
-        })
-        .collect()
-}
 
 #[test]
 fn table_swaps_change_verdicts_without_a_program_swap() {

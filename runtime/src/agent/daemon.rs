@@ -14,7 +14,7 @@ use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Reques
 use super::build::{ipcache_entries, NodeBuilder};
 use super::node::NodeMaps;
 use crate::attach::{Attachment, Device};
-use crate::swap::{load_generation, Enforced, Generation};
+use crate::swap::{load_generation, Artifact, Enforced, Generation, StagedTables, SwapError};
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
 use polc::sema::model::{EndpointDef, PolicySet};
@@ -64,9 +64,33 @@ pub enum AgentError {
 #[derive(Default)]
 struct Slot {
     enforced: Option<Enforced>,
+    /// The `.rodata` constants the running programs were loaded with (`None`
+    /// until this agent loaded them). With the object, they fix the
+    /// programs: a change keeping both swaps the policy tables only.
+    constants: Option<Vec<(String, Vec<u8>)>>,
     policy_version: u64,
     last_regeneration_ms: Option<u64>,
+    /// How the last regeneration was applied.
+    last_swap: Option<SwapKind>,
     last_error: Option<String>,
+}
+
+/// How a regeneration reaches the running programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SwapKind {
+    /// Same programs (object and constants): new policy tables installed.
+    Tables,
+    /// A new generation loaded, and the links switched to it (or attached).
+    Program,
+}
+
+impl SwapKind {
+    fn name(self) -> &'static str {
+        match self {
+            SwapKind::Tables => "tables",
+            SwapKind::Program => "program",
+        }
+    }
 }
 
 pub struct Agent {
@@ -82,6 +106,9 @@ pub struct Agent {
     policy_version: u64,
     last_reload: Option<ReloadStatus>,
     last_error: Option<String>,
+    /// Whether the node ipcache holds the resolver's entries: then a change
+    /// that leaves the ipcache as it was does not rewrite it.
+    ipcache_synced: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -154,18 +181,41 @@ pub struct StateFile {
     pub policies: PathBuf,
 }
 
-/// One endpoint to load: its artifact, where, as which generation.
-struct LoadJob {
+/// One endpoint to regenerate: its new artifact and its device.
+struct Built {
     name: String,
-    artifact: crate::swap::Artifact,
+    artifact: Artifact,
     device: Device,
-    dir: PathBuf,
-    number: u64,
 }
 
-/// The outcome of applying one change.
+/// One endpoint ready to switch: nothing of it runs yet.
+struct Prepared {
+    name: String,
+    device: Device,
+    constants: Vec<(String, Vec<u8>)>,
+    next: Next,
+}
+
+enum Next {
+    /// New policy tables for the running programs.
+    Tables(StagedTables),
+    /// A new generation (maps filled) for the links to switch to.
+    Program(Generation),
+}
+
+/// The outcome of applying one change: the endpoints regenerated, and how.
 struct Applied {
-    regenerated: Vec<String>,
+    regenerated: Vec<(String, SwapKind)>,
+}
+
+impl Applied {
+    fn names(&self) -> Vec<String> {
+        self.regenerated.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn by(&self, kind: SwapKind) -> Vec<String> {
+        self.regenerated.iter().filter(|(_, k)| *k == kind).map(|(name, _)| name.clone()).collect()
+    }
 }
 
 impl Agent {
@@ -212,15 +262,16 @@ impl Agent {
             policy_version: 0,
             last_reload: None,
             last_error: None,
+            ipcache_synced: false,
         };
         agent.adopt();
         let started = Instant::now();
         let names: Vec<String> = agent.inventory_names();
-        match agent.apply(&names, &[]) {
+        match agent.apply(&names, &[], true) {
             Ok(applied) => {
                 agent.policy_version = 1;
                 let all = agent.inventory_names().len();
-                agent.record_reload(started, &applied.regenerated, 0, all, 0);
+                agent.record_reload(started, &applied, 0, all, 0);
             }
             Err(e) => return Err(AgentError::Policy(e)),
         }
@@ -294,77 +345,64 @@ impl Agent {
     }
 
     /// Regenerates `changed` (and pending endpoints whose device appeared),
-    /// removes `removed`: all or nothing up to the switch.
-    fn apply(&mut self, changed: &[String], removed: &[String]) -> Result<Applied, String> {
+    /// removes `removed`: all or nothing up to the switch. `ipcache_changed`:
+    /// the change moved addresses or identities.
+    fn apply(&mut self, changed: &[String], removed: &[String], ipcache_changed: bool) -> Result<Applied, String> {
         let mut todo: Vec<String> = changed.to_vec();
         for name in self.ready_pending() {
             if !todo.contains(&name) {
                 todo.push(name);
             }
         }
-        // 1. Build every affected endpoint (objects from the cache), then load
-        //    and fill them; nothing runs yet.
+        // 1. Build every affected endpoint (objects from the cache).
+        let built = self.build(&todo)?;
+        // 2. Prepare them: new tables staged, new generations loaded and
+        //    filled; nothing runs yet.
+        let prepared = self.prepare(built)?;
+        // 3. The node-wide ipcache (the maps exist once any object loaded).
+        if !self.ipcache_synced || ipcache_changed {
+            self.ipcache_synced = false;
+            if self.node.exist() {
+                let ipcache = ipcache_entries(self.resolver.resolved());
+                if let Err(e) = self.node.sync_ipcache(&ipcache) {
+                    discard(prepared);
+                    return Err(format!("ipcache: {e}"));
+                }
+                self.ipcache_synced = true;
+            }
+        }
+        // 4. Switch. Past this point a failure concerns one endpoint only.
         let version = self.policy_version + 1;
-        let mut jobs: Vec<LoadJob> = Vec::new();
-        for name in &todo {
-            let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
-            let Some(device) = self.device(&def) else { continue };
-            let enforced = self.slots.get(name).and_then(|s| s.enforced.as_ref());
-            if enforced.is_none() && !device.exists() {
-                continue;
-            }
-            let number = enforced.map_or(1, Enforced::next_generation);
-            if enforced.is_none() {
-                // Leftovers of an endpoint that was never attached.
-                let _ = std::fs::remove_dir_all(self.endpoint_dir(name));
-            }
-            let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
-            let id = self.id_of(name);
-            match self.builder.endpoint(&policy, &def, id) {
-                Ok(artifact) => {
-                    jobs.push(LoadJob { name: name.clone(), artifact, device, dir: self.endpoint_dir(name), number })
-                }
-                Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
-            }
-        }
-        // Loads run one after another: in parallel they were no faster on
-        // this 2-core machine (BENCHMARKS.md), and libbpf's log is global.
         let node_pins = self.config.pin_root.join("node");
-        let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
-        for job in jobs {
-            match load_generation(&job.artifact, &node_pins, &job.dir, job.number) {
-                Ok(generation) => prepared.push((job.name, generation, job.device)),
-                Err(e) => {
-                    prepared.into_iter().for_each(|(_, g, _)| g.discard());
-                    return Err(self.endpoint_failed(&job.name, &e.to_string()));
-                }
-            }
-        }
-        // 2. The node-wide ipcache (the maps exist once any object loaded).
-        let ipcache = ipcache_entries(self.resolver.resolved());
-        if self.node.exist() {
-            if let Err(e) = self.node.sync_ipcache(&ipcache) {
-                prepared.into_iter().for_each(|(_, g, _)| g.discard());
-                return Err(format!("ipcache: {e}"));
-            }
-        }
-        // 3. Switch. Past this point a failure concerns one endpoint only.
-        let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
-        for (name, generation, device) in prepared {
+        let mut regenerated = Vec::new();
+        for Prepared { name, device, constants, next } in prepared {
             let dir = self.endpoint_dir(&name);
-            let node_pins = self.config.pin_root.join("node");
             let slot = self.slots.entry(name.clone()).or_default();
-            let result = match slot.enforced.as_mut() {
-                Some(enforced) => enforced.switch_to(generation),
-                None => Enforced::attach(generation, &device, &node_pins, &dir).map(|e| {
-                    slot.enforced = Some(e);
+            let kind = match next {
+                Next::Tables(_) => SwapKind::Tables,
+                Next::Program(_) => SwapKind::Program,
+            };
+            let result = match (next, slot.enforced.as_mut()) {
+                (Next::Tables(staged), Some(enforced)) => enforced.install_tables(staged),
+                (Next::Program(generation), Some(enforced)) => enforced.switch_to(generation),
+                (Next::Program(generation), None) => {
+                    Enforced::attach(generation, &device, &node_pins, &dir).map(|e| slot.enforced = Some(e))
+                }
+                (Next::Tables(_), None) => Err(SwapError::NeedsProgramSwap {
+                    endpoint: name.clone(),
+                    why: "it no longer runs programs".to_string(),
                 }),
             };
             match result {
                 Ok(()) => {
+                    if kind == SwapKind::Program {
+                        slot.constants = Some(constants);
+                    }
                     slot.policy_version = version;
                     slot.last_regeneration_ms = Some(now_ms());
+                    slot.last_swap = Some(kind);
                     slot.last_error = None;
+                    regenerated.push((name, kind));
                 }
                 Err(e) => {
                     log(&format!("endpoint `{name}`: {e}"));
@@ -385,6 +423,88 @@ impl Agent {
         Ok(Applied { regenerated })
     }
 
+    /// The artifacts of `names` (those with a device to enforce on); the
+    /// first failure is the change's error.
+    fn build(&mut self, names: &[String]) -> Result<Vec<Built>, String> {
+        let mut built = Vec::new();
+        for name in names {
+            let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
+            let Some(device) = self.device(&def) else { continue };
+            let enforced = self.slots.get(name).is_some_and(|s| s.enforced.is_some());
+            if !enforced && !device.exists() {
+                continue;
+            }
+            let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
+            let id = self.id_of(name);
+            match self.builder.endpoint(&policy, &def, id) {
+                Ok(artifact) => built.push(Built { name: name.clone(), artifact, device }),
+                Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
+            }
+        }
+        Ok(built)
+    }
+
+    /// Stages new tables for the endpoints whose programs stay (same object,
+    /// same constants) and loads new generations for the others, all or
+    /// nothing: on any failure what was prepared is dropped.
+    fn prepare(&mut self, built: Vec<Built>) -> Result<Vec<Prepared>, String> {
+        let mut prepared = Vec::new();
+        let mut loads = Vec::new();
+        for Built { name, artifact, device } in built {
+            match self.stage_tables(&name, &artifact) {
+                Ok(Some(staged)) => {
+                    let constants = artifact.constants;
+                    prepared.push(Prepared { name, device, constants, next: Next::Tables(staged) });
+                }
+                Ok(None) => {
+                    let enforced = self.slots.get(&name).and_then(|s| s.enforced.as_ref());
+                    let number = enforced.map_or(1, Enforced::next_generation);
+                    if enforced.is_none() {
+                        // Leftovers of an endpoint that was never attached.
+                        let _ = std::fs::remove_dir_all(self.endpoint_dir(&name));
+                    }
+                    let job =
+                        LoadJob { dir: self.endpoint_dir(&name), number, built: Built { name, artifact, device } };
+                    loads.push(job);
+                }
+                Err(e) => {
+                    discard(prepared);
+                    return Err(self.endpoint_failed(&name, &e.to_string()));
+                }
+            }
+        }
+        match load_all(loads, &self.config.pin_root.join("node")) {
+            Ok(loaded) => {
+                for (Built { name, artifact, device }, generation) in loaded {
+                    let next = Next::Program(generation);
+                    prepared.push(Prepared { name, device, constants: artifact.constants, next });
+                }
+                Ok(prepared)
+            }
+            Err((name, e)) => {
+                discard(prepared);
+                Err(self.endpoint_failed(&name, &e.to_string()))
+            }
+        }
+    }
+
+    /// New tables for `name` when its running programs can take `artifact`
+    /// as they are; `None` when it needs a new generation.
+    fn stage_tables(&self, name: &str, artifact: &Artifact) -> Result<Option<StagedTables>, SwapError> {
+        let Some(slot) = self.slots.get(name) else { return Ok(None) };
+        let Some(enforced) = slot.enforced.as_ref() else { return Ok(None) };
+        let same_object = enforced.object() == Some(artifact.object.as_path());
+        if !same_object || slot.constants.as_ref() != Some(&artifact.constants) {
+            return Ok(None);
+        }
+        match enforced.stage_tables(artifact) {
+            Ok(staged) => Ok(Some(staged)),
+            // More counters than the running array holds, say.
+            Err(SwapError::NeedsProgramSwap { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Records a build or load failure on the endpoint; the change's error.
     fn endpoint_failed(&mut self, name: &str, error: &str) -> String {
         let message = format!("endpoint `{name}`: {error}");
@@ -392,21 +512,34 @@ impl Agent {
         message
     }
 
-    fn record_reload(&mut self, started: Instant, names: &[String], skipped: usize, recomputed: usize, removed: usize) {
+    fn record_reload(
+        &mut self,
+        started: Instant,
+        applied: &Applied,
+        skipped: usize,
+        recomputed: usize,
+        removed: usize,
+    ) {
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let regenerated = names.len();
+        let names = applied.names();
+        let (tables, programs) = (applied.by(SwapKind::Tables), applied.by(SwapKind::Program));
         log(&format!(
-            "policy version {}: regenerated {regenerated} endpoint(s) [{}], skipped {skipped} (untouched by the change; \
-             the impact graph had {recomputed} recomputed), removed {removed} in {took_ms:.1} ms",
+            "policy version {}: regenerated {} endpoint(s) (tables swapped: {} [{}]; new programs: {} [{}]), \
+             skipped {skipped} (untouched by the change; the impact graph had {recomputed} recomputed), removed \
+             {removed} in {took_ms:.1} ms",
             self.policy_version,
-            abbreviate(names)
+            names.len(),
+            tables.len(),
+            abbreviate(&tables),
+            programs.len(),
+            abbreviate(&programs),
         ));
-        let regenerated_endpoints = names.to_vec();
         self.last_reload = Some(ReloadStatus {
             at_ms: now_ms(),
             took_ms,
-            regenerated,
-            regenerated_endpoints,
+            regenerated: names.len(),
+            regenerated_endpoints: names,
+            tables_swapped: tables,
             skipped,
             recomputed,
             removed,
@@ -421,19 +554,13 @@ impl Agent {
         let backup = self.resolver.clone();
         let changes = self.resolver.update(set).map_err(|e| e.to_string())?;
         let total = self.resolver.set().inventory.endpoints.len();
-        match self.apply(&changes.changed_endpoints, &changes.removed_endpoints) {
+        match self.apply(&changes.changed_endpoints, &changes.removed_endpoints, changes.ipcache_changed) {
             Ok(applied) => {
                 self.file_set = file_set;
                 self.api = api;
                 self.policy_version += 1;
                 let skipped = total.saturating_sub(changes.changed_endpoints.len());
-                self.record_reload(
-                    started,
-                    &applied.regenerated,
-                    skipped,
-                    changes.recomputed,
-                    changes.removed_endpoints.len(),
-                );
+                self.record_reload(started, &applied, skipped, changes.recomputed, changes.removed_endpoints.len());
                 Ok(())
             }
             Err(e) => {
@@ -465,7 +592,7 @@ impl Agent {
         if self.ready_pending().is_empty() {
             return;
         }
-        if let Err(e) = self.apply(&[], &[]) {
+        if let Err(e) = self.apply(&[], &[], false) {
             log(&e);
         }
     }
@@ -590,6 +717,7 @@ impl Agent {
                         .map(|stem| stem.to_string_lossy().into_owned()),
                     policy_version: slot.map_or(0, |s| s.policy_version),
                     last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
+                    last_swap: slot.and_then(|s| s.last_swap).map(|k| k.name().to_string()),
                     last_error: slot.and_then(|s| s.last_error.clone()),
                 }
             })
@@ -606,5 +734,75 @@ impl Agent {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+/// One generation to load for an endpoint.
+struct LoadJob {
+    built: Built,
+    dir: PathBuf,
+    number: u64,
+}
+
+/// Drops what was prepared for a change that will not be applied: staged
+/// tables were never installed, loaded generations lose their pins.
+fn discard(prepared: Vec<Prepared>) {
+    for p in prepared {
+        if let Next::Program(generation) = p.next {
+            generation.discard();
+        }
+    }
+}
+
+/// Loads the generations of `jobs`, on as many threads as there are CPUs
+/// (the verifier, most of a load, runs on the loading thread); all or
+/// nothing: on a failure every generation loaded is discarded and the first
+/// failing endpoint (in `jobs` order) is named.
+fn load_all(jobs: Vec<LoadJob>, node_pins: &Path) -> Result<Vec<(Built, Generation)>, (String, SwapError)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
+    let load = |job: &LoadJob| load_generation(&job.built.artifact, node_pins, &job.dir, job.number);
+    let mut results: Vec<Option<Result<Generation, SwapError>>> = Vec::new();
+    if threads == 1 {
+        results.extend(jobs.iter().map(|job| Some(load(job))));
+    } else {
+        // Thread `t` loads jobs t, t + threads, ...: loads cost about the same.
+        let per_thread: Vec<Vec<(usize, Result<Generation, SwapError>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let jobs = &jobs;
+                    scope.spawn(move || {
+                        jobs.iter().enumerate().skip(t).step_by(threads).map(|(i, j)| (i, load(j))).collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        results.resize_with(jobs.len(), || None);
+        for (i, result) in per_thread.into_iter().flatten() {
+            results[i] = Some(result);
+        }
+    }
+    let mut loaded = Vec::new();
+    let mut failed = None;
+    for (job, result) in jobs.into_iter().zip(results) {
+        match result {
+            Some(Ok(generation)) => loaded.push((job.built, generation)),
+            Some(Err(e)) => {
+                failed.get_or_insert((job.built.name, e));
+            }
+            // The loading thread panicked.
+            None => {
+                let panicked =
+                    SwapError::Io { path: job.dir, source: std::io::Error::other("the loading thread panicked") };
+                failed.get_or_insert((job.built.name, panicked));
+            }
+        }
+    }
+    match failed {
+        None => Ok(loaded),
+        Some(failure) => {
+            loaded.into_iter().for_each(|(_, generation)| generation.discard());
+            Err(failure)
+        }
     }
 }

@@ -9,7 +9,8 @@ use polc::resolve::{IdentityLock, ResolveConfig};
 use polc::sema::model::PolicySet;
 use polc_runtime::agent::api::{self, AgentStatus, Request};
 use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
-use polc_runtime::attach::Device;
+use polc_runtime::attach::{link_pin, Device};
+use polc_runtime::datapath::Direction;
 use polc_runtime::loader::PinDir;
 use polc_runtime::netlab::in_netns;
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
@@ -40,6 +41,17 @@ pub fn policy_dir(policy: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("endpoints.pol"), endpoints).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("policy.pol"), policy).unwrap_or_else(|e| panic!("{e}"));
     dir
+}
+
+/// The program ids an endpoint's two pinned links run (pins under `dir`).
+pub fn program_ids(dir: &Path) -> Vec<u32> {
+    Direction::BOTH
+        .iter()
+        .map(|d| {
+            let link = libbpf_rs::Link::open(link_pin(dir, *d)).unwrap_or_else(|e| panic!("{e}"));
+            link.info().unwrap_or_else(|e| panic!("{e}")).prog_id
+        })
+        .collect()
 }
 
 /// Parses, checks and resolves a policy set directory (its lock included).
