@@ -4,6 +4,7 @@
 //! a [`LoadedEndpoint`] whose maps they fill and whose programs they run.
 
 use crate::datapath::{self, Counter, Direction, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
+use crate::parallel::map_on_threads;
 use crate::seam::{EndpointMaps, PolicyTables};
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
@@ -51,6 +52,9 @@ pub enum LoadError {
     NoProgram(String),
     #[error("BPF operation `{what}` failed: {source}")]
     Bpf { what: String, source: libbpf_rs::Error },
+    /// Installing policy tables failed; the previous tables were put back.
+    #[error("{0}")]
+    Install(String),
 }
 
 fn bpf_error(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> LoadError {
@@ -166,6 +170,19 @@ pub struct LoadedEndpoint {
 
 impl LoadedEndpoint {
     pub fn load(spec: &LoadSpec<'_>) -> Result<LoadedEndpoint, LoadError> {
+        LoadedEndpoint::load_with_tables(spec, &[])
+    }
+
+    /// Loads the object with its policy tables in place: for each direction
+    /// in `tables`, its table is created and filled and its policy map made
+    /// before libbpf loads the object (which then uses that map). Installing
+    /// the table in the map waits for an RCU grace period; it runs while the
+    /// verifier checks the programs instead of after. A direction in
+    /// `tables` without a policy map in the object is an error.
+    pub fn load_with_tables(
+        spec: &LoadSpec<'_>,
+        tables: &[(Direction, &[TableRecord])],
+    ) -> Result<LoadedEndpoint, LoadError> {
         let path = spec.object.to_path_buf();
         capture_libbpf_messages();
         let _ = take_log_tail(0);
@@ -175,6 +192,7 @@ impl LoadedEndpoint {
 
         let offsets = rodata_offsets(&open)?;
         let mut table_specs = Vec::new();
+        let mut preset: Vec<(PolicySlot, MapHandle)> = Vec::new();
         for map in open.maps_mut() {
             let name = map.name().to_string_lossy().into_owned();
             if name.ends_with(".rodata") {
@@ -184,24 +202,51 @@ impl LoadedEndpoint {
             if name.starts_with('.') {
                 continue;
             }
-            if let Some(spec) = TableSpec::of_outer(&map) {
-                table_specs.push((name.clone(), spec));
+            let mut map = map;
+            if let Some(table_spec) = TableSpec::of_outer(&map) {
+                table_specs.push((name.clone(), table_spec));
+                if let Some((_, records)) = tables.iter().find(|(d, _)| d.policy_map() == name) {
+                    let table = new_table(&name, table_spec, records)?;
+                    let slot = PolicySlot::create(&map, table_spec, &table)?;
+                    map.reuse_fd(slot.outer.as_fd()).map_err(bpf_error(format!("reuse `{name}`")))?;
+                    preset.push((slot, table));
+                }
             }
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
-            let mut map = map;
             if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
                 map.set_max_entries(*size).map_err(bpf_error(format!("size of `{name}`")))?;
             }
             map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
-        let object = open.load().map_err(|source| LoadError::Load {
-            endpoint: spec.endpoint.to_string(),
-            path: path.clone(),
-            source,
-            log: take_log_tail(40),
-        })?;
+        if let Some((direction, _)) = tables.iter().find(|(d, _)| !preset.iter().any(|(s, _)| s.name == d.policy_map()))
+        {
+            return Err(LoadError::NoMap(direction.policy_map().to_string()));
+        }
+
+        // The tables' installs wait for a grace period each: on other
+        // threads, while this one loads (the verifier).
+        let (object, installed) = std::thread::scope(|scope| {
+            let installs = scope.spawn(|| {
+                let installs = preset.iter().collect();
+                map_on_threads(installs, preset.len(), |(slot, table)| slot.install(table))
+            });
+            let object = open.load();
+            let log = take_log_tail(40);
+            let installed = installs.join().unwrap_or_default();
+            (
+                object.map_err(|source| LoadError::Load { endpoint: spec.endpoint.to_string(), path, source, log }),
+                installed,
+            )
+        });
+        let object = object?;
+        if installed.len() != preset.len() {
+            return Err(LoadError::Install("a table install panicked".to_string()));
+        }
+        for result in installed {
+            result.unwrap_or_else(|| Err(LoadError::Install("a table install panicked".to_string())))?;
+        }
         let loaded = LoadedEndpoint { object, rule_slots: Vec::new(), table_specs };
         loaded.fill_tail_calls()?;
         Ok(loaded)
@@ -406,6 +451,28 @@ impl PolicySlot {
         Ok(PolicySlot { name, outer, spec: TableSpec::of_table(&installed)? })
     }
 
+    /// A new, empty slot for the outer map `map` of an object not loaded
+    /// yet (for [`LoadedEndpoint::load_with_tables`]).
+    fn create(map: &libbpf_rs::OpenMapMut<'_>, spec: TableSpec, template: &MapHandle) -> Result<PolicySlot, LoadError> {
+        let name = map.name().to_string_lossy().into_owned();
+        let name = Direction::BOTH
+            .into_iter()
+            .map(Direction::policy_map)
+            .find(|n| *n == name)
+            .ok_or_else(|| LoadError::NoMap(name.clone()))?;
+        // The outer map takes any table shaped like `template`.
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: map.map_flags(),
+            inner_map_fd: std::os::fd::AsRawFd::as_raw_fd(&template.as_fd()) as u32,
+            ..Default::default()
+        };
+        let outer =
+            MapHandle::create(map.map_type(), Some(name), map.key_size(), map.value_size(), map.max_entries(), &opts)
+                .map_err(bpf_error(format!("create `{name}`")))?;
+        Ok(PolicySlot { name, outer, spec })
+    }
+
     /// The table the program reads now, if any.
     pub fn installed(&self) -> Result<Option<MapHandle>, LoadError> {
         installed_table(self.name, &self.outer)
@@ -418,24 +485,7 @@ impl PolicySlot {
 
     /// A new table holding exactly `records`, not yet visible to the program.
     pub fn stage(&self, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            map_flags: self.spec.flags,
-            ..Default::default()
-        };
-        let name = format!("{}_t", self.name);
-        let spec = self.spec;
-        let table =
-            MapHandle::create(spec.map_type, Some(&name), spec.key_size, spec.value_size, spec.max_entries, &opts)
-                .map_err(bpf_error(format!("create a table for `{}`", self.name)))?;
-        for (key, value) in records {
-            table.update(key, value, MapFlags::ANY).map_err(bpf_error(format!(
-                "fill a table for `{}` ({} entries)",
-                self.name,
-                records.len()
-            )))?;
-        }
-        Ok(table)
+        new_table(self.name, self.spec, records)
     }
 
     /// Makes `table` the one the program reads, in one map update; packets
@@ -446,6 +496,27 @@ impl PolicySlot {
             .update(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(bpf_error(format!("install a table in `{}`", self.name)))
     }
+}
+
+/// A table named after the policy map `name`, holding exactly `records`.
+fn new_table(name: &str, spec: TableSpec, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: spec.flags,
+        ..Default::default()
+    };
+    let table_name = format!("{name}_t");
+    let table =
+        MapHandle::create(spec.map_type, Some(&table_name), spec.key_size, spec.value_size, spec.max_entries, &opts)
+            .map_err(bpf_error(format!("create a table for `{}`", name)))?;
+    for (key, value) in records {
+        table.update(key, value, MapFlags::ANY).map_err(bpf_error(format!(
+            "fill a table for `{}` ({} entries)",
+            name,
+            records.len()
+        )))?;
+    }
+    Ok(table)
 }
 
 /// The table in an outer map's slot (the kernel answers a lookup with the
@@ -478,21 +549,31 @@ impl StagedTable {
     }
 }
 
-/// Installs staged tables one slot after another; if an install fails, the
-/// slots installed before it get their previous tables back. A replaced
-/// table is freed by the kernel once no program holds it.
+/// Installs staged tables, all at once (each install waits for an RCU grace
+/// period, and concurrent waits share one); if an install fails, the slots
+/// installed get their previous tables back. A replaced table is freed by
+/// the kernel once no program holds it.
 pub fn install_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
-    for (i, new) in staged.iter().enumerate() {
-        if let Err(e) = new.slot.install(&new.table) {
-            for done in &staged[..i] {
-                if let Some(previous) = &done.previous {
-                    let _ = done.slot.install(previous);
-                }
+    let results = map_on_threads(staged.iter().collect(), staged.len(), |new| new.slot.install(&new.table));
+    let mut first_error = None;
+    for result in &results {
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                first_error.get_or_insert_with(|| e.to_string());
             }
-            return Err(e);
+            None => {
+                first_error.get_or_insert_with(|| "a table install panicked".to_string());
+            }
         }
     }
-    Ok(())
+    let Some(error) = first_error else { return Ok(()) };
+    for (done, result) in staged.iter().zip(&results) {
+        if let (Some(Ok(())), Some(previous)) = (result, &done.previous) {
+            let _ = done.slot.install(previous);
+        }
+    }
+    Err(LoadError::Install(error))
 }
 
 /// Replaces the tables of several directions all or nothing: every new

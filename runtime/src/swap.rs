@@ -33,7 +33,7 @@
 
 use crate::attach::{AttachError, Attachment, Device};
 use crate::datapath::{Direction, METRICS_MAP};
-use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable};
+use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable, TableRecord};
 use crate::seam::{self, PolicyEntry};
 use libbpf_rs::{MapCore, MapHandle};
 use std::path::{Path, PathBuf};
@@ -137,14 +137,16 @@ pub fn load_generation(
         node_pins: node_pins.to_path_buf(),
         endpoint_pins: pins.clone(),
     };
-    let filled = LoadedEndpoint::load(&spec).and_then(|mut loaded| {
+    // The policy tables go in with the load (their installs overlap the
+    // verifier's work).
+    let records: Vec<(Direction, Vec<TableRecord>)> = Direction::BOTH
+        .into_iter()
+        .filter_map(|d| artifact.entries(d).map(|entries| (d, seam::policy_records(entries))))
+        .collect();
+    let tables: Vec<(Direction, &[TableRecord])> = records.iter().map(|(d, r)| (*d, r.as_slice())).collect();
+    let filled = LoadedEndpoint::load_with_tables(&spec, &tables).map(|mut loaded| {
         loaded.set_rule_slots(artifact.rule_slots.clone());
-        for direction in Direction::BOTH {
-            if let Some(entries) = artifact.entries(direction) {
-                seam::fill_policy(&loaded, direction, entries)?;
-            }
-        }
-        Ok(loaded)
+        loaded
     });
     match filled {
         Ok(loaded) => Ok(Generation { number, loaded, object: artifact.object.clone(), pins }),

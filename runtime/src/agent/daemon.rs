@@ -14,6 +14,8 @@ use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Reques
 use super::build::{ipcache_entries, NodeBuilder};
 use super::node::NodeMaps;
 use crate::attach::{Attachment, Device};
+use crate::loader::LoadError;
+use crate::parallel::map_on_threads;
 use crate::swap::{load_generation, Artifact, Enforced, Generation, StagedTables, SwapError};
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
@@ -43,6 +45,10 @@ pub enum Event {
     FilesChanged,
 }
 
+/// At most this many threads install policy tables at once (they sleep in
+/// the kernel, waiting for the grace period, rather than compute).
+const INSTALL_THREADS: usize = 128;
+
 /// The state file: what `reset` and a restarted agent need to know.
 pub const STATE_FILE: &str = "agent.json";
 /// Endpoints added through the API, kept across restarts.
@@ -60,6 +66,9 @@ pub enum AgentError {
     Load(#[from] crate::loader::LoadError),
 }
 
+/// `.rodata` values by variable name, as in [`Artifact::constants`].
+type Constants = Vec<(String, Vec<u8>)>;
+
 /// One endpoint the agent knows.
 #[derive(Default)]
 struct Slot {
@@ -67,7 +76,7 @@ struct Slot {
     /// The `.rodata` constants the running programs were loaded with (`None`
     /// until this agent loaded them). With the object, they fix the
     /// programs: a change keeping both swaps the policy tables only.
-    constants: Option<Vec<(String, Vec<u8>)>>,
+    constants: Option<Constants>,
     policy_version: u64,
     last_regeneration_ms: Option<u64>,
     /// How the last regeneration was applied.
@@ -192,7 +201,7 @@ struct Built {
 struct Prepared {
     name: String,
     device: Device,
-    constants: Vec<(String, Vec<u8>)>,
+    constants: Constants,
     next: Next,
 }
 
@@ -371,32 +380,36 @@ impl Agent {
                 self.ipcache_synced = true;
             }
         }
-        // 4. Switch. Past this point a failure concerns one endpoint only.
-        let version = self.policy_version + 1;
+        // 4. Switch: the table installs all at once, then the links. Past
+        //    this point a failure concerns one endpoint only.
+        let (tables, programs): (Vec<Prepared>, Vec<Prepared>) =
+            prepared.into_iter().partition(|p| matches!(p.next, Next::Tables(_)));
+        let mut outcomes: Vec<(String, Option<Constants>, Result<SwapKind, SwapError>)> = self
+            .install_all(tables)
+            .into_iter()
+            .map(|(name, result)| (name, None, result.map(|()| SwapKind::Tables)))
+            .collect();
         let node_pins = self.config.pin_root.join("node");
-        let mut regenerated = Vec::new();
-        for Prepared { name, device, constants, next } in prepared {
+        for Prepared { name, device, constants, next } in programs {
             let dir = self.endpoint_dir(&name);
             let slot = self.slots.entry(name.clone()).or_default();
-            let kind = match next {
-                Next::Tables(_) => SwapKind::Tables,
-                Next::Program(_) => SwapKind::Program,
-            };
             let result = match (next, slot.enforced.as_mut()) {
-                (Next::Tables(staged), Some(enforced)) => enforced.install_tables(staged),
                 (Next::Program(generation), Some(enforced)) => enforced.switch_to(generation),
                 (Next::Program(generation), None) => {
                     Enforced::attach(generation, &device, &node_pins, &dir).map(|e| slot.enforced = Some(e))
                 }
-                (Next::Tables(_), None) => Err(SwapError::NeedsProgramSwap {
-                    endpoint: name.clone(),
-                    why: "it no longer runs programs".to_string(),
-                }),
+                (Next::Tables(_), _) => continue,
             };
+            outcomes.push((name, Some(constants), result.map(|()| SwapKind::Program)));
+        }
+        let version = self.policy_version + 1;
+        let mut regenerated = Vec::new();
+        for (name, constants, result) in outcomes {
+            let slot = self.slots.entry(name.clone()).or_default();
             match result {
-                Ok(()) => {
-                    if kind == SwapKind::Program {
-                        slot.constants = Some(constants);
+                Ok(kind) => {
+                    if constants.is_some() {
+                        slot.constants = constants;
                     }
                     slot.policy_version = version;
                     slot.last_regeneration_ms = Some(now_ms());
@@ -503,6 +516,43 @@ impl Agent {
             Err(SwapError::NeedsProgramSwap { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Installs the staged tables of several endpoints at once. Each install
+    /// waits for an RCU grace period before it returns (the kernel's promise
+    /// that no program still reads the old table), and waits that overlap
+    /// share one: a change costs about one grace period, not one per endpoint.
+    fn install_all(&mut self, tables: Vec<Prepared>) -> Vec<(String, Result<(), SwapError>)> {
+        let mut staged: BTreeMap<String, StagedTables> = tables
+            .into_iter()
+            .filter_map(|p| match p.next {
+                Next::Tables(staged) => Some((p.name, staged)),
+                Next::Program(_) => None,
+            })
+            .collect();
+        let mut work = Vec::new();
+        for (name, slot) in &mut self.slots {
+            if let (Some(enforced), Some(tables)) = (slot.enforced.as_mut(), staged.remove(name)) {
+                work.push((name.clone(), enforced, tables));
+            }
+        }
+        let names: Vec<String> = work.iter().map(|(name, _, _)| name.clone()).collect();
+        let results = map_on_threads(work, INSTALL_THREADS, |(_, enforced, tables)| enforced.install_tables(tables));
+        let mut out: Vec<(String, Result<(), SwapError>)> = names
+            .into_iter()
+            .zip(results)
+            .map(|(name, result)| {
+                let panicked = || Err(SwapError::Load(LoadError::Install("the table install panicked".to_string())));
+                let result = result.unwrap_or_else(panicked);
+                (name, result)
+            })
+            .collect();
+        // Endpoints that stopped running programs since their tables were staged.
+        for name in staged.into_keys() {
+            let why = "it no longer runs programs".to_string();
+            out.push((name.clone(), Err(SwapError::NeedsProgramSwap { endpoint: name, why })));
+        }
+        out
     }
 
     /// Records a build or load failure on the endpoint; the change's error.
@@ -759,42 +809,20 @@ fn discard(prepared: Vec<Prepared>) {
 /// nothing: on a failure every generation loaded is discarded and the first
 /// failing endpoint (in `jobs` order) is named.
 fn load_all(jobs: Vec<LoadJob>, node_pins: &Path) -> Result<Vec<(Built, Generation)>, (String, SwapError)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
-    let load = |job: &LoadJob| load_generation(&job.built.artifact, node_pins, &job.dir, job.number);
-    let mut results: Vec<Option<Result<Generation, SwapError>>> = Vec::new();
-    if threads == 1 {
-        results.extend(jobs.iter().map(|job| Some(load(job))));
-    } else {
-        // Thread `t` loads jobs t, t + threads, ...: loads cost about the same.
-        let per_thread: Vec<Vec<(usize, Result<Generation, SwapError>)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let jobs = &jobs;
-                    scope.spawn(move || {
-                        jobs.iter().enumerate().skip(t).step_by(threads).map(|(i, j)| (i, load(j))).collect()
-                    })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        results.resize_with(jobs.len(), || None);
-        for (i, result) in per_thread.into_iter().flatten() {
-            results[i] = Some(result);
-        }
-    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let results = map_on_threads(jobs.iter().collect(), threads, |job: &LoadJob| {
+        load_generation(&job.built.artifact, node_pins, &job.dir, job.number)
+    });
     let mut loaded = Vec::new();
     let mut failed = None;
     for (job, result) in jobs.into_iter().zip(results) {
+        let result = result.unwrap_or_else(|| {
+            Err(SwapError::Io { path: job.dir.clone(), source: std::io::Error::other("the loading thread panicked") })
+        });
         match result {
-            Some(Ok(generation)) => loaded.push((job.built, generation)),
-            Some(Err(e)) => {
+            Ok(generation) => loaded.push((job.built, generation)),
+            Err(e) => {
                 failed.get_or_insert((job.built.name, e));
-            }
-            // The loading thread panicked.
-            None => {
-                let panicked =
-                    SwapError::Io { path: job.dir, source: std::io::Error::other("the loading thread panicked") };
-                failed.get_or_insert((job.built.name, panicked));
             }
         }
     }
