@@ -19,8 +19,12 @@
 mod support;
 
 use polc_runtime::agent::daemon::{Agent, Config};
+use polc_runtime::attach::link_pin;
+use polc_runtime::datapath::Direction;
 use polc_runtime::netlab::{require_kernel, EndpointSpec, Lab};
 use polc_runtime::swap::{load_generation, Artifact};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{example_dir, policy_dir, resolve_dir, Node};
@@ -153,9 +157,102 @@ fn agent_reloads() {
     let same_shape = [policy(8081, false), policy(8082, false)];
     let times = reloads(&mut agent, &file, &same_shape, ROUNDS, "tables");
     summary("policy-only change in the agent (Agent::reload from reading the files; table swap)", times);
+    verdict_latency(&mut agent, &node, &set, &file);
     let other_shape = [policy(8080, false), policy(8080, true)];
     let times = reloads(&mut agent, &file, &other_shape, ROUNDS / 2, "program");
     summary("code-shape change in the agent (Agent::reload from reading the files; new generation)", times);
+}
+
+/// app1's policy allowing ICMP type `icmp_type` from app3 (and tcp/80 from app2).
+fn icmp_policy(icmp_type: u8) -> String {
+    format!("policy bench {{\n  select {{id=app1}}\n  ingress {{\n    allow web: from {{id=app2}} on tcp/80\n    allow probe: from {{id=app3}} on icmp/{icmp_type}\n  }}\n}}\n")
+}
+
+/// An ICMP message of type 13 (timestamp) from `from` to `to` in an
+/// Ethernet frame. Not an echo, so not tracked: the policy table decides
+/// every such packet, and a probe sees a table change at once.
+fn icmp_probe(from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+    let mut frame = vec![0u8; 14 + 20 + 20];
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut frame[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 1;
+    ip[12..16].copy_from_slice(&from.octets());
+    ip[16..20].copy_from_slice(&to.octets());
+    frame[34] = 13;
+    frame
+}
+
+/// Runs the program behind app1's ingress link once on `packet` (BPF_PROG_TEST_RUN).
+fn run_once(program: &OwnedFd, packet: &[u8]) -> i32 {
+    let mut opts = libbpf_rs::libbpf_sys::bpf_test_run_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_test_run_opts>() as _,
+        data_in: packet.as_ptr().cast(),
+        data_size_in: packet.len() as u32,
+        repeat: 1,
+        ..Default::default()
+    };
+    // SAFETY: a valid program fd and options pointing at a live buffer.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_test_run_opts(program.as_raw_fd(), &mut opts) };
+    assert_eq!(rc, 0, "test run failed");
+    opts.retval as i32
+}
+
+/// From the moment `Agent::reload` starts reading the files to the moment a
+/// probe thread, running app1's ingress program on an ICMP packet every
+/// ~20 us, gets the new verdict (the new table is visible); and to the
+/// moment `reload` returns (after the kernel's grace period wait).
+fn verdict_latency(agent: &mut Agent, node: &Node, set: &polc::sema::model::PolicySet, file: &Path) {
+    let address = |name: &str| set.inventory.endpoint(name).and_then(|e| e.ipv4).unwrap_or_else(|| panic!("{name}"));
+    let packet = icmp_probe(address("app3"), address("app1"));
+    let link = libbpf_rs::Link::open(link_pin(&node.endpoint_dir("app1"), Direction::Ingress))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = link.info().unwrap_or_else(|e| panic!("{e}")).prog_id;
+    // SAFETY: returns a new fd (or a negative error), which we own.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    assert!(fd >= 0, "program {id}");
+    // SAFETY: a fresh fd owned by nobody else.
+    let program = unsafe { OwnedFd::from_raw_fd(fd) };
+    let versions = [icmp_policy(13), icmp_policy(14)];
+    let mut verdicts = Vec::new();
+    for version in &versions {
+        std::fs::write(file, version).unwrap_or_else(|e| panic!("{e}"));
+        agent.reload();
+        verdicts.push(run_once(&program, &packet));
+    }
+    assert_ne!(verdicts[0], verdicts[1], "the probe tells the versions apart");
+    let (mut seen, mut returned) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        let next = i % 2;
+        std::fs::write(file, &versions[next]).unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (program, packet, done) = (&program, &packet, &done);
+        let seen_at = std::thread::scope(|scope| {
+            let expected = verdicts[next];
+            let probe = scope.spawn(move || loop {
+                // A run that starts after `reload` returned must see the new table.
+                let after_reload = done.load(std::sync::atomic::Ordering::SeqCst);
+                if run_once(program, packet) == expected {
+                    return Some(Instant::now());
+                }
+                if after_reload {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_micros(20));
+            });
+            agent.reload();
+            returned.push(start.elapsed());
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            probe.join().unwrap_or_else(|_| panic!("probe"))
+        });
+        let seen_at = seen_at.unwrap_or_else(|| panic!("the new verdict was not seen after reload returned"));
+        seen.push(seen_at.saturating_duration_since(start));
+    }
+    summary("policy-only change in the agent, until a probe gets the new verdict", seen);
+    summary("  the same changes, until Agent::reload returns (grace period included)", returned);
 }
 
 fn wide_change() {

@@ -4,6 +4,7 @@
 //! - [`build`]: resolved tables -> runtime artifacts (clang, constants, entries).
 //! - [`node`]: the node-wide maps, opened from their pins (ipcache sync).
 //! - [`daemon`]: the agent's state and what it does on each event.
+//! - [`read`]: reading the policy directory, parsing only the files that changed.
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
 //! - [`reset`]: removing everything polcd made.
@@ -12,5 +13,6 @@ pub mod api;
 pub mod build;
 pub mod daemon;
 pub mod node;
+pub mod read;
 pub mod reset;
 pub mod serve;

@@ -13,6 +13,7 @@
 use super::api::{AgentStatus, EndpointSpec, EndpointStatus, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
 use super::node::NodeMaps;
+use super::read::PolicyReader;
 use crate::attach::{Attachment, Device};
 use crate::loader::LoadError;
 use crate::parallel::map_on_threads;
@@ -104,6 +105,7 @@ impl SwapKind {
 
 pub struct Agent {
     config: Config,
+    reader: PolicyReader,
     builder: NodeBuilder,
     node: NodeMaps,
     resolver: Resolver,
@@ -136,16 +138,6 @@ fn abbreviate(names: &[String]) -> String {
 
 pub fn log(message: &str) {
     eprintln!("polcd: {message}");
-}
-
-/// Reads, parses and checks the policy directory; errors rendered as text.
-fn read_policies(dir: &Path) -> Result<PolicySet, String> {
-    let frontend = polc::driver::load(&[dir.to_path_buf()]).map_err(|e| e.to_string())?;
-    if frontend.has_errors() {
-        let diagnostics: Vec<_> = frontend.diagnostics.iter().cloned().collect();
-        return Err(polc::diag::render::render_all_text(&frontend.sources, &diagnostics).trim_end().to_string());
-    }
-    Ok(frontend.checked)
 }
 
 fn read_lock(dir: &Path) -> Result<IdentityLock, String> {
@@ -252,7 +244,8 @@ impl Agent {
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();
 
-        let file_set = read_policies(&config.policies).map_err(AgentError::Policy)?;
+        let mut reader = PolicyReader::new(&config.policies);
+        let file_set = reader.read().map_err(AgentError::Policy)?;
         let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
         let lock = read_lock(&config.policies).map_err(AgentError::Policy)?;
         let resolver =
@@ -261,6 +254,7 @@ impl Agent {
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let mut agent = Agent {
             config,
+            reader,
             builder,
             node,
             resolver,
@@ -622,7 +616,7 @@ impl Agent {
 
     /// The policy files changed: reload them.
     pub fn reload(&mut self) {
-        let result = read_policies(&self.config.policies).and_then(|set| self.change(set, self.api.clone()));
+        let result = self.reader.read().and_then(|set| self.change(set, self.api.clone()));
         match result {
             Ok(()) => self.last_error = None,
             Err(e) => {
