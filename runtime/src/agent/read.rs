@@ -23,7 +23,7 @@ impl PolicyReader {
 
     /// Reads, parses and checks the directory; errors rendered as text.
     pub fn read(&mut self) -> Result<PolicySet, String> {
-        let files = polc::driver::collect_files(&[self.dir.clone()]).map_err(|e| e.to_string())?;
+        let files = polc::driver::collect_files(std::slice::from_ref(&self.dir)).map_err(|e| e.to_string())?;
         let mut sources = SourceMap::default();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
