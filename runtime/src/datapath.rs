@@ -63,13 +63,9 @@ impl Direction {
 pub const POLICY_TABLE_SLOT: u32 = 0;
 
 /// Tail calls: (prog array, slot, target program). One prog array per
-/// direction, one slot per address family.
-pub const TAIL_CALLS: [(&str, u32, &str); 4] = [
-    ("ep_calls_eg", 0, "from_ep_v4"),
-    ("ep_calls_eg", 1, "from_ep_v6"),
-    ("ep_calls_in", 0, "to_ep_v4"),
-    ("ep_calls_in", 1, "to_ep_v6"),
-];
+/// direction; IPv4 is decided in the entry program, IPv6 in slot 1 (slot 0
+/// is unused).
+pub const TAIL_CALLS: [(&str, u32, &str); 2] = [("ep_calls_eg", 1, "from_ep_v6"), ("ep_calls_in", 1, "to_ep_v6")];
 
 /// Why a packet got its verdict (`enum reason` in common.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
