@@ -2,8 +2,10 @@
 //! Needs root; run with `cargo bench -p polc-runtime --bench swap` (see
 //! BENCHMARKS.md). On the l3-l4-rule lab, app1's programs are swapped:
 //!
-//! 1. policy-only change (same code shape, object cached): `Enforced::swap`,
-//!    i.e. load a new generation, fill its maps, update both tcx links;
+//! 1. policy-only change (same code shape): `Enforced::swap_tables`, new
+//!    policy tables filled and installed in the outer-map slots, no load;
+//!    and `Enforced::swap`, i.e. load a new generation, fill its maps,
+//!    update both tcx links;
 //! 2. code-shape change (two objects, both cached): the same path;
 //! 3. in the agent: `Agent::reload` after a policy file edit (read, parse,
 //!    check, resolve with the impact graph, build from the cache, load,
@@ -67,6 +69,19 @@ fn swaps(node: &mut Node, versions: &[Artifact; 2]) -> [Vec<Duration>; 3] {
     out
 }
 
+/// Swaps app1's policy tables only (`Enforced::swap_tables`: fill new
+/// tables, flip the outer-map slots), between two versions of one shape.
+fn table_swaps(node: &mut Node, versions: &[Artifact; 2]) -> Vec<Duration> {
+    let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
+    (0..ROUNDS)
+        .map(|i| {
+            let start = Instant::now();
+            enforced.swap_tables(&versions[(i + 1) % 2]).unwrap_or_else(|e| panic!("{e}"));
+            start.elapsed()
+        })
+        .collect()
+}
+
 fn swap_summary(name: &str, times: [Vec<Duration>; 3]) {
     let [total, load, switch] = times;
     summary(name, total);
@@ -84,6 +99,7 @@ fn program_swaps() {
     let other_shape = [artifact(0), artifact(2)];
     assert_eq!(same_shape[0].object, same_shape[1].object);
     assert_ne!(other_shape[0].object, other_shape[1].object);
+    summary("table-only swap (swap_tables, no program load)", table_swaps(&mut node, &same_shape));
     swap_summary("policy-only swap (new generation, same object)", swaps(&mut node, &same_shape));
     swap_summary("code-shape swap (new generation, objects cached)", swaps(&mut node, &other_shape));
 }
