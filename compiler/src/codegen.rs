@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod clang;
 pub mod entries;
 pub mod header;
+pub mod lookup_model;
 pub mod policy_only;
 
 use std::path::PathBuf;

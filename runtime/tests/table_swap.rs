@@ -8,7 +8,7 @@
 #![allow(clippy::panic)]
 mod support;
 
-use polc_runtime::datapath::PolicyAction;
+use polc::codegen::entries::{EntryAction, EntryInterval, EntryKind};
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::seam::PolicyEntry;
 use polc_runtime::swap::{Artifact, Enforced, SwapError};
@@ -49,21 +49,20 @@ fn table_swaps_change_verdicts_without_a_program_swap() {
 
     // Over capacity (the node's policy map holds 4096 entries): the fill
     // fails before anything is installed, v2 keeps enforcing.
-    let entry = |port| PolicyEntry {
-        prefix_len: 64,
-        identity: 0,
+    let entry = |identity| PolicyEntry {
+        identity,
         proto: 6,
-        port,
-        action: PolicyAction::Allow,
-        rule: 1,
-        slot: 1,
+        kind: EntryKind::Protocol,
+        bucket: 0,
+        split: false,
+        intervals: vec![EntryInterval { low: 80, high: 80, action: EntryAction::Allow, rule: 1, slot: 1 }],
     };
-    let too_big = Artifact { ingress: Some((0..5000).map(entry).collect()), ..versions[0].clone() };
+    let too_big = Artifact { ingress: Some((1000..6000).map(entry).collect()), ..versions[0].clone() };
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1 enforced"));
     let error = enforced.swap_tables(&too_big).err().unwrap_or_else(|| panic!("5000 entries accepted"));
     println!("refused table swap: {error}");
     // A direction the running programs do not enforce is refused too.
-    let egress = Artifact { egress: Some(vec![entry(80)]), ..versions[0].clone() };
+    let egress = Artifact { egress: Some(vec![entry(1000)]), ..versions[0].clone() };
     assert!(matches!(enforced.swap_tables(&egress), Err(SwapError::NeedsProgramSwap { .. })));
     assert!(!reaches(&node, 80) && reaches(&node, 8080), "v2 still enforces");
 

@@ -2,12 +2,11 @@
 //! half of `polc build` (features, code shape, clang with the object cache,
 //! `.rodata` constants, policy map entries, capacity) as the agent needs it.
 
-use crate::datapath::{PolicyAction, METRICS_MAP};
-use crate::seam;
+use crate::datapath::METRICS_MAP;
 use crate::swap::Artifact;
 use polc::codegen::bundle::metrics_entries;
 use polc::codegen::clang::Clang;
-use polc::codegen::entries::{assign_slots, check_capacity, direction_entries, EntryAction, PolicyEntry};
+use polc::codegen::entries::{assign_slots, check_capacity, direction_entries, PolicyEntry};
 use polc::codegen::header::{
     code_shape, features_of, render_node, render_shape, BuildOptions, EndpointAddresses, EndpointConstants, Features,
     NodeConfig,
@@ -68,9 +67,7 @@ impl NodeBuilder {
             trace_level: self.options.trace_level,
             addresses,
         };
-        let encode = |table: &DirectionTable, entries: Vec<PolicyEntry>| {
-            table.enforced.then(|| entries.iter().map(runtime_entry).collect())
-        };
+        let encode = |table: &DirectionTable, entries: Vec<PolicyEntry>| table.enforced.then_some(entries);
         Ok(Artifact {
             endpoint: policy.name.clone(),
             object,
@@ -96,23 +93,6 @@ impl NodeBuilder {
             objects.insert(shape, path.clone());
         }
         Ok(path)
-    }
-}
-
-fn runtime_entry(e: &PolicyEntry) -> seam::PolicyEntry {
-    let action = match e.action {
-        EntryAction::NoMatch => PolicyAction::NoMatch,
-        EntryAction::Allow => PolicyAction::Allow,
-        EntryAction::Deny => PolicyAction::Deny,
-    };
-    seam::PolicyEntry {
-        prefix_len: e.prefix_len,
-        identity: e.identity,
-        proto: e.proto,
-        port: e.port,
-        action,
-        rule: e.rule,
-        slot: e.slot,
     }
 }
 
