@@ -6,6 +6,7 @@
 //! - [`pins`]: what a previous agent left pinned: adopted, detached or set aside.
 //! - [`daemon`]: the agent's state and what it does on each event.
 //! - [`bundled`]: `polcd run --bundle`: the agent of a built bundle.
+//! - [`read`]: reading the policy directory, parsing only the files that changed.
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
 //! - [`slot`]: one endpoint as an agent runs it, and its status.
@@ -15,14 +16,15 @@
 
 pub mod api;
 pub mod build;
-pub mod catalog;
 pub mod bundled;
+pub mod catalog;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
 pub mod pins;
+pub mod read;
 pub mod reset;
 pub mod serve;
-pub mod stats;
 pub mod slot;
+pub mod stats;

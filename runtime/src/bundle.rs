@@ -4,7 +4,7 @@
 //! compiler (`polc::codegen::bundle`); only the fields the runtime needs are
 //! read here.
 
-use crate::datapath::{self, Direction, PolicyAction};
+use crate::datapath::{self, Direction};
 use crate::loader::{LoadError, LoadSpec, LoadedEndpoint, PinDir};
 use crate::seam::{fill_ipcache, fill_policy, PolicyEntry};
 use crate::swap::Artifact;
@@ -70,45 +70,7 @@ pub struct Constants {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DirectionEntry {
     pub enforced: bool,
-    pub entries: Vec<ManifestPolicyEntry>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct ManifestPolicyEntry {
-    pub prefix_len: u32,
-    pub identity: u32,
-    pub proto: u8,
-    pub port: u16,
-    pub action: ManifestAction,
-    pub rule: u32,
-    pub slot: u16,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ManifestAction {
-    NoMatch,
-    Allow,
-    Deny,
-}
-
-impl From<ManifestPolicyEntry> for PolicyEntry {
-    fn from(e: ManifestPolicyEntry) -> PolicyEntry {
-        let action = match e.action {
-            ManifestAction::NoMatch => PolicyAction::NoMatch,
-            ManifestAction::Allow => PolicyAction::Allow,
-            ManifestAction::Deny => PolicyAction::Deny,
-        };
-        PolicyEntry {
-            prefix_len: e.prefix_len,
-            identity: e.identity,
-            proto: e.proto,
-            port: e.port,
-            action,
-            rule: e.rule,
-            slot: e.slot,
-        }
-    }
+    pub entries: Vec<PolicyEntry>,
 }
 
 /// A build's output directory.
@@ -138,9 +100,7 @@ impl Bundle {
     /// counter array size, rule slots and policy entries.
     pub fn artifact(&self, name: &str) -> Result<Artifact, BundleError> {
         let endpoint = self.endpoint(name)?;
-        let entries = |table: &DirectionEntry| {
-            table.enforced.then(|| table.entries.iter().copied().map(PolicyEntry::from).collect())
-        };
+        let entries = |table: &DirectionEntry| table.enforced.then(|| table.entries.clone());
         Ok(Artifact {
             endpoint: name.to_string(),
             object: self.object(endpoint),
@@ -180,8 +140,7 @@ impl Bundle {
         fill_ipcache(&loaded, &self.manifest.ipcache_entries())?;
         for (direction, table) in [(Direction::Ingress, &endpoint.ingress), (Direction::Egress, &endpoint.egress)] {
             if table.enforced {
-                let entries: Vec<PolicyEntry> = table.entries.iter().copied().map(Into::into).collect();
-                fill_policy(&loaded, direction, &entries)?;
+                fill_policy(&loaded, direction, &table.entries)?;
             }
         }
         Ok(loaded)

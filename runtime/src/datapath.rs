@@ -3,6 +3,7 @@
 //! Every layout here mirrors a C struct named in its doc comment; keep both
 //! in step.
 
+use polc::codegen::entries::{PolicyEntry, INLINE_INTERVALS};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Node-wide maps (pinned once per node) start with this prefix; every other
@@ -40,7 +41,8 @@ impl Direction {
     }
 
     /// The endpoint's policy map for this direction (absent when the
-    /// direction is not enforced).
+    /// direction is not enforced): an outer map whose slot
+    /// [`POLICY_TABLE_SLOT`] holds the table the program reads.
     pub fn policy_map(self) -> &'static str {
         match self {
             Direction::Ingress => "ep_pol_in",
@@ -65,14 +67,13 @@ impl Direction {
     }
 }
 
+/// The one slot of a policy map (`POLICY_TABLE_SLOT` in policy.h).
+pub const POLICY_TABLE_SLOT: u32 = 0;
+
 /// Tail calls: (prog array, slot, target program). One prog array per
-/// direction, one slot per address family.
-pub const TAIL_CALLS: [(&str, u32, &str); 4] = [
-    ("ep_calls_eg", 0, "from_ep_v4"),
-    ("ep_calls_eg", 1, "from_ep_v6"),
-    ("ep_calls_in", 0, "to_ep_v4"),
-    ("ep_calls_in", 1, "to_ep_v6"),
-];
+/// direction; IPv4 is decided in the entry program, IPv6 in slot 1 (slot 0
+/// is unused).
+pub const TAIL_CALLS: [(&str, u32, &str); 2] = [("ep_calls_eg", 1, "from_ep_v6"), ("ep_calls_in", 1, "to_ep_v6")];
 
 /// Why a packet got its verdict (`enum reason` in common.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,33 +157,37 @@ impl Reason {
     }
 }
 
-/// Policy entry action (`POLICY_*` in policy.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyAction {
-    /// The entry exists to say "this identity or protocol has a table; no
-    /// rule matches here" (default deny).
-    NoMatch = 0,
-    Allow = 1,
-    Deny = 2,
-}
-
-/// `struct policy_key` (12 bytes): prefix length over 64 data bits
-/// {identity BE, proto, 0, port BE}.
-pub fn policy_key(prefix_len: u32, identity: u32, proto: u8, port: u16) -> [u8; 12] {
-    let mut key = [0u8; 12];
-    key[0..4].copy_from_slice(&prefix_len.to_ne_bytes());
-    key[4..8].copy_from_slice(&identity.to_be_bytes());
-    key[8] = proto;
-    key[10..12].copy_from_slice(&port.to_be_bytes());
+/// `struct policy_key` (8 bytes): {identity, proto, kind, bucket}, host order.
+pub fn policy_key(entry: &PolicyEntry) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[0..4].copy_from_slice(&entry.identity.to_ne_bytes());
+    key[4] = entry.proto;
+    key[5] = entry.kind as u8;
+    key[6..8].copy_from_slice(&entry.bucket.to_ne_bytes());
     key
 }
 
-/// `struct policy_value` (8 bytes): rule id, action, the rule's counter slot.
-pub fn policy_value(action: PolicyAction, rule: u32, slot: u16) -> [u8; 8] {
-    let mut value = [0u8; 8];
-    value[0..4].copy_from_slice(&rule.to_ne_bytes());
-    value[4] = action as u8;
-    value[6..8].copy_from_slice(&slot.to_ne_bytes());
+/// `POLICY_SPLIT` in policy.h.
+const POLICY_SPLIT: u8 = 0x01;
+const POLICY_VALUE_SIZE: usize = 4 + INLINE_INTERVALS * (2 + 2 + 8);
+
+/// `struct policy_value` (196 bytes): count, flags, then the intervals'
+/// low bounds, high bounds and decisions {rule, slot, action}. Intervals
+/// past [`INLINE_INTERVALS`] are not written (the build never makes any).
+pub fn policy_value(entry: &PolicyEntry) -> Vec<u8> {
+    let mut value = vec![0u8; POLICY_VALUE_SIZE];
+    let intervals = &entry.intervals[..entry.intervals.len().min(INLINE_INTERVALS)];
+    value[0] = intervals.len() as u8;
+    value[1] = if entry.split { POLICY_SPLIT } else { 0 };
+    let (lows, highs, decisions) = (4, 4 + 2 * INLINE_INTERVALS, 4 + 4 * INLINE_INTERVALS);
+    for (i, interval) in intervals.iter().enumerate() {
+        value[lows + 2 * i..lows + 2 * i + 2].copy_from_slice(&interval.low.to_ne_bytes());
+        value[highs + 2 * i..highs + 2 * i + 2].copy_from_slice(&interval.high.to_ne_bytes());
+        let at = decisions + 8 * i;
+        value[at..at + 4].copy_from_slice(&interval.rule.to_ne_bytes());
+        value[at + 4..at + 6].copy_from_slice(&interval.slot.to_ne_bytes());
+        value[at + 6] = interval.action as u8;
+    }
     value
 }
 
@@ -336,9 +341,26 @@ mod tests {
 
     #[test]
     fn keys_have_the_c_layout() {
-        let key = policy_key(56, 0x0102_0304, 6, 0x1f90);
-        assert_eq!(&key[4..12], &[1, 2, 3, 4, 6, 0, 0x1f, 0x90]);
-        assert_eq!(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), 56);
+        use polc::codegen::entries::{EntryAction, EntryInterval, EntryKind};
+        let interval = EntryInterval { low: 80, high: 90, action: EntryAction::Deny, rule: 7, slot: 3 };
+        let entry = PolicyEntry {
+            identity: 0x0102_0304,
+            proto: 6,
+            kind: EntryKind::Bucket16,
+            bucket: 0x1f9,
+            split: true,
+            intervals: vec![interval; 2],
+        };
+        let key = policy_key(&entry);
+        assert_eq!(&key[..4], &0x0102_0304u32.to_ne_bytes());
+        assert_eq!(&key[4..], &[6, 2, 0x1f9u16.to_ne_bytes()[0], 0x1f9u16.to_ne_bytes()[1]]);
+        let value = policy_value(&entry);
+        assert_eq!((value.len(), value[0], value[1]), (196, 2, 1));
+        assert_eq!(&value[4..8], &[80u16.to_ne_bytes(), 80u16.to_ne_bytes()].concat()[..]);
+        assert_eq!(&value[36..38], &90u16.to_ne_bytes());
+        assert_eq!(&value[68..76], &[&7u32.to_ne_bytes()[..], &3u16.to_ne_bytes()[..], &[2, 0]].concat()[..]);
+        assert_eq!(&value[76..84], &value[68..76]);
+        assert!(value[84..].iter().all(|b| *b == 0));
         let key = ipcache_key("10.1.2.3".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 24);
         assert_eq!(u32::from_ne_bytes([key[0], key[1], key[2], key[3]]), 56);
         assert_eq!(&key[4..12], &[AF_INET, 0, 0, 0, 10, 1, 2, 3]);

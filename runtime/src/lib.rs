@@ -16,6 +16,7 @@
 //!   atomically with `BPF_LINK_UPDATE`, in the device's network namespace.
 //! - [`swap`]: one enforced endpoint; policy changes as new generations
 //!   (fresh per-endpoint maps, filled first), switched all or nothing.
+//! - [`parallel`]: loads and table installs on several threads at once.
 //! - [`agent`]: polcd itself (the only part that uses polc, to build).
 
 pub mod agent;
@@ -24,5 +25,6 @@ pub mod bundle;
 pub mod datapath;
 pub mod loader;
 pub mod netlab;
+pub mod parallel;
 pub mod seam;
 pub mod swap;

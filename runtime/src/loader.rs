@@ -3,18 +3,20 @@
 //! an object file, `.rodata` constants by name, where to pin; they get back
 //! a [`LoadedEndpoint`] whose maps they fill and whose programs they run.
 
-use crate::datapath::{self, Counter, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
-use crate::seam::EndpointMaps;
+use crate::datapath::{self, Counter, Direction, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
+use crate::parallel::map_on_threads;
+use crate::seam::{EndpointMaps, PolicyTables};
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{
-    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
-    RingBufferBuilder,
+    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder, PrintLevel, ProgramInput,
+    RingBuffer, RingBufferBuilder,
 };
 use std::cell::RefCell;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::Once;
 
 /// Where polc pins: one directory per node, a `node/` directory for
 /// node-wide maps and one `endpoints/<id>/` directory per endpoint.
@@ -50,6 +52,9 @@ pub enum LoadError {
     NoProgram(String),
     #[error("BPF operation `{what}` failed: {source}")]
     Bpf { what: String, source: libbpf_rs::Error },
+    /// Installing policy tables failed; the previous tables were put back.
+    #[error("{0}")]
+    Install(String),
 }
 
 fn bpf_error(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> LoadError {
@@ -127,18 +132,27 @@ pub struct LoadSpec<'a> {
     pub endpoint_pins: PathBuf,
 }
 
-/// libbpf's log of the current load, so a rejection can show the verifier's
-/// reasons instead of a bare errno.
-static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+thread_local! {
+    /// libbpf's log of the current load on this thread, so a rejection can
+    /// show the verifier's reasons instead of a bare errno. libbpf prints on
+    /// the loading thread: loads on several threads keep their logs apart.
+    static LIBBPF_LOG: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 fn capture_libbpf_log(_level: PrintLevel, line: String) {
-    if let Ok(mut log) = LIBBPF_LOG.lock() {
-        log.push_str(&line);
-    }
+    LIBBPF_LOG.with(|log| log.borrow_mut().push_str(&line));
+}
+
+/// Routes libbpf's messages to [`capture_libbpf_log`] (once per process).
+fn capture_libbpf_messages() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        libbpf_rs::set_print(Some((PrintLevel::Info, capture_libbpf_log)));
+    });
 }
 
 fn take_log_tail(lines: usize) -> String {
-    let log = LIBBPF_LOG.lock().map(|mut log| std::mem::take(&mut *log)).unwrap_or_default();
+    let log = LIBBPF_LOG.with(|log| std::mem::take(&mut *log.borrow_mut()));
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -149,18 +163,36 @@ pub struct LoadedEndpoint {
     object: Object,
     /// The rule id of each counter slot (slot 1 first), from the build.
     rule_slots: Vec<u32>,
+    /// Per policy map (outer map name), how to create its tables: read from
+    /// the object before load (libbpf drops the inner map template then).
+    table_specs: Vec<(String, TableSpec)>,
 }
 
 impl LoadedEndpoint {
     pub fn load(spec: &LoadSpec<'_>) -> Result<LoadedEndpoint, LoadError> {
+        LoadedEndpoint::load_with_tables(spec, &[])
+    }
+
+    /// Loads the object with its policy tables in place: for each direction
+    /// in `tables`, its table is created and filled and its policy map made
+    /// before libbpf loads the object (which then uses that map). Installing
+    /// the table in the map waits for an RCU grace period; it runs while the
+    /// verifier checks the programs instead of after. A direction in
+    /// `tables` without a policy map in the object is an error.
+    pub fn load_with_tables(
+        spec: &LoadSpec<'_>,
+        tables: &[(Direction, &[TableRecord])],
+    ) -> Result<LoadedEndpoint, LoadError> {
         let path = spec.object.to_path_buf();
-        libbpf_rs::set_print(Some((PrintLevel::Info, capture_libbpf_log)));
+        capture_libbpf_messages();
         let _ = take_log_tail(0);
         let mut open = ObjectBuilder::default()
             .open_file(spec.object)
             .map_err(|source| LoadError::Open { path: path.clone(), source })?;
 
         let offsets = rodata_offsets(&open)?;
+        let mut table_specs = Vec::new();
+        let mut preset: Vec<(PolicySlot, MapHandle)> = Vec::new();
         for map in open.maps_mut() {
             let name = map.name().to_string_lossy().into_owned();
             if name.ends_with(".rodata") {
@@ -170,22 +202,52 @@ impl LoadedEndpoint {
             if name.starts_with('.') {
                 continue;
             }
+            let mut map = map;
+            if let Some(table_spec) = TableSpec::of_outer(&map) {
+                table_specs.push((name.clone(), table_spec));
+                if let Some((_, records)) = tables.iter().find(|(d, _)| d.policy_map() == name) {
+                    let table = new_table(&name, table_spec, records)?;
+                    let slot = PolicySlot::create(&map, table_spec, &table)?;
+                    map.reuse_fd(slot.outer.as_fd()).map_err(bpf_error(format!("reuse `{name}`")))?;
+                    preset.push((slot, table));
+                }
+            }
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
-            let mut map = map;
             if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
                 map.set_max_entries(*size).map_err(bpf_error(format!("size of `{name}`")))?;
             }
             map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
-        let object = open.load().map_err(|source| LoadError::Load {
-            endpoint: spec.endpoint.to_string(),
-            path: path.clone(),
-            source,
-            log: take_log_tail(40),
-        })?;
-        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
+        if let Some((direction, _)) = tables.iter().find(|(d, _)| !preset.iter().any(|(s, _)| s.name == d.policy_map()))
+        {
+            return Err(LoadError::NoMap(direction.policy_map().to_string()));
+        }
+
+        // The tables' installs wait for a grace period each: on other
+        // threads, while this one loads (the verifier).
+        let (object, installed) = std::thread::scope(|scope| {
+            let installs = scope.spawn(|| {
+                let installs = preset.iter().collect();
+                map_on_threads(installs, preset.len(), |(slot, table)| slot.install(table))
+            });
+            let object = open.load();
+            let log = take_log_tail(40);
+            let installed = installs.join().unwrap_or_default();
+            (
+                object.map_err(|source| LoadError::Load { endpoint: spec.endpoint.to_string(), path, source, log }),
+                installed,
+            )
+        });
+        let object = object?;
+        if installed.len() != preset.len() {
+            return Err(LoadError::Install("a table install panicked".to_string()));
+        }
+        for result in installed {
+            result.unwrap_or_else(|| Err(LoadError::Install("a table install panicked".to_string())))?;
+        }
+        let loaded = LoadedEndpoint { object, rule_slots: Vec::new(), table_specs };
         loaded.fill_tail_calls()?;
         Ok(loaded)
     }
@@ -236,6 +298,14 @@ impl LoadedEndpoint {
         let input = ProgramInput { data_in: Some(packet), repeat, ..Default::default() };
         let output = prog.test_run(input).map_err(bpf_error(format!("test run of `{program}`")))?;
         Ok((output.return_value, output.duration))
+    }
+
+    /// The policy slot of `direction`; `None` when the direction is not
+    /// enforced in this object's code shape.
+    pub fn policy_slot(&self, direction: Direction) -> Result<Option<PolicySlot>, LoadError> {
+        let name = direction.policy_map();
+        let Some((_, spec)) = self.table_specs.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        Ok(Some(PolicySlot { name, outer: self.map(name)?, spec: *spec }))
     }
 
     pub fn set_rule_slots(&mut self, rule_slots: Vec<u32>) {
@@ -368,6 +438,219 @@ impl EndpointMaps for LoadedEndpoint {
     fn has_map(&self, name: &str) -> bool {
         self.object.maps().any(|m| m.name() == name)
     }
+}
+
+impl PolicyTables for LoadedEndpoint {
+    fn replace_table(&self, direction: Direction, records: &[TableRecord]) -> Result<(), LoadError> {
+        let slot = self.policy_slot(direction)?.ok_or_else(|| LoadError::NoMap(direction.policy_map().to_string()))?;
+        replace_tables(vec![(slot, records)])
+    }
+}
+
+/// How to create one policy table (the inner map of a direction's outer
+/// map). The kernel accepts an inner map only if its type, key and value
+/// sizes and flags equal the template's; `max_entries` is the capacity a
+/// table is created with, so an entry set over it fails while filling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSpec {
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+impl TableSpec {
+    /// The inner map template of an open map of type `ARRAY_OF_MAPS`.
+    fn of_outer(map: &libbpf_rs::OpenMapMut<'_>) -> Option<TableSpec> {
+        if map.map_type() != MapType::ArrayOfMaps {
+            return None;
+        }
+        // SAFETY: the pointer is the open map's own; libbpf returns its inner
+        // map template (or null), valid until the object is loaded.
+        let inner = unsafe { libbpf_rs::libbpf_sys::bpf_map__inner_map(map.as_libbpf_object().as_ptr()) };
+        if inner.is_null() {
+            return None;
+        }
+        // SAFETY: `inner` is a valid, non-null `struct bpf_map` (see above).
+        unsafe {
+            Some(TableSpec {
+                map_type: MapType::from(libbpf_rs::libbpf_sys::bpf_map__type(inner)),
+                key_size: libbpf_rs::libbpf_sys::bpf_map__key_size(inner),
+                value_size: libbpf_rs::libbpf_sys::bpf_map__value_size(inner),
+                max_entries: libbpf_rs::libbpf_sys::bpf_map__max_entries(inner),
+                flags: libbpf_rs::libbpf_sys::bpf_map__map_flags(inner),
+            })
+        }
+    }
+
+    /// The spec of an existing table (for an endpoint this process did not load).
+    fn of_table(table: &MapHandle) -> Result<TableSpec, LoadError> {
+        let info = table.info().map_err(bpf_error("policy table info"))?;
+        Ok(TableSpec {
+            map_type: table.map_type(),
+            key_size: table.key_size(),
+            value_size: table.value_size(),
+            max_entries: table.max_entries(),
+            flags: info.info.map_flags,
+        })
+    }
+}
+
+/// A policy table entry as bytes: (key, value) in the table's C layout.
+pub type TableRecord = (Vec<u8>, Vec<u8>);
+
+/// One enforced direction's policy: the outer map (`ep_pol_in` or
+/// `ep_pol_eg`) whose single slot holds the table the program reads.
+pub struct PolicySlot {
+    name: &'static str,
+    outer: MapHandle,
+    spec: TableSpec,
+}
+
+impl PolicySlot {
+    /// The slot of a direction pinned at `path` (e.g. by a previous polcd),
+    /// with the spec of the table installed in it.
+    pub fn open_pinned(direction: Direction, path: &Path) -> Result<PolicySlot, LoadError> {
+        let name = direction.policy_map();
+        let outer = MapHandle::from_pinned_path(path).map_err(bpf_error(format!("open `{}`", path.display())))?;
+        let installed = installed_table(name, &outer)?
+            .ok_or_else(|| LoadError::NoMap(format!("{} (no table installed)", path.display())))?;
+        Ok(PolicySlot { name, outer, spec: TableSpec::of_table(&installed)? })
+    }
+
+    /// A new, empty slot for the outer map `map` of an object not loaded
+    /// yet (for [`LoadedEndpoint::load_with_tables`]).
+    fn create(map: &libbpf_rs::OpenMapMut<'_>, spec: TableSpec, template: &MapHandle) -> Result<PolicySlot, LoadError> {
+        let name = map.name().to_string_lossy().into_owned();
+        let name = Direction::BOTH
+            .into_iter()
+            .map(Direction::policy_map)
+            .find(|n| *n == name)
+            .ok_or_else(|| LoadError::NoMap(name.clone()))?;
+        // The outer map takes any table shaped like `template`.
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags: map.map_flags(),
+            inner_map_fd: std::os::fd::AsRawFd::as_raw_fd(&template.as_fd()) as u32,
+            ..Default::default()
+        };
+        let outer =
+            MapHandle::create(map.map_type(), Some(name), map.key_size(), map.value_size(), map.max_entries(), &opts)
+                .map_err(bpf_error(format!("create `{name}`")))?;
+        Ok(PolicySlot { name, outer, spec })
+    }
+
+    /// The table the program reads now, if any.
+    pub fn installed(&self) -> Result<Option<MapHandle>, LoadError> {
+        installed_table(self.name, &self.outer)
+    }
+
+    /// How many entries a table of this direction holds.
+    pub fn capacity(&self) -> u32 {
+        self.spec.max_entries
+    }
+
+    /// A new table holding exactly `records`, not yet visible to the program.
+    pub fn stage(&self, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
+        new_table(self.name, self.spec, records)
+    }
+
+    /// Makes `table` the one the program reads, in one map update; packets
+    /// already past the slot lookup finish with the table they saw.
+    pub fn install(&self, table: &MapHandle) -> Result<(), LoadError> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&table.as_fd());
+        self.outer
+            .update(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_error(format!("install a table in `{}`", self.name)))
+    }
+}
+
+/// A table named after the policy map `name`, holding exactly `records`.
+fn new_table(name: &str, spec: TableSpec, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        map_flags: spec.flags,
+        ..Default::default()
+    };
+    let table_name = format!("{name}_t");
+    let table =
+        MapHandle::create(spec.map_type, Some(&table_name), spec.key_size, spec.value_size, spec.max_entries, &opts)
+            .map_err(bpf_error(format!("create a table for `{}`", name)))?;
+    for (key, value) in records {
+        table.update(key, value, MapFlags::ANY).map_err(bpf_error(format!(
+            "fill a table for `{}` ({} entries)",
+            name,
+            records.len()
+        )))?;
+    }
+    Ok(table)
+}
+
+/// The table in an outer map's slot (the kernel answers a lookup with the
+/// inner map's id).
+fn installed_table(name: &str, outer: &MapHandle) -> Result<Option<MapHandle>, LoadError> {
+    let found = outer
+        .lookup(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), MapFlags::ANY)
+        .map_err(bpf_error(format!("lookup in `{name}`")))?;
+    let Some(id) = found.and_then(|v| v.get(..4).and_then(|b| b.try_into().ok())).map(u32::from_ne_bytes) else {
+        return Ok(None);
+    };
+    let table = MapHandle::from_map_id(id).map_err(bpf_error(format!("open the table of `{name}`")))?;
+    Ok(Some(table))
+}
+
+/// A new table for one slot, created and filled but not yet installed,
+/// with the table it is to replace.
+pub struct StagedTable {
+    slot: PolicySlot,
+    table: MapHandle,
+    previous: Option<MapHandle>,
+}
+
+impl StagedTable {
+    /// Stages `records` for `slot` (see [`PolicySlot::stage`]).
+    pub fn new(slot: PolicySlot, records: &[TableRecord]) -> Result<StagedTable, LoadError> {
+        let table = slot.stage(records)?;
+        let previous = slot.installed()?;
+        Ok(StagedTable { slot, table, previous })
+    }
+}
+
+/// Installs staged tables, all at once (each install waits for an RCU grace
+/// period, and concurrent waits share one); if an install fails, the slots
+/// installed get their previous tables back. A replaced table is freed by
+/// the kernel once no program holds it.
+pub fn install_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
+    let results = map_on_threads(staged.iter().collect(), staged.len(), |new| new.slot.install(&new.table));
+    let mut first_error = None;
+    for result in &results {
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            None => {
+                first_error.get_or_insert_with(|| "a table install panicked".to_string());
+            }
+        }
+    }
+    let Some(error) = first_error else { return Ok(()) };
+    for (done, result) in staged.iter().zip(&results) {
+        if let (Some(Ok(())), Some(previous)) = (result, &done.previous) {
+            let _ = done.slot.install(previous);
+        }
+    }
+    Err(LoadError::Install(error))
+}
+
+/// Replaces the tables of several directions all or nothing: every new
+/// table is created and filled first (invisible to the programs), then the
+/// slots are flipped ([`install_tables`]).
+pub fn replace_tables(changes: Vec<(PolicySlot, &[TableRecord])>) -> Result<(), LoadError> {
+    let staged: Vec<StagedTable> =
+        changes.into_iter().map(|(slot, records)| StagedTable::new(slot, records)).collect::<Result<_, _>>()?;
+    install_tables(&staged)
 }
 
 /// Verdict events read from the ring buffer without blocking.

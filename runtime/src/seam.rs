@@ -4,7 +4,7 @@
 //! against this trait so it also runs on [`MemoryMaps`] without a kernel.
 
 use crate::datapath;
-use crate::loader::LoadError;
+use crate::loader::{LoadError, TableRecord};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -32,35 +32,29 @@ pub fn fill_ipcache(maps: &dyn EndpointMaps, entries: &[(IpAddr, u8, u32)]) -> R
 }
 
 /// One policy map entry as the build wrote it (see codegen::entries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyEntry {
-    pub prefix_len: u32,
-    pub identity: u32,
-    pub proto: u8,
-    pub port: u16,
-    pub action: datapath::PolicyAction,
-    pub rule: u32,
-    pub slot: u16,
+pub use polc::codegen::entries::PolicyEntry;
+
+/// Where an endpoint's policy tables live: one table per enforced
+/// direction, replaced whole (the program sees the old table or the new one,
+/// never a mix).
+pub trait PolicyTables {
+    /// Replaces `direction`'s table with one holding exactly `records`.
+    /// Fails with [`LoadError::NoMap`] when the direction is not enforced.
+    fn replace_table(&self, direction: datapath::Direction, records: &[TableRecord]) -> Result<(), LoadError>;
 }
 
-/// Writes a direction's policy entries into its map.
+/// A direction's entries as table records in the C layout.
+pub fn policy_records(entries: &[PolicyEntry]) -> Vec<TableRecord> {
+    entries.iter().map(|e| (datapath::policy_key(e).to_vec(), datapath::policy_value(e))).collect()
+}
+
+/// Replaces a direction's policy table with `entries`.
 pub fn fill_policy(
-    maps: &dyn EndpointMaps,
+    tables: &dyn PolicyTables,
     direction: datapath::Direction,
     entries: &[PolicyEntry],
 ) -> Result<(), LoadError> {
-    let map = direction.policy_map();
-    if !maps.has_map(map) {
-        return Err(LoadError::NoMap(map.to_string()));
-    }
-    for e in entries {
-        maps.update(
-            map,
-            &datapath::policy_key(e.prefix_len, e.identity, e.proto, e.port),
-            &datapath::policy_value(e.action, e.rule, e.slot),
-        )?;
-    }
-    Ok(())
+    tables.replace_table(direction, &policy_records(entries))
 }
 
 /// (map name, key) -> value.
@@ -110,10 +104,26 @@ impl EndpointMaps for MemoryMaps {
     }
 }
 
+/// A table replaced in memory: the map named after the direction holds
+/// exactly the new records.
+impl PolicyTables for MemoryMaps {
+    fn replace_table(&self, direction: datapath::Direction, records: &[TableRecord]) -> Result<(), LoadError> {
+        let map = direction.policy_map();
+        self.check(map)?;
+        let mut contents = self.contents.borrow_mut();
+        contents.retain(|(name, _), _| name != map);
+        for (key, value) in records {
+            contents.insert((map.to_string(), key.clone()), value.clone());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datapath::{Direction, PolicyAction};
+    use datapath::Direction;
+    use polc::codegen::entries::{EntryAction, EntryInterval, EntryKind};
 
     #[test]
     fn fills_go_to_the_right_maps_in_the_c_layout() {
@@ -126,19 +136,23 @@ mod tests {
         assert_eq!(maps.lookup(datapath::IPCACHE_HOST4_MAP, &key).ok().flatten(), Some(301u32.to_ne_bytes().to_vec()));
         assert_eq!(maps.contents.borrow().len(), 2);
 
-        let entry = PolicyEntry {
-            prefix_len: 64,
+        let tcp = PolicyEntry {
             identity: 300,
             proto: 6,
-            port: 80,
-            action: PolicyAction::Allow,
-            rule: 4,
-            slot: 1,
+            kind: EntryKind::Protocol,
+            bucket: 0,
+            split: false,
+            intervals: vec![EntryInterval { low: 80, high: 80, action: EntryAction::Allow, rule: 4, slot: 1 }],
         };
-        assert!(fill_policy(&maps, Direction::Ingress, &[entry]).is_ok());
-        let stored = maps.lookup("ep_pol_in", &datapath::policy_key(64, 300, 6, 80)).ok().flatten();
-        assert_eq!(stored, Some(datapath::policy_value(PolicyAction::Allow, 4, 1).to_vec()));
+        assert!(fill_policy(&maps, Direction::Ingress, std::slice::from_ref(&tcp)).is_ok());
+        let stored = maps.lookup("ep_pol_in", &datapath::policy_key(&tcp)).ok().flatten();
+        assert_eq!(stored, Some(datapath::policy_value(&tcp)));
+        // A refill replaces the whole table: the old entry is gone.
+        let udp = PolicyEntry { proto: 17, ..tcp.clone() };
+        assert!(fill_policy(&maps, Direction::Ingress, std::slice::from_ref(&udp)).is_ok());
+        assert_eq!(maps.lookup("ep_pol_in", &datapath::policy_key(&tcp)).ok().flatten(), None);
+        assert!(maps.lookup("ep_pol_in", &datapath::policy_key(&udp)).ok().flatten().is_some());
         // Egress is not enforced in this shape: no map to fill.
-        assert!(matches!(fill_policy(&maps, Direction::Egress, &[entry]), Err(LoadError::NoMap(_))));
+        assert!(matches!(fill_policy(&maps, Direction::Egress, &[tcp]), Err(LoadError::NoMap(_))));
     }
 }

@@ -10,6 +10,12 @@
 //! (an object the verifier rejects, a map update that fails) removes the new
 //! generation and leaves the old one as it was.
 //!
+//! A change of table entries only ([`Enforced::swap_tables`]) loads
+//! nothing: each enforced direction's policy map is an outer map with one
+//! slot, and the new table (a fresh inner map, filled completely) replaces
+//! the old one with one slot update. The program looks the slot up once per
+//! packet, so every packet sees one whole table.
+//!
 //! Node-wide maps (ipcache, conntrack, events) are shared by every
 //! generation through the node pin directory: a swap keeps connections.
 //!
@@ -19,14 +25,17 @@
 //! node/                          node_ipcache, node_ipc_host4/6, node_ct4/6, node_events
 //! endpoints/<name>/link_from_ep  tcx link on the veth's ingress (egress policy)
 //! endpoints/<name>/link_to_ep    tcx link on the veth's egress (ingress policy)
-//! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg,
-//!                                ep_calls_in, ep_calls_eg, ep_metrics
+//! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg
+//!                                (outer maps: slot 0 holds the policy table,
+//!                                an unpinned inner map), ep_calls_in,
+//!                                ep_calls_eg, ep_metrics
 //! ```
 
 use crate::attach::{AttachError, Attachment, Device};
-use crate::datapath::Direction;
-use crate::loader::{LoadError, LoadSpec, LoadedEndpoint};
+use crate::datapath::{Direction, METRICS_MAP};
+use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable, TableRecord};
 use crate::seam::{self, PolicyEntry};
+use libbpf_rs::{MapCore, MapHandle};
 use std::path::{Path, PathBuf};
 
 /// What a build hands the runtime for one endpoint.
@@ -62,6 +71,17 @@ pub enum SwapError {
     Attach(#[from] AttachError),
     #[error("cannot read `{path}`: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A table-only swap was asked for a change that needs a new program:
+    /// load a new generation instead ([`Enforced::swap`]).
+    #[error("endpoint `{endpoint}`: a table swap cannot apply this change ({why}); it needs a program swap")]
+    NeedsProgramSwap { endpoint: String, why: String },
+}
+
+/// An endpoint's new policy tables, filled but not read by its programs
+/// until [`Enforced::install_tables`].
+pub struct StagedTables {
+    tables: Vec<StagedTable>,
+    rule_slots: Vec<u32>,
 }
 
 /// A loaded generation of an endpoint's programs and maps.
@@ -117,14 +137,16 @@ pub fn load_generation(
         node_pins: node_pins.to_path_buf(),
         endpoint_pins: pins.clone(),
     };
-    let filled = LoadedEndpoint::load(&spec).and_then(|mut loaded| {
+    // The policy tables go in with the load (their installs overlap the
+    // verifier's work).
+    let records: Vec<(Direction, Vec<TableRecord>)> = Direction::BOTH
+        .into_iter()
+        .filter_map(|d| artifact.entries(d).map(|entries| (d, seam::policy_records(entries))))
+        .collect();
+    let tables: Vec<(Direction, &[TableRecord])> = records.iter().map(|(d, r)| (*d, r.as_slice())).collect();
+    let filled = LoadedEndpoint::load_with_tables(&spec, &tables).map(|mut loaded| {
         loaded.set_rule_slots(artifact.rule_slots.clone());
-        for direction in Direction::BOTH {
-            if let Some(entries) = artifact.entries(direction) {
-                seam::fill_policy(&loaded, direction, entries)?;
-            }
-        }
-        Ok(loaded)
+        loaded
     });
     match filled {
         Ok(loaded) => Ok(Generation { number, loaded, object: artifact.object.clone(), pins }),
@@ -230,6 +252,77 @@ impl Enforced {
     pub fn swap(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
         let next = load_generation(artifact, &self.node_pins, &self.dir, self.next_generation())?;
         self.switch_to(next)
+    }
+
+    /// Replaces both directions' policy tables of the running generation with
+    /// `artifact`'s entries, without loading or switching programs: the
+    /// tables are staged ([`Enforced::stage_tables`]), then installed
+    /// ([`Enforced::install_tables`]). On error the running tables stay.
+    pub fn swap_tables(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
+        let staged = self.stage_tables(artifact)?;
+        self.install_tables(staged)
+    }
+
+    /// Creates and fills new policy tables for `artifact`, invisible to the
+    /// running programs until [`Enforced::install_tables`]; dropping them
+    /// instead changes nothing. A caller applying one change to several
+    /// endpoints stages every table before installing any.
+    ///
+    /// The artifact must have the running object's code shape (the caller
+    /// checks); a different set of enforced directions, or more counter
+    /// slots than the running counter array holds, is refused with
+    /// [`SwapError::NeedsProgramSwap`]. Works on an adopted endpoint too (the
+    /// pinned policy maps of the running generation are opened).
+    pub fn stage_tables(&self, artifact: &Artifact) -> Result<StagedTables, SwapError> {
+        let refuse = |why: String| SwapError::NeedsProgramSwap { endpoint: artifact.endpoint.clone(), why };
+        let pins = generation_dir(&self.dir, self.generation);
+        let mut changes = Vec::new();
+        for direction in Direction::BOTH {
+            let slot = match &self.current {
+                Some(generation) => generation.loaded.policy_slot(direction)?,
+                None => {
+                    let path = pins.join(direction.policy_map());
+                    path.exists().then(|| PolicySlot::open_pinned(direction, &path)).transpose()?
+                }
+            };
+            match (slot, artifact.entries(direction)) {
+                (Some(slot), Some(entries)) => changes.push((slot, seam::policy_records(entries))),
+                (None, None) => {}
+                (slot, _) => {
+                    let running = if slot.is_some() { "enforced" } else { "not enforced" };
+                    return Err(refuse(format!("{direction:?} policy is {running} in the running programs")));
+                }
+            }
+        }
+        let wanted = artifact.map_sizes.iter().find(|(name, _)| name == METRICS_MAP).map(|(_, size)| *size);
+        if let Some(wanted) = wanted {
+            let running = match &self.current {
+                Some(generation) => generation.loaded.map(METRICS_MAP)?,
+                None => MapHandle::from_pinned_path(pins.join(METRICS_MAP))
+                    .map_err(|source| LoadError::Bpf { what: format!("open `{METRICS_MAP}`"), source })?,
+            };
+            if wanted > running.max_entries() {
+                return Err(refuse(format!(
+                    "{wanted} counters needed, the running counter array has {}",
+                    running.max_entries()
+                )));
+            }
+        }
+        let tables = changes
+            .into_iter()
+            .map(|(slot, records)| StagedTable::new(slot, &records))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(StagedTables { tables, rule_slots: artifact.rule_slots.clone() })
+    }
+
+    /// Makes staged tables the ones the programs read, each direction in one
+    /// map update (a failed second install puts the first one back).
+    pub fn install_tables(&mut self, staged: StagedTables) -> Result<(), SwapError> {
+        install_tables(&staged.tables)?;
+        if let Some(generation) = &mut self.current {
+            generation.loaded.set_rule_slots(staged.rule_slots);
+        }
+        Ok(())
     }
 
     /// Switches both links to `next` (loaded with [`load_generation`] under

@@ -98,7 +98,10 @@ fn polcd_enforces_reloads_survives_and_resets() {
         polcd.log()
     );
     let app1_status = second.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
-    assert_eq!((app1_status.generation, app1_status.policy_version), (2, 2));
+    // Same code shape: the running programs got new policy tables.
+    assert_eq!((app1_status.generation, app1_status.policy_version), (1, 2));
+    assert_eq!(app1_status.last_swap.as_deref(), Some("tables"));
+    assert_eq!(reload.tables_swapped, ["app1"]);
     assert!(app1_status.program.as_deref().is_some_and(|p| p.len() >= 8), "status names the object: {app1_status:?}");
     println!("{}", String::from_utf8_lossy(&polcd_cli(&state, &["status"]).stdout));
 
@@ -141,6 +144,10 @@ fn polcd_enforces_reloads_survives_and_resets() {
 
     // app1's veth deleted and made again (a container restart): its links
     // went with the old device; polcd attaches a fresh generation.
+    let regenerated_at = |s: &polc_runtime::agent::api::AgentStatus| {
+        s.endpoints.iter().find(|e| e.name == "app1").and_then(|e| e.last_regeneration_ms)
+    };
+    let before = status(&state).and_then(|s| regenerated_at(&s));
     node.lab.remove_endpoint("app1").unwrap_or_else(|e| panic!("{e}"));
     let spec = EndpointSpec {
         name: "app1".into(),
@@ -152,7 +159,10 @@ fn polcd_enforces_reloads_survives_and_resets() {
     let generation_of_app1 = |s: &polc_runtime::agent::api::AgentStatus| {
         s.endpoints.iter().find(|e| e.name == "app1").map_or(0, |e| e.generation)
     };
-    wait_for(&state, &polcd, "app1 attached afresh", |s| all_enforcing(s) && generation_of_app1(s) == 1);
+    // (The table swap above kept generation 1: wait for a new regeneration.)
+    wait_for(&state, &polcd, "app1 attached afresh", |s| {
+        all_enforcing(s) && generation_of_app1(s) == 1 && regenerated_at(s) > before
+    });
     let after = status(&state);
     assert!(
         polcd.log().contains("the device of `app1` is gone or was made again"),

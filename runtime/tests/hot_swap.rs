@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{count, example_dir, receiver, resolve_dir, send, Node};
+use support::{count, policy_dir, receiver, resolve_dir, send, Node};
 
 const SWAPS: usize = 200;
 const ALLOWED_PORT: u16 = 5000;
@@ -24,15 +24,6 @@ const DENIED_PORT: u16 = 5001;
 /// they differ in another rule, and v2 has a deny rule (another code shape).
 const V1: &str = "policy hot {\n  select {id=app1}\n  ingress {\n    allow flow: from {id=app2} on udp/5000\n    allow web: from {id=app2} on tcp/80\n  }\n}\n";
 const V2: &str = "policy hot {\n  select {id=app1}\n  ingress {\n    allow flow: from {id=app2} on udp/5000\n    deny web: from {id=app2} on tcp/80\n  }\n}\n";
-
-fn policy_dir(version: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let endpoints =
-        std::fs::read_to_string(example_dir("l3-l4-rule").join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("endpoints.pol"), endpoints).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(dir.path().join("policy.pol"), version).unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
 
 #[test]
 fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {

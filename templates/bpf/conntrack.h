@@ -190,19 +190,24 @@ static __always_inline void ct_observe(struct ct_entry *entry, const struct pack
 	entry->expires = now + ct_lifetime(p, flags);
 }
 
-/* A live entry for the tuple's key, deleting it if it has expired. */
-static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u64 now)
+/* A live entry for the tuple's key, deleting it if it has expired. The
+ * clock is read only when an entry is found (`*now` 0: not read yet). */
+static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u64 *now)
 {
 	void *map = t->family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
 	struct ct_entry *entry = bpf_map_lookup_elem(map, &t->key);
-	if (entry && entry->expires <= now) {
+	if (!entry)
+		return NULL;
+	if (!*now)
+		*now = ct_now();
+	if (entry->expires <= *now) {
 		bpf_map_delete_elem(map, &t->key);
 		return NULL;
 	}
 	return entry;
 }
 
-static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct packet *p, __u64 now, struct rule_ref *rule)
+static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct packet *p, __u64 *now, struct rule_ref *rule)
 {
 	int reply;
 	struct ct_entry *entry = ct_find(t, now);
@@ -218,7 +223,7 @@ static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct 
 			return CT_NEW;
 		reply = 1;
 	}
-	ct_observe(entry, p, reply, now);
+	ct_observe(entry, p, reply, *now);
 	rule->id = entry->rule;
 	rule->slot = entry->slot;
 	return reply ? CT_REPLY : CT_ESTABLISHED;

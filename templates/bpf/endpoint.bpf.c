@@ -2,9 +2,9 @@
 /* The endpoint programs, attached to the host side of the endpoint's veth:
  *   from_ep  (tcx ingress): traffic from the endpoint, its egress policy
  *   to_ep    (tcx egress):  traffic to the endpoint, its ingress policy
- * Each entry program looks at the Ethernet header only and tail-calls the
- * program for the address family through its direction's prog array (tail
- * call targets must share the entry's attach type). */
+ * Each entry program decides IPv4 itself (the common case pays no tail
+ * call) and tail-calls the IPv6 program through its direction's prog array
+ * (tail call targets must share the entry's attach type). */
 #include "common.h"
 #include "parse.h"
 #include "ipcache.h"
@@ -12,7 +12,7 @@
 #include "policy.h"
 #include "events.h"
 
-#define SLOT_IPV4 0
+/* Slot 0 is unused since IPv4 is decided in the entry program. */
 #define SLOT_IPV6 1
 
 #define PROG_ARRAY(name)                             \
@@ -48,12 +48,12 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 		return verdict(p, dir, parsed, &NO_RULE, 0);
 
 	struct ct_tuple tuple;
+	/* Read when needed: an entry found, or one to create. */
 	__u64 now = 0;
 	if (p->tracked) {
 		struct rule_ref rule = {};
-		now = ct_now();
 		ct_tuple_of(&tuple, p, dir, family);
-		enum ct_state state = ct_lookup(&tuple, p, now, &rule);
+		enum ct_state state = ct_lookup(&tuple, p, &now, &rule);
 		if (state == CT_ESTABLISHED)
 			return verdict(p, dir, REASON_ESTABLISHED, &rule, TRACKED_PEER(p, dir, family));
 		if (state == CT_REPLY)
@@ -64,7 +64,7 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 	struct decision d;
 	policy_decide(dir, peer, p, &d);
 	if (d.reason < REASON_FIRST_DROP && p->tracked)
-		ct_create(&tuple, p, now, &d.rule);
+		ct_create(&tuple, p, now ? now : ct_now(), &d.rule);
 	return verdict(p, dir, d.reason, &d.rule, peer);
 }
 
@@ -81,9 +81,10 @@ static __always_inline int dispatch(struct __sk_buff *skb, void *calls, __u8 dir
 	case ETH_P_ARP:
 		return verdict(&p, dir, REASON_ARP, &NO_RULE, 0);
 #ifdef ENABLE_IPV4
-	case ETH_P_IP:
-		bpf_tail_call(skb, calls, SLOT_IPV4);
-		return verdict(&p, dir, REASON_NO_TAIL_CALL, &NO_RULE, 0);
+	case ETH_P_IP: {
+		int parsed = parse_ipv4(skb, &p);
+		return decide(&p, parsed, dir, AF_INET);
+	}
 #endif
 #ifdef ENABLE_IPV6
 	case ETH_P_IPV6:
@@ -106,24 +107,6 @@ int to_ep(struct __sk_buff *skb)
 {
 	return dispatch(skb, &ep_calls_in, DIR_INGRESS);
 }
-
-#ifdef ENABLE_IPV4
-SEC("tcx/ingress")
-int from_ep_v4(struct __sk_buff *skb)
-{
-	struct packet p = {};
-	int parsed = parse_ipv4(skb, &p);
-	return decide(&p, parsed, DIR_EGRESS, AF_INET);
-}
-
-SEC("tcx/egress")
-int to_ep_v4(struct __sk_buff *skb)
-{
-	struct packet p = {};
-	int parsed = parse_ipv4(skb, &p);
-	return decide(&p, parsed, DIR_INGRESS, AF_INET);
-}
-#endif
 
 #ifdef ENABLE_IPV6
 SEC("tcx/ingress")

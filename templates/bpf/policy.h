@@ -1,44 +1,87 @@
-/* The endpoint's policy, one LPM trie per enforced direction, holding the
- * IR's DirectionTable exactly (compiler/src/codegen/entries.rs writes it):
- *   key  = {prefixlen, identity (BE), proto, 0, port (BE)}, 64 data bits
- *   len 32 : the identity has a table of its own; value = its `other`
- *            decision, or "no match"
- *   len 40 : a protocol listed (or known but absent) in that table; "no match"
- *   len 48+: a port interval split into prefixes; the decision
- * Identity 0 keys the `any` table. A peer whose identity has no entry at all
- * falls back to identity 0; the longest match is then L4Table::lookup. */
+/* The endpoint's policy: per enforced direction, one table (installed in
+ * the direction's outer map, see below), holding the IR's DirectionTable
+ * exactly (compiler/src/codegen/entries.rs writes it, and
+ * compiler/src/codegen/lookup_model.rs is this lookup in Rust). A hash:
+ *   key   = {identity, proto, kind, bucket}
+ *   value = up to POLICY_INLINE sorted, disjoint port intervals, each with
+ *           its decision, scanned in a bounded loop
+ * kind PROTOCOL {peer, proto}: the protocol's intervals. An identity with a
+ *   table of its own has an entry for every known protocol `any` has
+ *   intervals for, so a miss means "no table of its own": fall back to
+ *   identity 0, the `any` table.
+ * kind OTHER {peer, 0}: for a protocol outside the known five that the
+ *   table does not list: the table's `other` decision over every port.
+ * A PROTOCOL entry with POLICY_SPLIT holds no intervals: they are in
+ *   BUCKET256 entries {peer, proto, port >> 8}, and a BUCKET256 entry with
+ *   POLICY_SPLIT in BUCKET16 entries {peer, proto, port >> 4}. A missing
+ *   bucket matches nothing. So a packet costs one hash lookup when its
+ *   peer has a table, two when it falls back to `any`, and at most two more
+ *   for very long interval lists, whatever the table's size. */
 #ifndef POLC_POLICY_H
 #define POLC_POLICY_H
 
 #include "common.h"
 
+#define POLICY_KIND_PROTOCOL 0
+#define POLICY_KIND_BUCKET256 1
+#define POLICY_KIND_BUCKET16 2
+#define POLICY_KIND_OTHER 3
+
 struct policy_key {
-	__u32 prefixlen;
-	__be32 identity;
+	__u32 identity;
 	__u8 proto;
-	__u8 pad;
-	__be16 port;
+	__u8 kind;
+	__u16 bucket;
 };
 
 #define POLICY_NO_MATCH 0
 #define POLICY_ALLOW 1
 #define POLICY_DENY 2
 
-struct policy_value {
+#define POLICY_INLINE 16
+#define POLICY_SPLIT 0x01
+
+struct policy_decision {
 	__u32 rule;
+	__u16 slot; /* the rule's counter slot */
 	__u8 action;
 	__u8 pad;
-	__u16 slot; /* the rule's counter slot */
 };
+
+/* Bounds apart from decisions: the scan reads 64 bytes at most. */
+struct policy_value {
+	__u8 count; /* intervals used */
+	__u8 flags;
+	__u16 pad;
+	__u16 low[POLICY_INLINE];
+	__u16 high[POLICY_INLINE];
+	struct policy_decision decision[POLICY_INLINE];
+};
+
+/* The table itself is not named in the object: each enforced direction has
+ * an outer map with one slot that holds the current table (an inner map the
+ * runtime creates, fills completely, then installs with one slot update).
+ * The program looks the slot up once per packet, so a packet sees one whole
+ * table; a swap never shows a mix of old and new entries, and the program is
+ * not reloaded. An empty slot (no table installed yet) denies. */
+struct policy_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	/* Sizes, not types: BTF has no complete type for an inner map's key. */
+	__uint(key_size, sizeof(struct policy_key));
+	__uint(value_size, sizeof(struct policy_value));
+	__uint(max_entries, POLICY_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+#define POLICY_TABLE_SLOT 0
 
 #define POLICY_MAP(name)                                        \
 	struct {                                                \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);            \
-		__type(key, struct policy_key);                 \
-		__type(value, struct policy_value);             \
-		__uint(max_entries, POLICY_MAP_SIZE);           \
-		__uint(map_flags, BPF_F_NO_PREALLOC);           \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);       \
+		__uint(max_entries, 1);                         \
+		__type(key, __u32);                             \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+		__array(values, struct policy_table);           \
 	} name SEC(".maps")
 
 #ifdef ENABLE_INGRESS_POLICY
@@ -48,38 +91,81 @@ POLICY_MAP(ep_pol_in);
 POLICY_MAP(ep_pol_eg);
 #endif
 
+static __always_inline int policy_known_protocol(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 ||
+	       proto == IPPROTO_SCTP;
+}
+
+/* The peer's first entry for the packet's protocol: PROTOCOL, else OTHER
+ * for an unknown protocol. `key` is left as the entry's key. */
+static __always_inline struct policy_value *policy_first(void *table, struct policy_key *key, __u8 proto)
+{
+	key->proto = proto;
+	key->kind = POLICY_KIND_PROTOCOL;
+	struct policy_value *value = bpf_map_lookup_elem(table, key);
+	if (value || policy_known_protocol(proto))
+		return value;
+	key->proto = 0;
+	key->kind = POLICY_KIND_OTHER;
+	return bpf_map_lookup_elem(table, key);
+}
+
 struct decision {
 	struct rule_ref rule;
 	__u8 reason;
 };
 
-static __always_inline void policy_lookup(void *map, __u32 peer, const struct packet *p, struct decision *d)
+static __always_inline void policy_lookup(void *tables, __u32 peer, const struct packet *p, struct decision *d)
 {
-	struct policy_key key = {
-		.prefixlen = 64,
-		.identity = bpf_htonl(peer),
-		.proto = p->proto,
-		.port = bpf_htons(p->policy_port),
-	};
-	struct policy_value *value = bpf_map_lookup_elem(map, &key);
-	if (!value && peer != 0) {
-		key.identity = 0;
-		value = bpf_map_lookup_elem(map, &key);
-	}
+	__u32 slot = POLICY_TABLE_SLOT;
+	void *table = bpf_map_lookup_elem(tables, &slot);
 	d->rule.id = 0;
 	d->rule.slot = 0;
 	d->reason = REASON_DEFAULT_DENY;
+	if (!table)
+		return;
+	__u16 port = p->policy_port;
+	struct policy_key key = { .identity = peer };
+	struct policy_value *value = policy_first(table, &key, p->proto);
+	if (!value && peer != 0) {
+		key.identity = 0;
+		value = policy_first(table, &key, p->proto);
+	}
+	if (value && (value->flags & POLICY_SPLIT)) {
+		key.kind = POLICY_KIND_BUCKET256;
+		key.bucket = port >> 8;
+		value = bpf_map_lookup_elem(table, &key);
+		if (value && (value->flags & POLICY_SPLIT)) {
+			key.kind = POLICY_KIND_BUCKET16;
+			key.bucket = port >> 4;
+			value = bpf_map_lookup_elem(table, &key);
+		}
+	}
 	if (!value)
 		return;
-	if (value->action == POLICY_ALLOW) {
-		d->rule.id = value->rule;
-		d->rule.slot = value->slot;
+	__u32 count = value->count;
+	struct policy_decision *found = NULL;
+	/* A bounded loop: the verifier walks it, clang may unroll it. */
+	for (int i = 0; i < POLICY_INLINE; i++) {
+		if (i >= count || port < value->low[i])
+			break;
+		if (port <= value->high[i]) {
+			found = &value->decision[i];
+			break;
+		}
+	}
+	if (!found)
+		return;
+	if (found->action == POLICY_ALLOW) {
+		d->rule.id = found->rule;
+		d->rule.slot = found->slot;
 		d->reason = REASON_POLICY_ALLOW;
 	}
 #ifdef ENABLE_DENY_RULES
-	if (value->action == POLICY_DENY) {
-		d->rule.id = value->rule;
-		d->rule.slot = value->slot;
+	if (found->action == POLICY_DENY) {
+		d->rule.id = found->rule;
+		d->rule.slot = found->slot;
 		d->reason = REASON_POLICY_DENY;
 	}
 #endif

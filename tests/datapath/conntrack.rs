@@ -137,9 +137,15 @@ fn connections_close_expire_and_replies_pass() {
     assert_eq!(reason_of(&loaded, Direction::Ingress, &tcp(peer, me, 80, 40000, TCP_ACK)), (Reason::DefaultDeny, 0));
     assert_eq!(ct_entry(ep, &key), None);
 
-    // Without its tail call target the packet is dropped, never passed.
-    ep.delete("ep_calls_eg", &0u32.to_ne_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reason_of(&loaded, Direction::Egress, &syn), (Reason::NoTailCall, 0));
+    // Without its tail call target (IPv6, slot 1; IPv4 is decided in the
+    // entry program) the packet is dropped, never passed.
+    let (me6, peer6): (IpAddr, IpAddr) =
+        ("fd00::1".parse().unwrap_or(IpAddr::from([0; 4])), "2001:db8::9".parse().unwrap_or(IpAddr::from([0; 4])));
+    let syn6 = tcp(me6, peer6, 40000, 80, TCP_SYN);
+    assert_eq!(reason_of(&loaded, Direction::Egress, &syn6), (Reason::PolicyAllow, RULE));
+    ep.delete("ep_calls_eg", &1u32.to_ne_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &tcp(me6, peer6, 40001, 80, TCP_SYN)), (Reason::NoTailCall, 0));
+    assert_eq!(reason_of(&loaded, Direction::Egress, &tcp(me, peer, 40001, 80, TCP_SYN)), (Reason::PolicyAllow, RULE));
 }
 
 /// A tuple that reads the same both ways (the endpoint to itself, port 80 at

@@ -113,6 +113,9 @@ fn random_decision(rng: &mut Rng) -> Decision {
 }
 
 fn random_intervals(rng: &mut Rng) -> Vec<PortEntry> {
+    if rng.chance(6) {
+        return dense_intervals(rng);
+    }
     let mut cuts: Vec<u16> = (0..rng.below(7) * 2).map(|_| random_port(rng)).collect();
     if rng.chance(15) {
         cuts = vec![0, 65535];
@@ -123,6 +126,22 @@ fn random_intervals(rng: &mut Rng) -> Vec<PortEntry> {
     for pair in cuts.chunks(2) {
         let (low, high) = (pair[0], *pair.get(1).unwrap_or(&pair[0]));
         out.push(PortEntry { low, high, decision: random_decision(rng) });
+    }
+    out
+}
+
+/// More intervals than one policy map value holds (16), packed closely, so
+/// the datapath looks them up through its 256- and 16-port buckets.
+fn dense_intervals(rng: &mut Rng) -> Vec<PortEntry> {
+    let mut out = Vec::new();
+    let mut low = u32::from(random_port(rng)).min(60_000);
+    for _ in 0..17 + rng.below(300) {
+        let high = low + rng.below(3) as u32;
+        if high > 65535 {
+            break;
+        }
+        out.push(PortEntry { low: low as u16, high: high as u16, decision: random_decision(rng) });
+        low = high + 1 + rng.below(3) as u32;
     }
     out
 }

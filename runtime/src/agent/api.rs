@@ -89,6 +89,10 @@ pub struct EndpointStatus {
     pub policy_version: u64,
     /// When it was last regenerated, in milliseconds since the Unix epoch.
     pub last_regeneration_ms: Option<u64>,
+    /// How its last regeneration was applied: `tables` (new policy tables
+    /// for the running programs) or `program` (a new generation loaded).
+    #[serde(default)]
+    pub last_swap: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -101,6 +105,10 @@ pub struct ReloadStatus {
     pub regenerated: usize,
     /// Their names.
     pub regenerated_endpoints: Vec<String>,
+    /// Those of them whose policy tables only were swapped (the programs
+    /// stayed); the others loaded a new generation.
+    #[serde(default)]
+    pub tables_swapped: Vec<String>,
     /// Endpoints the change did not touch (not rebuilt, not swapped).
     pub skipped: usize,
     /// Endpoints the impact graph had resolution recompute (a superset of

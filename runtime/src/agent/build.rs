@@ -2,20 +2,22 @@
 //! half of `polc build` (features, code shape, clang with the object cache,
 //! `.rodata` constants, policy map entries, capacity) as the agent needs it.
 
-use crate::datapath::{PolicyAction, METRICS_MAP};
-use crate::seam;
+use crate::datapath::METRICS_MAP;
 use crate::swap::Artifact;
 use polc::codegen::bundle::metrics_entries;
 use polc::codegen::clang::Clang;
-use polc::codegen::entries::{assign_slots, check_capacity, direction_entries, EntryAction, PolicyEntry};
+use polc::codegen::entries::{assign_slots, check_capacity, direction_entries, PolicyEntry};
 use polc::codegen::header::{
-    features_of, render_node, render_shape, BuildOptions, EndpointAddresses, EndpointConstants, NodeConfig,
+    code_shape, features_of, render_node, render_shape, BuildOptions, EndpointAddresses, EndpointConstants, Features,
+    NodeConfig,
 };
 use polc::codegen::CodegenError;
 use polc::ir::{DirectionTable, EndpointPolicy, Resolved};
 use polc::sema::model::EndpointDef;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Builds endpoints for one node: clang with its object cache, the node
 /// header, the build options.
@@ -24,13 +26,18 @@ pub struct NodeBuilder {
     node: NodeConfig,
     node_header: String,
     options: BuildOptions,
+    /// The object of each code shape met so far. The node header and the
+    /// options are fixed for the builder's life, so the shape alone names
+    /// the object: a known shape renders no header and hashes no sources
+    /// (the clang cache's key), which is most of a table-only change's build.
+    objects: Mutex<BTreeMap<Features, PathBuf>>,
 }
 
 impl NodeBuilder {
     pub fn new(cache: &Path, node: NodeConfig, options: BuildOptions) -> Result<NodeBuilder, CodegenError> {
         let clang = Clang::new(cache)?;
         let node_header = render_node(&node)?;
-        Ok(NodeBuilder { clang, node, node_header, options })
+        Ok(NodeBuilder { clang, node, node_header, options, objects: Mutex::default() })
     }
 
     pub fn node(&self) -> &NodeConfig {
@@ -52,7 +59,7 @@ impl NodeBuilder {
         check_capacity(&policy.name, "ingress", &ingress, capacity)?;
         check_capacity(&policy.name, "egress", &egress, capacity)?;
         let map_sizes = vec![(METRICS_MAP.to_string(), metrics_entries(rule_slots.len()))];
-        let object = self.clang.compile(&self.node_header, &render_shape(&features)?)?;
+        let object = self.object(&features)?;
         let constants = EndpointConstants {
             name: policy.name.clone(),
             identity: policy.identity.0,
@@ -60,12 +67,10 @@ impl NodeBuilder {
             trace_level: self.options.trace_level,
             addresses,
         };
-        let encode = |table: &DirectionTable, entries: Vec<PolicyEntry>| {
-            table.enforced.then(|| entries.iter().map(runtime_entry).collect())
-        };
+        let encode = |table: &DirectionTable, entries: Vec<PolicyEntry>| table.enforced.then_some(entries);
         Ok(Artifact {
             endpoint: policy.name.clone(),
-            object: object.path,
+            object,
             constants: constants.rodata(),
             map_sizes,
             rule_slots,
@@ -73,22 +78,21 @@ impl NodeBuilder {
             egress: encode(&policy.egress, egress),
         })
     }
-}
 
-fn runtime_entry(e: &PolicyEntry) -> seam::PolicyEntry {
-    let action = match e.action {
-        EntryAction::NoMatch => PolicyAction::NoMatch,
-        EntryAction::Allow => PolicyAction::Allow,
-        EntryAction::Deny => PolicyAction::Deny,
-    };
-    seam::PolicyEntry {
-        prefix_len: e.prefix_len,
-        identity: e.identity,
-        proto: e.proto,
-        port: e.port,
-        action,
-        rule: e.rule,
-        slot: e.slot,
+    /// The object of `features`' code shape: from memory when this builder
+    /// has met the shape and the file is still there, else from clang (its
+    /// cache, or a compile).
+    fn object(&self, features: &Features) -> Result<PathBuf, CodegenError> {
+        let shape = code_shape(features);
+        let known = self.objects.lock().ok().and_then(|objects| objects.get(&shape).cloned());
+        if let Some(path) = known.filter(|path| path.is_file()) {
+            return Ok(path);
+        }
+        let path = self.clang.compile(&self.node_header, &render_shape(&shape)?)?.path;
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.insert(shape, path.clone());
+        }
+        Ok(path)
     }
 }
 

@@ -185,6 +185,7 @@ impl BundleAgent {
             took_ms,
             regenerated: regenerated.len(),
             regenerated_endpoints: regenerated,
+            tables_swapped: Vec::new(),
             skipped,
             recomputed: 0,
             removed: removed.len(),

@@ -12,14 +12,17 @@
 
 use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
-use super::catalog::{rules_of, Catalog, RuleInfo};
+use super::catalog::{Catalog, RuleInfo};
 use super::monitor::Observe;
 use super::node::NodeMaps;
-use super::stats::{Counters, Stats};
 use super::pins::PinRoot;
-use super::slot::{Described, Slot};
+use super::read::PolicyReader;
+use super::slot::{Constants, Described, Slot, SwapKind};
+use super::stats::{Counters, Stats};
 use crate::attach::{AttachMode, Device};
-use crate::swap::{load_generation, Enforced, Generation};
+use crate::loader::LoadError;
+use crate::parallel::map_on_threads;
+use crate::swap::{load_generation, Artifact, Enforced, Generation, StagedTables, SwapError};
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
 use polc::sema::model::{EndpointDef, PolicySet};
@@ -52,6 +55,10 @@ pub enum Event {
     FilesChanged,
 }
 
+/// At most this many threads install policy tables at once (they sleep in
+/// the kernel, waiting for the grace period, rather than compute).
+const INSTALL_THREADS: usize = 128;
+
 /// The state file: what `reset` and a restarted agent need to know.
 pub const STATE_FILE: &str = "agent.json";
 /// Endpoints added through the API, kept across restarts.
@@ -71,6 +78,7 @@ pub enum AgentError {
 
 pub struct Agent {
     config: Config,
+    reader: PolicyReader,
     builder: NodeBuilder,
     node: NodeMaps,
     resolver: Resolver,
@@ -82,6 +90,9 @@ pub struct Agent {
     policy_version: u64,
     last_reload: Option<ReloadStatus>,
     last_error: Option<String>,
+    /// Whether the node ipcache holds the resolver's entries: then a change
+    /// that leaves the ipcache as it was does not rewrite it.
+    ipcache_synced: bool,
     /// The rules of `file_set`, located in their files.
     rules: Vec<RuleInfo>,
     counters: Counters,
@@ -103,18 +114,6 @@ fn abbreviate(names: &[String]) -> String {
 
 pub fn log(message: &str) {
     eprintln!("polcd: {message}");
-}
-
-/// Reads, parses and checks the policy directory (and locates its rules);
-/// errors rendered as text.
-fn read_policies(dir: &Path) -> Result<(PolicySet, Vec<RuleInfo>), String> {
-    let frontend = polc::driver::load(&[dir.to_path_buf()]).map_err(|e| e.to_string())?;
-    if frontend.has_errors() {
-        let diagnostics: Vec<_> = frontend.diagnostics.iter().cloned().collect();
-        return Err(polc::diag::render::render_all_text(&frontend.sources, &diagnostics).trim_end().to_string());
-    }
-    let rules = rules_of(&frontend.checked, &frontend.sources);
-    Ok((frontend.checked, rules))
 }
 
 fn read_lock(dir: &Path) -> Result<IdentityLock, String> {
@@ -176,20 +175,43 @@ pub(super) fn prepare(config: &Config) -> Result<(), AgentError> {
     write_json(&config.state.join(STATE_FILE), &state)
 }
 
-/// One endpoint to load: its artifact, where, as which generation.
-struct LoadJob {
+/// One endpoint to regenerate: its new artifact and its device.
+struct Built {
     name: String,
-    artifact: crate::swap::Artifact,
+    artifact: Artifact,
     device: Device,
-    dir: PathBuf,
-    number: u64,
     /// Not enforced yet: best effort (see [`Agent::apply`]).
     pending: bool,
 }
 
-/// The outcome of applying one change.
+/// One endpoint ready to switch: nothing of it runs yet.
+struct Prepared {
+    name: String,
+    device: Device,
+    constants: Constants,
+    next: Next,
+}
+
+enum Next {
+    /// New policy tables for the running programs.
+    Tables(StagedTables),
+    /// A new generation (maps filled) for the links to switch to.
+    Program(Generation),
+}
+
+/// The outcome of applying one change: the endpoints regenerated, and how.
 struct Applied {
-    regenerated: Vec<String>,
+    regenerated: Vec<(String, SwapKind)>,
+}
+
+impl Applied {
+    fn names(&self) -> Vec<String> {
+        self.regenerated.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn by(&self, kind: SwapKind) -> Vec<String> {
+        self.regenerated.iter().filter(|(_, k)| *k == kind).map(|(name, _)| name.clone()).collect()
+    }
 }
 
 impl Agent {
@@ -202,7 +224,8 @@ impl Agent {
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();
 
-        let (file_set, rules) = read_policies(&config.policies).map_err(AgentError::Policy)?;
+        let mut reader = PolicyReader::new(&config.policies);
+        let (file_set, rules) = reader.read().map_err(AgentError::Policy)?;
         let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
         let lock = read_lock(&config.policies).map_err(AgentError::Policy)?;
         let resolver =
@@ -212,6 +235,7 @@ impl Agent {
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let mut agent = Agent {
             config,
+            reader,
             builder,
             node,
             resolver,
@@ -222,17 +246,18 @@ impl Agent {
             policy_version: 0,
             last_reload: None,
             last_error: None,
+            ipcache_synced: false,
             rules,
             counters: Counters::default(),
         };
         agent.adopt();
         let started = Instant::now();
         let names: Vec<String> = agent.inventory_names();
-        match agent.apply(&names, &[]) {
+        match agent.apply(&names, &[], true) {
             Ok(applied) => {
                 agent.policy_version = 1;
                 let all = agent.inventory_names().len();
-                agent.record_reload(started, &applied.regenerated, 0, all, 0);
+                agent.record_reload(started, &applied, 0, all, 0);
             }
             Err(e) => return Err(AgentError::Policy(e)),
         }
@@ -303,73 +328,77 @@ impl Agent {
     /// removes `removed`: all or nothing up to the switch for the enforced
     /// endpoints. An endpoint not enforced yet is best effort: if it cannot
     /// be built or loaded, it records the error (state `failed`, retried at
-    /// the next change) and the others go on.
-    fn apply(&mut self, changed: &[String], removed: &[String]) -> Result<Applied, String> {
+    /// the next change) and the others go on. `ipcache_changed`: the change
+    /// moved addresses or identities.
+    fn apply(&mut self, changed: &[String], removed: &[String], ipcache_changed: bool) -> Result<Applied, String> {
         let mut todo: Vec<String> = changed.to_vec();
         for name in self.ready_pending(true) {
             if !todo.contains(&name) {
                 todo.push(name);
             }
         }
-        // 1. Build every affected endpoint (objects from the cache), then load
-        //    and fill them; nothing runs yet.
-        let version = self.policy_version + 1;
-        let mut jobs: Vec<LoadJob> = Vec::new();
-        for name in &todo {
-            let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
-            let Some(device) = self.device(&def) else { continue };
-            let enforced = self.slots.get(name).and_then(|s| s.enforced.as_ref());
-            if enforced.is_none() && !device.exists() {
-                continue;
-            }
-            let number = enforced.map_or(1, Enforced::next_generation);
-            let pending = enforced.is_none();
-            if pending {
-                // Leftovers of an endpoint this agent does not enforce.
-                self.pins().set_aside(name);
-            }
-            let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
-            let id = self.id_of(name);
-            match self.builder.endpoint(&policy, &def, id) {
-                Ok(artifact) => jobs.push(LoadJob {
-                    name: name.clone(),
-                    artifact,
-                    device,
-                    dir: self.endpoint_dir(name),
-                    number,
-                    pending,
-                }),
-                Err(e) if pending => self.pending_failed(name, &e.to_string()),
-                Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
+        // 1. Build every affected endpoint (objects from the cache).
+        let built = self.build(&todo)?;
+        // 2. Prepare them: new tables staged, new generations loaded and
+        //    filled; nothing runs yet.
+        let prepared = self.stage_or_load(built)?;
+        // 3. The node-wide ipcache (the maps exist once any object loaded).
+        if !self.ipcache_synced || ipcache_changed {
+            self.ipcache_synced = false;
+            if self.node.exist() {
+                let ipcache = ipcache_entries(self.resolver.resolved());
+                if let Err(e) = self.node.sync_ipcache(&ipcache) {
+                    discard(prepared);
+                    return Err(format!("ipcache: {e}"));
+                }
+                self.ipcache_synced = true;
             }
         }
-        // Loads run one after another: in parallel they were no faster on
-        // this 2-core machine (BENCHMARKS.md), and libbpf's log is global.
+        // 4. Switch: the table installs all at once, then the links. Past
+        //    this point a failure concerns one endpoint only.
+        let (tables, programs): (Vec<Prepared>, Vec<Prepared>) =
+            prepared.into_iter().partition(|p| matches!(p.next, Next::Tables(_)));
+        let mut outcomes: Vec<(String, Option<Constants>, Result<SwapKind, SwapError>)> = self
+            .install_all(tables)
+            .into_iter()
+            .map(|(name, result)| (name, None, result.map(|()| SwapKind::Tables)))
+            .collect();
         let node_pins = self.config.pin_root.join("node");
-        let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
-        for job in jobs {
-            match load_generation(&job.artifact, &node_pins, &job.dir, job.number) {
-                Ok(generation) => prepared.push((job.name, generation, job.device)),
-                Err(e) if job.pending => self.pending_failed(&job.name, &e.to_string()),
+        for Prepared { name, device, constants, next } in programs {
+            let dir = self.endpoint_dir(&name);
+            let slot = self.slots.entry(name.clone()).or_default();
+            let result = match (next, slot.enforced.as_mut()) {
+                (Next::Program(generation), Some(enforced)) => enforced.switch_to(generation),
+                (Next::Program(generation), None) => {
+                    Enforced::attach(generation, &device, &node_pins, &dir).map(|e| slot.enforced = Some(e))
+                }
+                (Next::Tables(_), _) => continue,
+            };
+            if result.is_ok() {
+                self.pins().drop_stale(&name);
+            }
+            outcomes.push((name, Some(constants), result.map(|()| SwapKind::Program)));
+        }
+        let version = self.policy_version + 1;
+        let mut regenerated = Vec::new();
+        for (name, constants, result) in outcomes {
+            let slot = self.slots.entry(name.clone()).or_default();
+            match result {
+                Ok(kind) => {
+                    if constants.is_some() {
+                        slot.constants = constants;
+                    }
+                    slot.policy_version = version;
+                    slot.last_regeneration_ms = Some(now_ms());
+                    slot.last_swap = Some(kind);
+                    slot.last_error = None;
+                    regenerated.push((name, kind));
+                }
                 Err(e) => {
-                    prepared.into_iter().for_each(|(_, g, _)| g.discard());
-                    return Err(self.endpoint_failed(&job.name, &e.to_string()));
+                    log(&format!("endpoint `{name}`: {e}"));
+                    slot.last_error = Some(e.to_string());
                 }
             }
-        }
-        // 2. The node-wide ipcache (the maps exist once any object loaded).
-        let ipcache = ipcache_entries(self.resolver.resolved());
-        if self.node.exist() {
-            if let Err(e) = self.node.sync_ipcache(&ipcache) {
-                prepared.into_iter().for_each(|(_, g, _)| g.discard());
-                return Err(format!("ipcache: {e}"));
-            }
-        }
-        // 3. Switch. Past this point a failure concerns one endpoint only.
-        let regenerated: Vec<String> = prepared.iter().map(|(name, _, _)| name.clone()).collect();
-        for (name, generation, device) in prepared {
-            let pins = PinRoot::new(&self.config.pin_root, self.config.netns.as_deref());
-            self.slots.entry(name.clone()).or_default().switch(&name, generation, &device, &pins, version);
         }
         for name in removed {
             if let Some(slot) = self.slots.remove(name) {
@@ -383,6 +412,135 @@ impl Agent {
             self.pins().drop_stale(name);
         }
         Ok(Applied { regenerated })
+    }
+
+    /// The artifacts of `names` (those with a device to enforce on); the
+    /// first failure is the change's error.
+    fn build(&mut self, names: &[String]) -> Result<Vec<Built>, String> {
+        let mut built = Vec::new();
+        for name in names {
+            let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
+            let Some(device) = self.device(&def) else { continue };
+            let pending = self.slots.get(name).is_none_or(|s| s.enforced.is_none());
+            if pending && !device.exists() {
+                continue;
+            }
+            let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
+            let id = self.id_of(name);
+            match self.builder.endpoint(&policy, &def, id) {
+                Ok(artifact) => built.push(Built { name: name.clone(), artifact, device, pending }),
+                Err(e) if pending => self.pending_failed(name, &e.to_string()),
+                Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
+            }
+        }
+        Ok(built)
+    }
+
+    /// Stages new tables for the endpoints whose programs stay (same object,
+    /// same constants) and loads new generations for the others, all or
+    /// nothing for the enforced endpoints: on any failure what was prepared
+    /// is dropped. A pending endpoint that fails to load is left out.
+    fn stage_or_load(&mut self, built: Vec<Built>) -> Result<Vec<Prepared>, String> {
+        let mut prepared = Vec::new();
+        let mut loads = Vec::new();
+        for Built { name, artifact, device, pending } in built {
+            match self.stage_tables(&name, &artifact) {
+                Ok(Some(staged)) => {
+                    let constants = artifact.constants;
+                    prepared.push(Prepared { name, device, constants, next: Next::Tables(staged) });
+                }
+                Ok(None) => {
+                    let enforced = self.slots.get(&name).and_then(|s| s.enforced.as_ref());
+                    let number = enforced.map_or(1, Enforced::next_generation);
+                    if enforced.is_none() {
+                        // Leftovers of an endpoint this agent does not enforce.
+                        self.pins().set_aside(&name);
+                    }
+                    let dir = self.endpoint_dir(&name);
+                    let job = LoadJob { dir, number, built: Built { name, artifact, device, pending } };
+                    loads.push(job);
+                }
+                Err(e) => {
+                    discard(prepared);
+                    return Err(self.endpoint_failed(&name, &e.to_string()));
+                }
+            }
+        }
+        let mut loaded = Vec::new();
+        let mut failed = None;
+        for (built, result) in load_all(loads, &self.config.pin_root.join("node")) {
+            match result {
+                Ok(generation) => loaded.push((built, generation)),
+                Err(e) if built.pending => self.pending_failed(&built.name, &e.to_string()),
+                Err(e) => {
+                    failed.get_or_insert((built.name, e));
+                }
+            }
+        }
+        if let Some((name, e)) = failed {
+            loaded.into_iter().for_each(|(_, generation)| generation.discard());
+            discard(prepared);
+            return Err(self.endpoint_failed(&name, &e.to_string()));
+        }
+        for (Built { name, artifact, device, .. }, generation) in loaded {
+            let next = Next::Program(generation);
+            prepared.push(Prepared { name, device, constants: artifact.constants, next });
+        }
+        Ok(prepared)
+    }
+
+    /// New tables for `name` when its running programs can take `artifact`
+    /// as they are; `None` when it needs a new generation.
+    fn stage_tables(&self, name: &str, artifact: &Artifact) -> Result<Option<StagedTables>, SwapError> {
+        let Some(slot) = self.slots.get(name) else { return Ok(None) };
+        let Some(enforced) = slot.enforced.as_ref() else { return Ok(None) };
+        let same_object = enforced.object() == Some(artifact.object.as_path());
+        if !same_object || slot.constants.as_ref() != Some(&artifact.constants) {
+            return Ok(None);
+        }
+        match enforced.stage_tables(artifact) {
+            Ok(staged) => Ok(Some(staged)),
+            // More counters than the running array holds, say.
+            Err(SwapError::NeedsProgramSwap { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Installs the staged tables of several endpoints at once. Each install
+    /// waits for an RCU grace period before it returns (the kernel's promise
+    /// that no program still reads the old table), and waits that overlap
+    /// share one: a change costs about one grace period, not one per endpoint.
+    fn install_all(&mut self, tables: Vec<Prepared>) -> Vec<(String, Result<(), SwapError>)> {
+        let mut staged: BTreeMap<String, StagedTables> = tables
+            .into_iter()
+            .filter_map(|p| match p.next {
+                Next::Tables(staged) => Some((p.name, staged)),
+                Next::Program(_) => None,
+            })
+            .collect();
+        let mut work = Vec::new();
+        for (name, slot) in &mut self.slots {
+            if let (Some(enforced), Some(tables)) = (slot.enforced.as_mut(), staged.remove(name)) {
+                work.push((name.clone(), enforced, tables));
+            }
+        }
+        let names: Vec<String> = work.iter().map(|(name, _, _)| name.clone()).collect();
+        let results = map_on_threads(work, INSTALL_THREADS, |(_, enforced, tables)| enforced.install_tables(tables));
+        let mut out: Vec<(String, Result<(), SwapError>)> = names
+            .into_iter()
+            .zip(results)
+            .map(|(name, result)| {
+                let panicked = || Err(SwapError::Load(LoadError::Install("the table install panicked".to_string())));
+                let result = result.unwrap_or_else(panicked);
+                (name, result)
+            })
+            .collect();
+        // Endpoints that stopped running programs since their tables were staged.
+        for name in staged.into_keys() {
+            let why = "it no longer runs programs".to_string();
+            out.push((name.clone(), Err(SwapError::NeedsProgramSwap { endpoint: name, why })));
+        }
+        out
     }
 
     /// A pending endpoint that could not be built or loaded: it says why in
@@ -399,21 +557,34 @@ impl Agent {
         message
     }
 
-    fn record_reload(&mut self, started: Instant, names: &[String], skipped: usize, recomputed: usize, removed: usize) {
+    fn record_reload(
+        &mut self,
+        started: Instant,
+        applied: &Applied,
+        skipped: usize,
+        recomputed: usize,
+        removed: usize,
+    ) {
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let regenerated = names.len();
+        let names = applied.names();
+        let (tables, programs) = (applied.by(SwapKind::Tables), applied.by(SwapKind::Program));
         log(&format!(
-            "policy version {}: regenerated {regenerated} endpoint(s) [{}], skipped {skipped} (untouched by the change; \
-             the impact graph had {recomputed} recomputed), removed {removed} in {took_ms:.1} ms",
+            "policy version {}: regenerated {} endpoint(s) (tables swapped: {} [{}]; new programs: {} [{}]), \
+             skipped {skipped} (untouched by the change; the impact graph had {recomputed} recomputed), removed \
+             {removed} in {took_ms:.1} ms",
             self.policy_version,
-            abbreviate(names)
+            names.len(),
+            tables.len(),
+            abbreviate(&tables),
+            programs.len(),
+            abbreviate(&programs),
         ));
-        let regenerated_endpoints = names.to_vec();
         self.last_reload = Some(ReloadStatus {
             at_ms: now_ms(),
             took_ms,
-            regenerated,
-            regenerated_endpoints,
+            regenerated: names.len(),
+            regenerated_endpoints: names,
+            tables_swapped: tables,
             skipped,
             recomputed,
             removed,
@@ -428,19 +599,13 @@ impl Agent {
         let backup = self.resolver.clone();
         let changes = self.resolver.update(set).map_err(|e| e.to_string())?;
         let total = self.resolver.set().inventory.endpoints.len();
-        match self.apply(&changes.changed_endpoints, &changes.removed_endpoints) {
+        match self.apply(&changes.changed_endpoints, &changes.removed_endpoints, changes.ipcache_changed) {
             Ok(applied) => {
                 self.file_set = file_set;
                 self.api = api;
                 self.policy_version += 1;
                 let skipped = total.saturating_sub(changes.changed_endpoints.len());
-                self.record_reload(
-                    started,
-                    &applied.regenerated,
-                    skipped,
-                    changes.recomputed,
-                    changes.removed_endpoints.len(),
-                );
+                self.record_reload(started, &applied, skipped, changes.recomputed, changes.removed_endpoints.len());
                 Ok(())
             }
             Err(e) => {
@@ -452,8 +617,8 @@ impl Agent {
 
     /// The policy files changed: reload them.
     pub fn reload(&mut self) {
-        let result = read_policies(&self.config.policies)
-            .and_then(|(set, rules)| self.change(set, self.api.clone()).map(|()| self.rules = rules));
+        let result =
+            self.reader.read().and_then(|(set, rules)| self.change(set, self.api.clone()).map(|()| self.rules = rules));
         match result {
             Ok(()) => self.last_error = None,
             Err(e) => {
@@ -473,7 +638,7 @@ impl Agent {
         if self.ready_pending(false).is_empty() {
             return;
         }
-        if let Err(e) = self.apply(&[], &[]) {
+        if let Err(e) = self.apply(&[], &[], false) {
             log(&e);
         }
     }
@@ -618,4 +783,43 @@ impl Agent {
     pub fn stats(&self) -> Stats {
         self.counters.read(&self.catalog())
     }
+}
+
+/// One generation to load for an endpoint.
+struct LoadJob {
+    built: Built,
+    dir: PathBuf,
+    number: u64,
+}
+
+/// Drops what was prepared for a change that will not be applied: staged
+/// tables were never installed, loaded generations lose their pins.
+fn discard(prepared: Vec<Prepared>) {
+    for p in prepared {
+        if let Next::Program(generation) = p.next {
+            generation.discard();
+        }
+    }
+}
+
+/// Loads the generations of `jobs`, on as many threads as there are CPUs
+/// (the verifier, most of a load, runs on the loading thread); each job's
+/// outcome, in `jobs` order (the caller decides what a failure undoes).
+fn load_all(jobs: Vec<LoadJob>, node_pins: &Path) -> Vec<(Built, Result<Generation, SwapError>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let results = map_on_threads(jobs.iter().collect(), threads, |job: &LoadJob| {
+        load_generation(&job.built.artifact, node_pins, &job.dir, job.number)
+    });
+    jobs.into_iter()
+        .zip(results)
+        .map(|(job, result)| {
+            let result = result.unwrap_or_else(|| {
+                Err(SwapError::Io {
+                    path: job.dir.clone(),
+                    source: std::io::Error::other("the loading thread panicked"),
+                })
+            });
+            (job.built, result)
+        })
+        .collect()
 }

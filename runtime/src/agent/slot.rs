@@ -8,13 +8,40 @@ use super::pins::PinRoot;
 use crate::attach::Device;
 use crate::swap::{Enforced, Generation};
 
+/// `.rodata` values by variable name, as in [`crate::swap::Artifact::constants`].
+pub type Constants = Vec<(String, Vec<u8>)>;
+
 #[derive(Default)]
 pub struct Slot {
     pub enforced: Option<Enforced>,
+    /// The `.rodata` constants the running programs were loaded with (`None`
+    /// until this agent loaded them). With the object, they fix the
+    /// programs: a change keeping both swaps the policy tables only.
+    pub constants: Option<Constants>,
     /// The policy version of its last regeneration.
     pub policy_version: u64,
     pub last_regeneration_ms: Option<u64>,
+    /// How the last regeneration was applied.
+    pub last_swap: Option<SwapKind>,
     pub last_error: Option<String>,
+}
+
+/// How a regeneration reaches the running programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapKind {
+    /// Same programs (object and constants): new policy tables installed.
+    Tables,
+    /// A new generation loaded, and the links switched to it (or attached).
+    Program,
+}
+
+impl SwapKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SwapKind::Tables => "tables",
+            SwapKind::Program => "program",
+        }
+    }
 }
 
 impl Slot {
@@ -33,6 +60,7 @@ impl Slot {
                 pins.drop_stale(name);
                 self.policy_version = version;
                 self.last_regeneration_ms = Some(now_ms());
+                self.last_swap = Some(SwapKind::Program);
                 self.last_error = None;
             }
             Err(e) => {
@@ -77,6 +105,7 @@ impl Described<'_> {
                 .map(|stem| stem.to_string_lossy().into_owned()),
             policy_version: slot.map_or(0, |s| s.policy_version),
             last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
+            last_swap: slot.and_then(|s| s.last_swap).map(|k| k.name().to_string()),
             last_error: slot.and_then(|s| s.last_error.clone()),
         }
     }

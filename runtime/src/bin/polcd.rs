@@ -285,8 +285,12 @@ fn print_status(status: &AgentStatus) {
     println!("pins: {}", status.pin_root.display());
     if let Some(reload) = &status.last_reload {
         println!(
-            "last reload: {:.1} ms, {} regenerated, {} skipped, {} removed",
-            reload.took_ms, reload.regenerated, reload.skipped, reload.removed
+            "last reload: {:.1} ms, {} regenerated ({} by a table swap), {} skipped, {} removed",
+            reload.took_ms,
+            reload.regenerated,
+            reload.tables_swapped.len(),
+            reload.skipped,
+            reload.removed
         );
     }
     match &status.last_error {

@@ -11,7 +11,8 @@ use polc::resolve::{IdentityLock, ResolveConfig};
 use polc::sema::model::PolicySet;
 use polc_runtime::agent::api::{self, AgentStatus, Request};
 use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
-use polc_runtime::attach::{AttachMode, Device};
+use polc_runtime::attach::{link_pin, AttachMode, Device};
+use polc_runtime::datapath::Direction;
 use polc_runtime::loader::PinDir;
 use polc_runtime::netlab::in_netns;
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
@@ -31,6 +32,28 @@ pub const RATE: u64 = 12_000;
 
 pub fn example_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
+}
+
+/// A policy directory: the l3-l4-rule example's endpoints and `policy` as
+/// its one policy file.
+pub fn policy_dir(policy: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let endpoints =
+        std::fs::read_to_string(example_dir("l3-l4-rule").join("endpoints.pol")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("endpoints.pol"), endpoints).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("policy.pol"), policy).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// The program ids an endpoint's two pinned links run (pins under `dir`).
+pub fn program_ids(dir: &Path) -> Vec<u32> {
+    Direction::BOTH
+        .iter()
+        .map(|d| {
+            let link = libbpf_rs::Link::open(link_pin(dir, *d)).unwrap_or_else(|e| panic!("{e}"));
+            link.info().unwrap_or_else(|e| panic!("{e}")).prog_id
+        })
+        .collect()
 }
 
 /// Parses, checks and resolves a policy set directory (its lock included).
