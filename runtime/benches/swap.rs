@@ -69,12 +69,15 @@ fn swaps(node: &mut Node, versions: &[Artifact; 2]) -> [Vec<Duration>; 3] {
     out
 }
 
-/// Swaps app1's policy tables only (`Enforced::swap_tables`: fill new
-/// tables, flip the outer-map slots), between two versions of one shape.
-fn table_swaps(node: &mut Node, versions: &[Artifact; 2]) -> Vec<Duration> {
+/// Swaps app1's policy tables only (`Enforced::swap_tables`: fill the idle
+/// tables, flip the selectors), between two versions of one shape. A refill
+/// waits for the grace period since the last flip, so swaps are spaced by
+/// `gap` (untimed); with no gap each one waits most of a grace period.
+fn table_swaps(node: &mut Node, versions: &[Artifact; 2], gap: Duration) -> Vec<Duration> {
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
     (0..ROUNDS)
         .map(|i| {
+            std::thread::sleep(gap);
             let start = Instant::now();
             enforced.swap_tables(&versions[(i + 1) % 2]).unwrap_or_else(|e| panic!("{e}"));
             start.elapsed()
@@ -99,7 +102,10 @@ fn program_swaps() {
     let other_shape = [artifact(0), artifact(2)];
     assert_eq!(same_shape[0].object, same_shape[1].object);
     assert_ne!(other_shape[0].object, other_shape[1].object);
-    summary("table-only swap (swap_tables, no program load)", table_swaps(&mut node, &same_shape));
+    let spaced = table_swaps(&mut node, &same_shape, Duration::from_millis(50));
+    summary("table-only swap (swap_tables, no program load), 50 ms apart", spaced);
+    let back_to_back = table_swaps(&mut node, &same_shape, Duration::ZERO);
+    summary("table-only swap, back to back (each waits for the last flip's grace period)", back_to_back);
     swap_summary("policy-only swap (new generation, same object)", swaps(&mut node, &same_shape));
     swap_summary("code-shape swap (new generation, objects cached)", swaps(&mut node, &other_shape));
 }

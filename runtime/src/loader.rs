@@ -8,11 +8,10 @@ use crate::seam::{EndpointMaps, PolicyTables};
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{
-    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder, PrintLevel, ProgramInput,
-    RingBuffer, RingBufferBuilder,
+    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
+    RingBufferBuilder,
 };
 use std::cell::RefCell;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -150,9 +149,6 @@ pub struct LoadedEndpoint {
     object: Object,
     /// The rule id of each counter slot (slot 1 first), from the build.
     rule_slots: Vec<u32>,
-    /// Per policy map (outer map name), how to create its tables: read from
-    /// the object before load (libbpf drops the inner map template then).
-    table_specs: Vec<(String, TableSpec)>,
 }
 
 impl LoadedEndpoint {
@@ -165,7 +161,6 @@ impl LoadedEndpoint {
             .map_err(|source| LoadError::Open { path: path.clone(), source })?;
 
         let offsets = rodata_offsets(&open)?;
-        let mut table_specs = Vec::new();
         for map in open.maps_mut() {
             let name = map.name().to_string_lossy().into_owned();
             if name.ends_with(".rodata") {
@@ -174,9 +169,6 @@ impl LoadedEndpoint {
             }
             if name.starts_with('.') {
                 continue;
-            }
-            if let Some(spec) = TableSpec::of_outer(&map) {
-                table_specs.push((name.clone(), spec));
             }
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
@@ -193,7 +185,7 @@ impl LoadedEndpoint {
             source,
             log: take_log_tail(40),
         })?;
-        let loaded = LoadedEndpoint { object, rule_slots: Vec::new(), table_specs };
+        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
         loaded.fill_tail_calls()?;
         Ok(loaded)
     }
@@ -249,9 +241,15 @@ impl LoadedEndpoint {
     /// The policy slot of `direction`; `None` when the direction is not
     /// enforced in this object's code shape.
     pub fn policy_slot(&self, direction: Direction) -> Result<Option<PolicySlot>, LoadError> {
-        let name = direction.policy_map();
-        let Some((_, spec)) = self.table_specs.iter().find(|(n, _)| n == name) else { return Ok(None) };
-        Ok(Some(PolicySlot { name, outer: self.map(name)?, spec: *spec }))
+        if !self.has_map(direction.policy_map()) {
+            return Ok(None);
+        }
+        let [a, b] = direction.policy_tables();
+        Ok(Some(PolicySlot {
+            name: direction.policy_map(),
+            selector: self.map(direction.policy_map())?,
+            tables: [self.map(a)?, self.map(b)?],
+        }))
     }
 
     pub fn set_rule_slots(&mut self, rule_slots: Vec<u32>) {
@@ -325,154 +323,166 @@ impl PolicyTables for LoadedEndpoint {
     }
 }
 
-/// How to create one policy table (the inner map of a direction's outer
-/// map). The kernel accepts an inner map only if its type, key and value
-/// sizes and flags equal the template's; `max_entries` is the capacity a
-/// table is created with, so an entry set over it fails while filling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableSpec {
-    pub map_type: MapType,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub max_entries: u32,
-    pub flags: u32,
-}
-
-impl TableSpec {
-    /// The inner map template of an open map of type `ARRAY_OF_MAPS`.
-    fn of_outer(map: &libbpf_rs::OpenMapMut<'_>) -> Option<TableSpec> {
-        if map.map_type() != MapType::ArrayOfMaps {
-            return None;
-        }
-        // SAFETY: the pointer is the open map's own; libbpf returns its inner
-        // map template (or null), valid until the object is loaded.
-        let inner = unsafe { libbpf_rs::libbpf_sys::bpf_map__inner_map(map.as_libbpf_object().as_ptr()) };
-        if inner.is_null() {
-            return None;
-        }
-        // SAFETY: `inner` is a valid, non-null `struct bpf_map` (see above).
-        unsafe {
-            Some(TableSpec {
-                map_type: MapType::from(libbpf_rs::libbpf_sys::bpf_map__type(inner)),
-                key_size: libbpf_rs::libbpf_sys::bpf_map__key_size(inner),
-                value_size: libbpf_rs::libbpf_sys::bpf_map__value_size(inner),
-                max_entries: libbpf_rs::libbpf_sys::bpf_map__max_entries(inner),
-                flags: libbpf_rs::libbpf_sys::bpf_map__map_flags(inner),
-            })
-        }
-    }
-
-    /// The spec of an existing table (for an endpoint this process did not load).
-    fn of_table(table: &MapHandle) -> Result<TableSpec, LoadError> {
-        let info = table.info().map_err(bpf_error("policy table info"))?;
-        Ok(TableSpec {
-            map_type: table.map_type(),
-            key_size: table.key_size(),
-            value_size: table.value_size(),
-            max_entries: table.max_entries(),
-            flags: info.info.map_flags,
-        })
-    }
-}
-
 /// A policy table entry as bytes: (key, value) in the table's C layout.
 pub type TableRecord = (Vec<u8>, Vec<u8>);
 
-/// One enforced direction's policy: the outer map (`ep_pol_in` or
-/// `ep_pol_eg`) whose single slot holds the table the program reads.
+/// One enforced direction's policy: its selector (`ep_pol_in` or
+/// `ep_pol_eg`, one u32) and the two tables it chooses between.
 pub struct PolicySlot {
     name: &'static str,
-    outer: MapHandle,
-    spec: TableSpec,
+    selector: MapHandle,
+    tables: [MapHandle; 2],
 }
 
 impl PolicySlot {
-    /// The slot of a direction pinned at `path` (e.g. by a previous polcd),
-    /// with the spec of the table installed in it.
-    pub fn open_pinned(direction: Direction, path: &Path) -> Result<PolicySlot, LoadError> {
-        let name = direction.policy_map();
-        let outer = MapHandle::from_pinned_path(path).map_err(bpf_error(format!("open `{}`", path.display())))?;
-        let installed = installed_table(name, &outer)?
-            .ok_or_else(|| LoadError::NoMap(format!("{} (no table installed)", path.display())))?;
-        Ok(PolicySlot { name, outer, spec: TableSpec::of_table(&installed)? })
+    /// The slot of a direction pinned under `pins` (a generation directory,
+    /// e.g. left by a previous polcd).
+    pub fn open_pinned(direction: Direction, pins: &Path) -> Result<PolicySlot, LoadError> {
+        let open = |name: &str| {
+            let path = pins.join(name);
+            MapHandle::from_pinned_path(&path).map_err(bpf_error(format!("open `{}`", path.display())))
+        };
+        let [a, b] = direction.policy_tables();
+        let slot = PolicySlot {
+            name: direction.policy_map(),
+            selector: open(direction.policy_map())?,
+            tables: [open(a)?, open(b)?],
+        };
+        // Another process may have flipped it a moment ago.
+        quiescence::note_unknown(&slot.selector);
+        Ok(slot)
     }
 
-    /// The table the program reads now, if any.
-    pub fn installed(&self) -> Result<Option<MapHandle>, LoadError> {
-        installed_table(self.name, &self.outer)
+    /// Which table (0 or 1) the program reads now.
+    pub fn active(&self) -> Result<usize, LoadError> {
+        let value = self
+            .selector
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_error(format!("lookup in `{}`", self.name)))?;
+        let which = value.and_then(|v| v.get(..4).and_then(|b| b.try_into().ok())).map(u32::from_ne_bytes);
+        Ok(usize::from(which.unwrap_or(0) != 0))
     }
 
     /// How many entries a table of this direction holds.
     pub fn capacity(&self) -> u32 {
-        self.spec.max_entries
+        self.tables[0].max_entries()
     }
 
-    /// A new table holding exactly `records`, not yet visible to the program.
-    pub fn stage(&self, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            map_flags: self.spec.flags,
-            ..Default::default()
-        };
-        let name = format!("{}_t", self.name);
-        let spec = self.spec;
-        let table =
-            MapHandle::create(spec.map_type, Some(&name), spec.key_size, spec.value_size, spec.max_entries, &opts)
-                .map_err(bpf_error(format!("create a table for `{}`", self.name)))?;
-        for (key, value) in records {
-            table.update(key, value, MapFlags::ANY).map_err(bpf_error(format!(
-                "fill a table for `{}` ({} entries)",
-                self.name,
-                records.len()
-            )))?;
+    /// Fills the table the program does not read with exactly `records`
+    /// (after waiting until no packet can still be reading it); returns
+    /// its index, for [`PolicySlot::install`].
+    pub fn stage(&self, records: &[TableRecord]) -> Result<usize, LoadError> {
+        let idle = 1 - self.active()?;
+        quiescence::wait(&self.selector);
+        let table = &self.tables[idle];
+        let what = || format!("fill the idle table of `{}` ({} entries)", self.name, records.len());
+        let old: Vec<Vec<u8>> = table.keys().collect();
+        for key in old {
+            table.delete(&key).map_err(bpf_error(what()))?;
         }
-        Ok(table)
+        for (key, value) in records {
+            table.update(key, value, MapFlags::ANY).map_err(bpf_error(what()))?;
+        }
+        Ok(idle)
     }
 
-    /// Makes `table` the one the program reads, in one map update; packets
-    /// already past the slot lookup finish with the table they saw.
-    pub fn install(&self, table: &MapHandle) -> Result<(), LoadError> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&table.as_fd());
-        self.outer
-            .update(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(bpf_error(format!("install a table in `{}`", self.name)))
+    /// Makes table `which` the one the program reads, in one map update;
+    /// packets already past the selector finish with the table they saw.
+    pub fn install(&self, which: usize) -> Result<(), LoadError> {
+        self.selector
+            .update(&0u32.to_ne_bytes(), &(which as u32).to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_error(format!("flip `{}`", self.name)))?;
+        quiescence::flipped(&self.selector);
+        Ok(())
     }
 }
 
-/// The table in an outer map's slot (the kernel answers a lookup with the
-/// inner map's id).
-fn installed_table(name: &str, outer: &MapHandle) -> Result<Option<MapHandle>, LoadError> {
-    let found = outer
-        .lookup(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), MapFlags::ANY)
-        .map_err(bpf_error(format!("lookup in `{name}`")))?;
-    let Some(id) = found.and_then(|v| v.get(..4).and_then(|b| b.try_into().ok())).map(u32::from_ne_bytes) else {
-        return Ok(None);
-    };
-    let table = MapHandle::from_map_id(id).map_err(bpf_error(format!("open the table of `{name}`")))?;
-    Ok(Some(table))
-}
-
-/// Replaces the tables of several directions all or nothing: every new
-/// table is created and filled first (invisible to the programs), then the
-/// slots are flipped one by one; if a flip fails, the slots flipped before it
-/// get their previous tables back. A replaced table is freed by the kernel
-/// once no program holds it.
+/// Replaces the tables of several directions all or nothing: every idle
+/// table is filled first (invisible to the programs), then the selectors are
+/// flipped one by one; if a flip fails, the ones flipped before it are put
+/// back.
 pub fn replace_tables(changes: &[(&PolicySlot, &[TableRecord])]) -> Result<(), LoadError> {
     let mut staged = Vec::with_capacity(changes.len());
     for (slot, records) in changes {
-        staged.push((*slot, slot.stage(records)?, slot.installed()?));
+        staged.push((*slot, slot.active()?, slot.stage(records)?));
     }
-    for (i, (slot, table, _)) in staged.iter().enumerate() {
-        if let Err(e) = slot.install(table) {
-            for (slot, _, previous) in &staged[..i] {
-                if let Some(previous) = previous {
-                    let _ = slot.install(previous);
-                }
+    for (i, (slot, _, idle)) in staged.iter().enumerate() {
+        if let Err(e) = slot.install(*idle) {
+            for (slot, previous, _) in &staged[..i] {
+                let _ = slot.install(*previous);
             }
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// When a table left by a flip may be refilled: after an RCU grace period,
+/// since BPF programs run under RCU and a packet that read the selector
+/// before the flip may still be reading the old table. A flip starts a
+/// grace-period wait in the background (`membarrier(MEMBARRIER_CMD_GLOBAL)`
+/// is `synchronize_rcu()`); refilling joins it, so single changes never wait
+/// and back-to-back changes wait for the rest of one grace period.
+mod quiescence {
+    use libbpf_rs::MapCore;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::thread::JoinHandle;
+
+    /// Per selector map id this process knows: the grace-period wait started
+    /// by its last flip, `None` once it is over.
+    static PENDING: Mutex<BTreeMap<u32, Option<JoinHandle<()>>>> = Mutex::new(BTreeMap::new());
+
+    fn id(selector: &libbpf_rs::MapHandle) -> u32 {
+        selector.info().map(|i| i.info.id).unwrap_or(0)
+    }
+
+    fn grace_period() {
+        const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+        // SAFETY: a syscall with integer arguments only.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+        if rc != 0 {
+            // No membarrier: a program run lasts microseconds; wait far longer.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn start(selector: &libbpf_rs::MapHandle) {
+        let handle = std::thread::spawn(grace_period);
+        if let Ok(mut pending) = PENDING.lock() {
+            if let Some(Some(old)) = pending.insert(id(selector), Some(handle)) {
+                let _ = old.join();
+            }
+            // Reap finished waits (their threads hold resources until joined).
+            for wait in pending.values_mut() {
+                if wait.as_ref().is_some_and(|h| h.is_finished()) {
+                    if let Some(h) = wait.take() {
+                        let _ = h.join();
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn flipped(selector: &libbpf_rs::MapHandle) {
+        start(selector);
+    }
+
+    /// A selector this process did not flip: someone else may have, just
+    /// now, so its idle table waits for a grace period too.
+    pub fn note_unknown(selector: &libbpf_rs::MapHandle) {
+        let known = PENDING.lock().map(|p| p.contains_key(&id(selector))).unwrap_or(false);
+        if !known {
+            start(selector);
+        }
+    }
+
+    pub fn wait(selector: &libbpf_rs::MapHandle) {
+        let handle = PENDING.lock().ok().and_then(|mut p| p.get_mut(&id(selector)).and_then(Option::take));
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Verdict events read from the ring buffer without blocking.
