@@ -68,11 +68,15 @@ fn program_swaps(node: &mut Node, versions: &[Artifact; 2]) -> [Vec<Duration>; 3
     out
 }
 
-/// Swaps app1's tables between two versions; (whole swap, staging, installing).
-fn table_swaps(node: &mut Node, versions: &[Artifact; 2]) -> [Vec<Duration>; 3] {
+/// Swaps app1's tables between two versions (fill the idle tables, flip the
+/// selectors); (whole swap, staging, installing). A refill waits for the
+/// grace period since the last flip, so swaps are spaced by `gap` (untimed);
+/// with no gap each one waits most of a grace period.
+fn table_swaps(node: &mut Node, versions: &[Artifact; 2], gap: Duration) -> [Vec<Duration>; 3] {
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
     let mut out: [Vec<Duration>; 3] = Default::default();
     for i in 0..ROUNDS {
+        std::thread::sleep(gap);
         let start = Instant::now();
         let staged = enforced.stage_tables(&versions[(i + 1) % 2]).unwrap_or_else(|e| panic!("{e}"));
         let filled = start.elapsed();
@@ -103,9 +107,14 @@ fn bare_swaps() {
     assert_eq!(same_shape[0].object, same_shape[1].object);
     assert_ne!(other_shape[0].object, other_shape[1].object);
     parts_summary(
-        "policy-only swap (Enforced::swap_tables, same programs)",
-        ["staging the new tables (create + fill)", "installing them (outer map updates)"],
-        table_swaps(&mut node, &same_shape),
+        "policy-only swap (Enforced::swap_tables, same programs), 50 ms apart",
+        ["staging the new tables (fill the idle ones)", "installing them (selector flips)"],
+        table_swaps(&mut node, &same_shape, Duration::from_millis(50)),
+    );
+    parts_summary(
+        "policy-only swap, back to back (each refill waits for the last flip's grace period)",
+        ["staging the new tables (fill the idle ones)", "installing them (selector flips)"],
+        table_swaps(&mut node, &same_shape, Duration::ZERO),
     );
     parts_summary(
         "code-shape swap (new generation, objects cached)",

@@ -41,8 +41,8 @@ impl Direction {
     }
 
     /// The endpoint's policy map for this direction (absent when the
-    /// direction is not enforced): an outer map whose slot
-    /// [`POLICY_TABLE_SLOT`] holds the table the program reads.
+    /// direction is not enforced): the selector, one u32 saying which of
+    /// the two [`Direction::policy_tables`] the program reads.
     pub fn policy_map(self) -> &'static str {
         match self {
             Direction::Ingress => "ep_pol_in",
@@ -58,6 +58,14 @@ impl Direction {
         }
     }
 
+    /// The direction's two policy tables (selector value 0, 1).
+    pub fn policy_tables(self) -> [&'static str; 2] {
+        match self {
+            Direction::Ingress => ["ep_pol_in_a", "ep_pol_in_b"],
+            Direction::Egress => ["ep_pol_eg_a", "ep_pol_eg_b"],
+        }
+    }
+
     fn from_u8(value: u8) -> Option<Direction> {
         match value {
             0 => Some(Direction::Ingress),
@@ -66,9 +74,6 @@ impl Direction {
         }
     }
 }
-
-/// The one slot of a policy map (`POLICY_TABLE_SLOT` in policy.h).
-pub const POLICY_TABLE_SLOT: u32 = 0;
 
 /// Tail calls: (prog array, slot, target program). One prog array per
 /// direction; IPv4 is decided in the entry program, IPv6 in slot 1 (slot 0

@@ -4,16 +4,14 @@
 //! a [`LoadedEndpoint`] whose maps they fill and whose programs they run.
 
 use crate::datapath::{self, Counter, Direction, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
-use crate::parallel::map_on_threads;
 use crate::seam::{EndpointMaps, PolicyTables};
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{
-    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, MapType, Object, ObjectBuilder, PrintLevel, ProgramInput,
-    RingBuffer, RingBufferBuilder,
+    AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
+    RingBufferBuilder,
 };
 use std::cell::RefCell;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Once;
@@ -163,9 +161,6 @@ pub struct LoadedEndpoint {
     object: Object,
     /// The rule id of each counter slot (slot 1 first), from the build.
     rule_slots: Vec<u32>,
-    /// Per policy map (outer map name), how to create its tables: read from
-    /// the object before load (libbpf drops the inner map template then).
-    table_specs: Vec<(String, TableSpec)>,
 }
 
 impl LoadedEndpoint {
@@ -173,12 +168,10 @@ impl LoadedEndpoint {
         LoadedEndpoint::load_with_tables(spec, &[])
     }
 
-    /// Loads the object with its policy tables in place: for each direction
-    /// in `tables`, its table is created and filled and its policy map made
-    /// before libbpf loads the object (which then uses that map). Installing
-    /// the table in the map waits for an RCU grace period; it runs while the
-    /// verifier checks the programs instead of after. A direction in
-    /// `tables` without a policy map in the object is an error.
+    /// Loads the object and fills the policy table of each direction in
+    /// `tables` (the selector of a fresh object points at its first table,
+    /// so no grace period is waited for). A direction in `tables` without
+    /// a policy map in the object is an error.
     pub fn load_with_tables(
         spec: &LoadSpec<'_>,
         tables: &[(Direction, &[TableRecord])],
@@ -191,8 +184,6 @@ impl LoadedEndpoint {
             .map_err(|source| LoadError::Open { path: path.clone(), source })?;
 
         let offsets = rodata_offsets(&open)?;
-        let mut table_specs = Vec::new();
-        let mut preset: Vec<(PolicySlot, MapHandle)> = Vec::new();
         for map in open.maps_mut() {
             let name = map.name().to_string_lossy().into_owned();
             if name.ends_with(".rodata") {
@@ -203,15 +194,6 @@ impl LoadedEndpoint {
                 continue;
             }
             let mut map = map;
-            if let Some(table_spec) = TableSpec::of_outer(&map) {
-                table_specs.push((name.clone(), table_spec));
-                if let Some((_, records)) = tables.iter().find(|(d, _)| d.policy_map() == name) {
-                    let table = new_table(&name, table_spec, records)?;
-                    let slot = PolicySlot::create(&map, table_spec, &table)?;
-                    map.reuse_fd(slot.outer.as_fd()).map_err(bpf_error(format!("reuse `{name}`")))?;
-                    preset.push((slot, table));
-                }
-            }
             let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
             std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
             if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
@@ -220,35 +202,19 @@ impl LoadedEndpoint {
             map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
-        if let Some((direction, _)) = tables.iter().find(|(d, _)| !preset.iter().any(|(s, _)| s.name == d.policy_map()))
-        {
-            return Err(LoadError::NoMap(direction.policy_map().to_string()));
-        }
-
-        // The tables' installs wait for a grace period each: on other
-        // threads, while this one loads (the verifier).
-        let (object, installed) = std::thread::scope(|scope| {
-            let installs = scope.spawn(|| {
-                let installs = preset.iter().collect();
-                map_on_threads(installs, preset.len(), |(slot, table)| slot.install(table))
-            });
-            let object = open.load();
-            let log = take_log_tail(40);
-            let installed = installs.join().unwrap_or_default();
-            (
-                object.map_err(|source| LoadError::Load { endpoint: spec.endpoint.to_string(), path, source, log }),
-                installed,
-            )
-        });
-        let object = object?;
-        if installed.len() != preset.len() {
-            return Err(LoadError::Install("a table install panicked".to_string()));
-        }
-        for result in installed {
-            result.unwrap_or_else(|| Err(LoadError::Install("a table install panicked".to_string())))?;
-        }
-        let loaded = LoadedEndpoint { object, rule_slots: Vec::new(), table_specs };
+        let object = open.load().map_err(|source| LoadError::Load {
+            endpoint: spec.endpoint.to_string(),
+            path: path.clone(),
+            source,
+            log: take_log_tail(40),
+        })?;
+        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
         loaded.fill_tail_calls()?;
+        for (direction, records) in tables {
+            let slot =
+                loaded.policy_slot(*direction)?.ok_or_else(|| LoadError::NoMap(direction.policy_map().to_string()))?;
+            replace_tables(vec![(slot, records)])?;
+        }
         Ok(loaded)
     }
 
@@ -303,9 +269,15 @@ impl LoadedEndpoint {
     /// The policy slot of `direction`; `None` when the direction is not
     /// enforced in this object's code shape.
     pub fn policy_slot(&self, direction: Direction) -> Result<Option<PolicySlot>, LoadError> {
-        let name = direction.policy_map();
-        let Some((_, spec)) = self.table_specs.iter().find(|(n, _)| n == name) else { return Ok(None) };
-        Ok(Some(PolicySlot { name, outer: self.map(name)?, spec: *spec }))
+        if !self.has_map(direction.policy_map()) {
+            return Ok(None);
+        }
+        let [a, b] = direction.policy_tables();
+        Ok(Some(PolicySlot {
+            name: direction.policy_map(),
+            selector: self.map(direction.policy_map())?,
+            tables: [self.map(a)?, self.map(b)?],
+        }))
     }
 
     pub fn set_rule_slots(&mut self, rule_slots: Vec<u32>) {
@@ -447,210 +419,187 @@ impl PolicyTables for LoadedEndpoint {
     }
 }
 
-/// How to create one policy table (the inner map of a direction's outer
-/// map). The kernel accepts an inner map only if its type, key and value
-/// sizes and flags equal the template's; `max_entries` is the capacity a
-/// table is created with, so an entry set over it fails while filling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableSpec {
-    pub map_type: MapType,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub max_entries: u32,
-    pub flags: u32,
-}
-
-impl TableSpec {
-    /// The inner map template of an open map of type `ARRAY_OF_MAPS`.
-    fn of_outer(map: &libbpf_rs::OpenMapMut<'_>) -> Option<TableSpec> {
-        if map.map_type() != MapType::ArrayOfMaps {
-            return None;
-        }
-        // SAFETY: the pointer is the open map's own; libbpf returns its inner
-        // map template (or null), valid until the object is loaded.
-        let inner = unsafe { libbpf_rs::libbpf_sys::bpf_map__inner_map(map.as_libbpf_object().as_ptr()) };
-        if inner.is_null() {
-            return None;
-        }
-        // SAFETY: `inner` is a valid, non-null `struct bpf_map` (see above).
-        unsafe {
-            Some(TableSpec {
-                map_type: MapType::from(libbpf_rs::libbpf_sys::bpf_map__type(inner)),
-                key_size: libbpf_rs::libbpf_sys::bpf_map__key_size(inner),
-                value_size: libbpf_rs::libbpf_sys::bpf_map__value_size(inner),
-                max_entries: libbpf_rs::libbpf_sys::bpf_map__max_entries(inner),
-                flags: libbpf_rs::libbpf_sys::bpf_map__map_flags(inner),
-            })
-        }
-    }
-
-    /// The spec of an existing table (for an endpoint this process did not load).
-    fn of_table(table: &MapHandle) -> Result<TableSpec, LoadError> {
-        let info = table.info().map_err(bpf_error("policy table info"))?;
-        Ok(TableSpec {
-            map_type: table.map_type(),
-            key_size: table.key_size(),
-            value_size: table.value_size(),
-            max_entries: table.max_entries(),
-            flags: info.info.map_flags,
-        })
-    }
-}
-
 /// A policy table entry as bytes: (key, value) in the table's C layout.
 pub type TableRecord = (Vec<u8>, Vec<u8>);
 
-/// One enforced direction's policy: the outer map (`ep_pol_in` or
-/// `ep_pol_eg`) whose single slot holds the table the program reads.
+/// One enforced direction's policy: its selector (`ep_pol_in` or
+/// `ep_pol_eg`, one u32) and the two tables it chooses between.
 pub struct PolicySlot {
     name: &'static str,
-    outer: MapHandle,
-    spec: TableSpec,
+    selector: MapHandle,
+    tables: [MapHandle; 2],
 }
 
 impl PolicySlot {
-    /// The slot of a direction pinned at `path` (e.g. by a previous polcd),
-    /// with the spec of the table installed in it.
-    pub fn open_pinned(direction: Direction, path: &Path) -> Result<PolicySlot, LoadError> {
-        let name = direction.policy_map();
-        let outer = MapHandle::from_pinned_path(path).map_err(bpf_error(format!("open `{}`", path.display())))?;
-        let installed = installed_table(name, &outer)?
-            .ok_or_else(|| LoadError::NoMap(format!("{} (no table installed)", path.display())))?;
-        Ok(PolicySlot { name, outer, spec: TableSpec::of_table(&installed)? })
-    }
-
-    /// A new, empty slot for the outer map `map` of an object not loaded
-    /// yet (for [`LoadedEndpoint::load_with_tables`]).
-    fn create(map: &libbpf_rs::OpenMapMut<'_>, spec: TableSpec, template: &MapHandle) -> Result<PolicySlot, LoadError> {
-        let name = map.name().to_string_lossy().into_owned();
-        let name = Direction::BOTH
-            .into_iter()
-            .map(Direction::policy_map)
-            .find(|n| *n == name)
-            .ok_or_else(|| LoadError::NoMap(name.clone()))?;
-        // The outer map takes any table shaped like `template`.
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            map_flags: map.map_flags(),
-            inner_map_fd: std::os::fd::AsRawFd::as_raw_fd(&template.as_fd()) as u32,
-            ..Default::default()
+    /// The slot of a direction pinned under `pins` (a generation directory,
+    /// e.g. left by a previous polcd).
+    pub fn open_pinned(direction: Direction, pins: &Path) -> Result<PolicySlot, LoadError> {
+        let open = |name: &str| {
+            let path = pins.join(name);
+            MapHandle::from_pinned_path(&path).map_err(bpf_error(format!("open `{}`", path.display())))
         };
-        let outer =
-            MapHandle::create(map.map_type(), Some(name), map.key_size(), map.value_size(), map.max_entries(), &opts)
-                .map_err(bpf_error(format!("create `{name}`")))?;
-        Ok(PolicySlot { name, outer, spec })
+        let [a, b] = direction.policy_tables();
+        let slot = PolicySlot {
+            name: direction.policy_map(),
+            selector: open(direction.policy_map())?,
+            tables: [open(a)?, open(b)?],
+        };
+        // Another process may have flipped it a moment ago.
+        quiescence::note_unknown(&slot.selector);
+        Ok(slot)
     }
 
-    /// The table the program reads now, if any.
-    pub fn installed(&self) -> Result<Option<MapHandle>, LoadError> {
-        installed_table(self.name, &self.outer)
+    /// Which table (0 or 1) the program reads now.
+    pub fn active(&self) -> Result<usize, LoadError> {
+        let value = self
+            .selector
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_error(format!("lookup in `{}`", self.name)))?;
+        let which = value.and_then(|v| v.get(..4).and_then(|b| b.try_into().ok())).map(u32::from_ne_bytes);
+        Ok(usize::from(which.unwrap_or(0) != 0))
     }
 
     /// How many entries a table of this direction holds.
     pub fn capacity(&self) -> u32 {
-        self.spec.max_entries
+        self.tables[0].max_entries()
     }
 
-    /// A new table holding exactly `records`, not yet visible to the program.
-    pub fn stage(&self, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
-        new_table(self.name, self.spec, records)
+    /// Fills the table the program does not read with exactly `records`
+    /// (after waiting until no packet can still be reading it); returns
+    /// its index, for [`PolicySlot::install`].
+    pub fn stage(&self, records: &[TableRecord]) -> Result<usize, LoadError> {
+        let idle = 1 - self.active()?;
+        quiescence::wait(&self.selector);
+        let table = &self.tables[idle];
+        let what = || format!("fill the idle table of `{}` ({} entries)", self.name, records.len());
+        let old: Vec<Vec<u8>> = table.keys().collect();
+        for key in old {
+            table.delete(&key).map_err(bpf_error(what()))?;
+        }
+        for (key, value) in records {
+            table.update(key, value, MapFlags::ANY).map_err(bpf_error(what()))?;
+        }
+        Ok(idle)
     }
 
-    /// Makes `table` the one the program reads, in one map update; packets
-    /// already past the slot lookup finish with the table they saw.
-    pub fn install(&self, table: &MapHandle) -> Result<(), LoadError> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&table.as_fd());
-        self.outer
-            .update(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(bpf_error(format!("install a table in `{}`", self.name)))
+    /// Makes table `which` the one the program reads, in one map update;
+    /// packets already past the selector finish with the table they saw.
+    pub fn install(&self, which: usize) -> Result<(), LoadError> {
+        self.selector
+            .update(&0u32.to_ne_bytes(), &(which as u32).to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_error(format!("flip `{}`", self.name)))?;
+        quiescence::flipped(&self.selector);
+        Ok(())
     }
 }
 
-/// A table named after the policy map `name`, holding exactly `records`.
-fn new_table(name: &str, spec: TableSpec, records: &[TableRecord]) -> Result<MapHandle, LoadError> {
-    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-        map_flags: spec.flags,
-        ..Default::default()
-    };
-    let table_name = format!("{name}_t");
-    let table =
-        MapHandle::create(spec.map_type, Some(&table_name), spec.key_size, spec.value_size, spec.max_entries, &opts)
-            .map_err(bpf_error(format!("create a table for `{}`", name)))?;
-    for (key, value) in records {
-        table.update(key, value, MapFlags::ANY).map_err(bpf_error(format!(
-            "fill a table for `{}` ({} entries)",
-            name,
-            records.len()
-        )))?;
-    }
-    Ok(table)
-}
-
-/// The table in an outer map's slot (the kernel answers a lookup with the
-/// inner map's id).
-fn installed_table(name: &str, outer: &MapHandle) -> Result<Option<MapHandle>, LoadError> {
-    let found = outer
-        .lookup(&datapath::POLICY_TABLE_SLOT.to_ne_bytes(), MapFlags::ANY)
-        .map_err(bpf_error(format!("lookup in `{name}`")))?;
-    let Some(id) = found.and_then(|v| v.get(..4).and_then(|b| b.try_into().ok())).map(u32::from_ne_bytes) else {
-        return Ok(None);
-    };
-    let table = MapHandle::from_map_id(id).map_err(bpf_error(format!("open the table of `{name}`")))?;
-    Ok(Some(table))
-}
-
-/// A new table for one slot, created and filled but not yet installed,
-/// with the table it is to replace.
+/// A direction's idle table filled with new entries, not yet read by the
+/// programs: [`install_tables`] flips the selector to it.
 pub struct StagedTable {
     slot: PolicySlot,
-    table: MapHandle,
-    previous: Option<MapHandle>,
+    idle: usize,
+    previous: usize,
 }
 
 impl StagedTable {
-    /// Stages `records` for `slot` (see [`PolicySlot::stage`]).
+    /// Stages `records` in `slot`'s idle table (see [`PolicySlot::stage`]).
     pub fn new(slot: PolicySlot, records: &[TableRecord]) -> Result<StagedTable, LoadError> {
-        let table = slot.stage(records)?;
-        let previous = slot.installed()?;
-        Ok(StagedTable { slot, table, previous })
+        let previous = slot.active()?;
+        let idle = slot.stage(records)?;
+        Ok(StagedTable { slot, idle, previous })
     }
 }
 
-/// Installs staged tables, all at once (each install waits for an RCU grace
-/// period, and concurrent waits share one); if an install fails, the slots
-/// installed get their previous tables back. A replaced table is freed by
-/// the kernel once no program holds it.
+/// Flips the selectors of staged tables, all or nothing: if a flip fails,
+/// the ones flipped before it are put back. A flip is one array update (no
+/// grace-period wait: see [`quiescence`]).
 pub fn install_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
-    let results = map_on_threads(staged.iter().collect(), staged.len(), |new| new.slot.install(&new.table));
-    let mut first_error = None;
-    for result in &results {
-        match result {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                first_error.get_or_insert_with(|| e.to_string());
+    for (i, table) in staged.iter().enumerate() {
+        if let Err(e) = table.slot.install(table.idle) {
+            for done in &staged[..i] {
+                let _ = done.slot.install(done.previous);
             }
-            None => {
-                first_error.get_or_insert_with(|| "a table install panicked".to_string());
-            }
+            return Err(e);
         }
     }
-    let Some(error) = first_error else { return Ok(()) };
-    for (done, result) in staged.iter().zip(&results) {
-        if let (Some(Ok(())), Some(previous)) = (result, &done.previous) {
-            let _ = done.slot.install(previous);
-        }
-    }
-    Err(LoadError::Install(error))
+    Ok(())
 }
 
-/// Replaces the tables of several directions all or nothing: every new
-/// table is created and filled first (invisible to the programs), then the
-/// slots are flipped ([`install_tables`]).
+/// Replaces the tables of several directions all or nothing: every idle
+/// table is filled first (invisible to the programs), then the selectors are
+/// flipped ([`install_tables`]).
 pub fn replace_tables(changes: Vec<(PolicySlot, &[TableRecord])>) -> Result<(), LoadError> {
     let staged: Vec<StagedTable> =
         changes.into_iter().map(|(slot, records)| StagedTable::new(slot, records)).collect::<Result<_, _>>()?;
     install_tables(&staged)
+}
+
+/// When a table left by a flip may be refilled: after an RCU grace period,
+/// since BPF programs run under RCU and a packet that read the selector
+/// before the flip may still be reading the old table. A flip starts a
+/// grace-period wait in the background (`membarrier(MEMBARRIER_CMD_GLOBAL)`
+/// is `synchronize_rcu()`); refilling joins it, so single changes never wait
+/// and back-to-back changes wait for the rest of one grace period.
+mod quiescence {
+    use libbpf_rs::MapCore;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::thread::JoinHandle;
+
+    /// Per selector map id this process knows: the grace-period wait started
+    /// by its last flip, `None` once it is over.
+    static PENDING: Mutex<BTreeMap<u32, Option<JoinHandle<()>>>> = Mutex::new(BTreeMap::new());
+
+    fn id(selector: &libbpf_rs::MapHandle) -> u32 {
+        selector.info().map(|i| i.info.id).unwrap_or(0)
+    }
+
+    fn grace_period() {
+        const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+        // SAFETY: a syscall with integer arguments only.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+        if rc != 0 {
+            // No membarrier: a program run lasts microseconds; wait far longer.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn start(selector: &libbpf_rs::MapHandle) {
+        let handle = std::thread::spawn(grace_period);
+        if let Ok(mut pending) = PENDING.lock() {
+            if let Some(Some(old)) = pending.insert(id(selector), Some(handle)) {
+                let _ = old.join();
+            }
+            // Reap finished waits (their threads hold resources until joined).
+            for wait in pending.values_mut() {
+                if wait.as_ref().is_some_and(|h| h.is_finished()) {
+                    if let Some(h) = wait.take() {
+                        let _ = h.join();
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn flipped(selector: &libbpf_rs::MapHandle) {
+        start(selector);
+    }
+
+    /// A selector this process did not flip: someone else may have, just
+    /// now, so its idle table waits for a grace period too.
+    pub fn note_unknown(selector: &libbpf_rs::MapHandle) {
+        let known = PENDING.lock().map(|p| p.contains_key(&id(selector))).unwrap_or(false);
+        if !known {
+            start(selector);
+        }
+    }
+
+    pub fn wait(selector: &libbpf_rs::MapHandle) {
+        let handle = PENDING.lock().ok().and_then(|mut p| p.get_mut(&id(selector)).and_then(Option::take));
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Verdict events read from the ring buffer without blocking.

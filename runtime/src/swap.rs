@@ -11,10 +11,10 @@
 //! generation and leaves the old one as it was.
 //!
 //! A change of table entries only ([`Enforced::swap_tables`]) loads
-//! nothing: each enforced direction's policy map is an outer map with one
-//! slot, and the new table (a fresh inner map, filled completely) replaces
-//! the old one with one slot update. The program looks the slot up once per
-//! packet, so every packet sees one whole table.
+//! nothing: each enforced direction has two policy tables and a selector;
+//! the idle table is filled completely, then the selector is flipped with
+//! one map update. The program reads the selector once per packet, so every
+//! packet sees one whole table.
 //!
 //! Node-wide maps (ipcache, conntrack, events) are shared by every
 //! generation through the node pin directory: a swap keeps connections.
@@ -26,9 +26,8 @@
 //! endpoints/<name>/link_from_ep  tcx link on the veth's ingress (egress policy)
 //! endpoints/<name>/link_to_ep    tcx link on the veth's egress (ingress policy)
 //! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg
-//!                                (outer maps: slot 0 holds the policy table,
-//!                                an unpinned inner map), ep_calls_in,
-//!                                ep_calls_eg, ep_metrics
+//!                                (selectors), ep_pol_in_a/_b, ep_pol_eg_a/_b
+//!                                (tables), ep_calls_in, ep_calls_eg, ep_metrics
 //! ```
 
 use crate::attach::{AttachError, Attachment, Device};
@@ -280,10 +279,11 @@ impl Enforced {
         for direction in Direction::BOTH {
             let slot = match &self.current {
                 Some(generation) => generation.loaded.policy_slot(direction)?,
-                None => {
-                    let path = pins.join(direction.policy_map());
-                    path.exists().then(|| PolicySlot::open_pinned(direction, &path)).transpose()?
-                }
+                None => pins
+                    .join(direction.policy_map())
+                    .exists()
+                    .then(|| PolicySlot::open_pinned(direction, &pins))
+                    .transpose()?,
             };
             match (slot, artifact.entries(direction)) {
                 (Some(slot), Some(entries)) => changes.push((slot, seam::policy_records(entries))),

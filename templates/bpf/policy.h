@@ -1,5 +1,5 @@
-/* The endpoint's policy: per enforced direction, one table (installed in
- * the direction's outer map, see below), holding the IR's DirectionTable
+/* The endpoint's policy: per enforced direction, one table (of two, chosen
+ * by the direction's selector, see below), holding the IR's DirectionTable
  * exactly (compiler/src/codegen/entries.rs writes it, and
  * compiler/src/codegen/lookup_model.rs is this lookup in Rust). A hash:
  *   key   = {identity, proto, kind, bucket}
@@ -58,37 +58,41 @@ struct policy_value {
 	struct policy_decision decision[POLICY_INLINE];
 };
 
-/* The table itself is not named in the object: each enforced direction has
- * an outer map with one slot that holds the current table (an inner map the
- * runtime creates, fills completely, then installs with one slot update).
- * The program looks the slot up once per packet, so a packet sees one whole
- * table; a swap never shows a mix of old and new entries, and the program is
- * not reloaded. An empty slot (no table installed yet) denies. */
-struct policy_table {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	/* Sizes, not types: BTF has no complete type for an inner map's key. */
-	__uint(key_size, sizeof(struct policy_key));
-	__uint(value_size, sizeof(struct policy_value));
-	__uint(max_entries, POLICY_MAP_SIZE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-};
-
-#define POLICY_TABLE_SLOT 0
-
-#define POLICY_MAP(name)                                        \
+/* Two tables per enforced direction and a selector: the selector (one u32
+ * in an array) says which table the program reads. The runtime fills the
+ * other table completely, then flips the selector with one map update; the
+ * program reads the selector once per packet, so a packet sees one whole
+ * table, old or new, and the program is not reloaded. The runtime waits for
+ * an RCU grace period after a flip before it refills the table it left, so
+ * no packet still reading that table sees it change. */
+#define POLICY_TABLE(name)                                      \
 	struct {                                                \
-		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);       \
+		__uint(type, BPF_MAP_TYPE_HASH);                \
+		__type(key, struct policy_key);                 \
+		__type(value, struct policy_value);             \
+		__uint(max_entries, POLICY_MAP_SIZE);           \
+		__uint(map_flags, BPF_F_NO_PREALLOC);           \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+	} name SEC(".maps")
+
+#define POLICY_SELECTOR(name)                                   \
+	struct {                                                \
+		__uint(type, BPF_MAP_TYPE_ARRAY);               \
 		__uint(max_entries, 1);                         \
 		__type(key, __u32);                             \
+		__type(value, __u32);                           \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
-		__array(values, struct policy_table);           \
 	} name SEC(".maps")
 
 #ifdef ENABLE_INGRESS_POLICY
-POLICY_MAP(ep_pol_in);
+POLICY_SELECTOR(ep_pol_in);
+POLICY_TABLE(ep_pol_in_a);
+POLICY_TABLE(ep_pol_in_b);
 #endif
 #ifdef ENABLE_EGRESS_POLICY
-POLICY_MAP(ep_pol_eg);
+POLICY_SELECTOR(ep_pol_eg);
+POLICY_TABLE(ep_pol_eg_a);
+POLICY_TABLE(ep_pol_eg_b);
 #endif
 
 static __always_inline int policy_known_protocol(__u8 proto)
@@ -116,15 +120,8 @@ struct decision {
 	__u8 reason;
 };
 
-static __always_inline void policy_lookup(void *tables, __u32 peer, const struct packet *p, struct decision *d)
+static __always_inline void policy_lookup_in(void *table, __u32 peer, const struct packet *p, struct decision *d)
 {
-	__u32 slot = POLICY_TABLE_SLOT;
-	void *table = bpf_map_lookup_elem(tables, &slot);
-	d->rule.id = 0;
-	d->rule.slot = 0;
-	d->reason = REASON_DEFAULT_DENY;
-	if (!table)
-		return;
 	__u16 port = p->policy_port;
 	struct policy_key key = { .identity = peer };
 	struct policy_value *value = policy_first(table, &key, p->proto);
@@ -171,17 +168,35 @@ static __always_inline void policy_lookup(void *tables, __u32 peer, const struct
 #endif
 }
 
+/* Each table has its own copy of the lookup, so every map lookup call sees
+ * one map (the verifier then calls the hash lookup directly). */
+static __always_inline void policy_lookup(void *selector, void *table_a, void *table_b, __u32 peer,
+					  const struct packet *p, struct decision *d)
+{
+	__u32 zero = 0;
+	__u32 *which = bpf_map_lookup_elem(selector, &zero);
+	d->rule.id = 0;
+	d->rule.slot = 0;
+	d->reason = REASON_DEFAULT_DENY;
+	if (!which)
+		return;
+	if (*which)
+		policy_lookup_in(table_b, peer, p, d);
+	else
+		policy_lookup_in(table_a, peer, p, d);
+}
+
 /* The decision for a new connection in direction `dir`. */
 static __always_inline void policy_decide(__u8 dir, __u32 peer, const struct packet *p, struct decision *d)
 {
 	if (dir == DIR_INGRESS) {
 #ifdef ENABLE_INGRESS_POLICY
-		policy_lookup(&ep_pol_in, peer, p, d);
+		policy_lookup(&ep_pol_in, &ep_pol_in_a, &ep_pol_in_b, peer, p, d);
 		return;
 #endif
 	} else {
 #ifdef ENABLE_EGRESS_POLICY
-		policy_lookup(&ep_pol_eg, peer, p, d);
+		policy_lookup(&ep_pol_eg, &ep_pol_eg_a, &ep_pol_eg_b, peer, p, d);
 		return;
 #endif
 	}
