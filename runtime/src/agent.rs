@@ -15,8 +15,8 @@
 
 pub mod api;
 pub mod build;
-pub mod catalog;
 pub mod bundled;
+pub mod catalog;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;
@@ -24,5 +24,5 @@ pub mod node;
 pub mod pins;
 pub mod reset;
 pub mod serve;
-pub mod stats;
 pub mod slot;
+pub mod stats;

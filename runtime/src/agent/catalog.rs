@@ -7,6 +7,8 @@
 //! checked policy set and resolution after every change; the monitor and the
 //! counters read numbers through it.
 
+use crate::bundle::{self, Manifest};
+use polc::codegen::bundle::{located_rules, ManifestRule};
 use polc::ir::{IdentityKind, Resolved};
 use polc::resolve::selector::RESERVED;
 use polc::sema::model::PolicySet;
@@ -39,22 +41,23 @@ impl RuleInfo {
     }
 }
 
+impl From<ManifestRule> for RuleInfo {
+    fn from(r: ManifestRule) -> RuleInfo {
+        RuleInfo {
+            id: r.id,
+            name: r.name,
+            policy: r.policy,
+            action: r.action,
+            direction: r.direction,
+            file: r.file,
+            line: r.line,
+        }
+    }
+}
+
 /// Every rule of a checked policy set, located through its sources.
 pub fn rules_of(set: &PolicySet, sources: &SourceMap) -> Vec<RuleInfo> {
-    set.rules()
-        .map(|rule| {
-            let file = sources.file(rule.span.file);
-            RuleInfo {
-                id: rule.id.0,
-                name: rule.name.clone(),
-                policy: rule.policy.clone(),
-                action: rule.action.keyword().to_string(),
-                direction: rule.direction.keyword().to_string(),
-                file: file.path.display().to_string(),
-                line: file.line_col(rule.span.start as usize).line as u32,
-            }
-        })
-        .collect()
+    located_rules(set, sources).into_iter().map(RuleInfo::from).collect()
 }
 
 /// Names for the numbers of one policy version.
@@ -104,6 +107,45 @@ impl Catalog {
                 }
             };
             catalog.identities.insert(info.id.0, name);
+        }
+        catalog
+    }
+
+    /// Names from a bundle's manifest (`polcd run --bundle`): endpoints,
+    /// addresses and identities as the build wrote them, rules from its
+    /// `rules` (a manifest without them: rules by number).
+    pub fn of_manifest(manifest: &Manifest) -> Catalog {
+        let mut catalog = Catalog {
+            rules: manifest.rules.iter().map(|r| (r.id, r.clone())).collect(),
+            identities: RESERVED.iter().map(|(id, name)| (id.0, name.to_string())).collect(),
+            ..Catalog::default()
+        };
+        for entry in &manifest.endpoints {
+            catalog.endpoints.insert(entry.constants.id, entry.name.clone());
+            catalog.endpoint_identities.insert(entry.name.clone(), entry.constants.identity);
+            let addresses = entry.constants.addresses;
+            for addr in addresses.ipv4.map(IpAddr::V4).into_iter().chain(addresses.ipv6.map(IpAddr::V6)) {
+                catalog.addresses.insert(addr, entry.name.clone());
+            }
+        }
+        for info in &manifest.identities {
+            let name = match &info.kind {
+                bundle::IdentityKind::Reserved { name } => name.clone(),
+                bundle::IdentityKind::Cidr { prefix } => prefix.to_string(),
+                bundle::IdentityKind::Endpoint { .. } => {
+                    let members: Vec<&str> = manifest
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.constants.identity == info.id)
+                        .map(|e| e.name.as_str())
+                        .collect();
+                    if members.is_empty() {
+                        continue;
+                    }
+                    members.join(",")
+                }
+            };
+            catalog.identities.insert(info.id, name);
         }
         catalog
     }
