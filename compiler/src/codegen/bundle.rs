@@ -88,6 +88,13 @@ pub struct ManifestRule {
     pub line: u32,
 }
 
+impl ManifestRule {
+    /// `file:line`
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
 /// Every rule of `set`, located through the `sources` it was checked from.
 pub fn located_rules(set: &PolicySet, sources: &SourceMap) -> Vec<ManifestRule> {
     set.rules()

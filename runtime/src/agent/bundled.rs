@@ -1,6 +1,7 @@
 //! `polcd run --bundle DIR`: enforcing a built bundle (`polc build PATH -o
-//! DIR`) instead of a policy directory. Nothing is compiled or resolved on
-//! the node: the endpoints (those with an `iface`), their objects
+//! DIR`) instead of a policy directory. Nothing is ever compiled on the
+//! node. With a full bundle (built with an inventory) nothing is resolved
+//! either: the endpoints (those with an `iface`), their objects
 //! (`DIR/objects/`), `.rodata` constants and policy tables, and the node
 //! ipcache all come from `DIR/manifest.json`.
 //!

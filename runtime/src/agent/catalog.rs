@@ -8,56 +8,21 @@
 //! counters read numbers through it.
 
 use crate::bundle::{self, Manifest};
-use polc::codegen::bundle::{located_rules, ManifestRule};
+use polc::codegen::bundle::located_rules;
 use polc::ir::{IdentityKind, Resolved};
 use polc::resolve::selector::RESERVED;
 use polc::sema::model::PolicySet;
 use polc::syntax::source::SourceMap;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// A rule as a person finds it: its name, its policy, where it is written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleInfo {
-    /// The rule's number in the policy set it was built from (`RuleId`).
-    pub id: u32,
-    pub name: String,
-    pub policy: String,
-    /// `allow` or `deny`.
-    pub action: String,
-    /// `ingress` or `egress`.
-    pub direction: String,
-    /// The policy file as polcd read it (under `--policies`).
-    pub file: String,
-    /// 1-based line of the rule in `file`.
-    pub line: u32,
-}
-
-impl RuleInfo {
-    /// `file:line`
-    pub fn location(&self) -> String {
-        format!("{}:{}", self.file, self.line)
-    }
-}
-
-impl From<ManifestRule> for RuleInfo {
-    fn from(r: ManifestRule) -> RuleInfo {
-        RuleInfo {
-            id: r.id,
-            name: r.name,
-            policy: r.policy,
-            action: r.action,
-            direction: r.direction,
-            file: r.file,
-            line: r.line,
-        }
-    }
-}
+/// A rule as a person finds it: its name, its policy, where it is written
+/// (the same record a bundle's manifest carries in `rules`).
+pub use polc::codegen::bundle::ManifestRule as RuleInfo;
 
 /// Every rule of a checked policy set, located through its sources.
 pub fn rules_of(set: &PolicySet, sources: &SourceMap) -> Vec<RuleInfo> {
-    located_rules(set, sources).into_iter().map(RuleInfo::from).collect()
+    located_rules(set, sources)
 }
 
 /// Names for the numbers of one policy version.
