@@ -3,7 +3,8 @@
 //! the node specializes the bundle to them (no clang on the node); the live
 //! matrix equals the evaluator; a drop is named by its rule in `polcd
 //! monitor` and counted in `polcd stats`; a new policy-only bundle written
-//! to the directory is applied to the current endpoints; an endpoint del
+//! to the directory is applied to the current endpoints; after `kill -9` a
+//! restarted polcd takes the endpoints back (not added again); an endpoint del
 //! detaches it and leaves the others' programs alone. Needs root (skipped
 //! with a reason otherwise; a failure under CI=true).
 
@@ -132,6 +133,16 @@ fn polcd_specializes_a_policy_only_bundle_to_endpoints_added_at_run_time() {
     assert!(reaches("app3") && !reaches("app2"), "the new bundle enforces");
     let (count, mismatches) = live_matrix(&set2, &node.lab, &Probes { tcp: &[80], udp: &[] });
     assert!(mismatches.is_empty(), "after the new bundle ({count} probes):\n{}", mismatches.join("\n"));
+
+    // kill -9 and restart: the API's endpoints come back from endpoints.json
+    // (not added again), their pinned links are adopted.
+    let mut polcd = polcd;
+    polcd.kill();
+    assert!(reaches("app3") && !reaches("app2"), "enforcement outlives polcd");
+    let polcd = Polcd::start_bundle(&out, &state, node.lab.node_ns(), node.pins.path());
+    let second = wait_for(&state, &polcd, "the restart", |s| s.endpoints.len() == 3 && all_enforcing(s));
+    assert!(second.last_error.is_none() && second.endpoints.iter().all(|e| e.source == "api"), "{second:#?}");
+    assert!(reaches("app3") && !reaches("app2"), "the restarted polcd enforces");
 
     // del app3: detached and gone from status; app2 (whose tables do not
     // change) keeps its generation; app1 loses its peer.
