@@ -38,6 +38,13 @@ fn build_writes_the_bundle_and_rebuilds_from_its_cache() {
     }
     let objects = std::fs::read_dir(out.path().join("objects")).map(|d| d.count()).unwrap_or(0);
     assert!((1..=3).contains(&objects), "one object per code shape: {objects}");
+    // The manifest names its rules where they are written (for polcd monitor and stats).
+    let text = std::fs::read_to_string(out.path().join("manifest.json")).unwrap_or_default();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let rule = &manifest["rules"][0];
+    assert_eq!((rule["id"].as_u64(), rule["name"].as_str()), (Some(1), Some("app2-http")), "{rule}");
+    let file = rule["file"].as_str().unwrap_or_default();
+    assert!(file.ends_with("l3-l4-rule/policy.pol") && rule["line"] == 8, "{rule}");
     let (code, stdout, _) = polc(&args);
     assert_eq!(code, 0);
     assert!(stdout.contains("(0 compiled,"), "a rebuild without change reuses the objects: {stdout}");

@@ -9,7 +9,7 @@
 mod common;
 
 use common::testgen::{scenario, Scenario};
-use polc::codegen::bundle::{build_bundle, BundleOptions};
+use polc::codegen::bundle::{build_bundle, build_bundle_with_rules, located_rules, BundleOptions};
 use polc::codegen::header::{shape_name, BuildOptions};
 use polc::codegen::policy_only::{build_policy_only, possible_shapes, specialize, SpecializeError};
 use polc::driver::{self, Frontend};
@@ -45,7 +45,16 @@ fn assert_specialization_equals_full_build(policies: &Frontend, full: &Frontend,
 
     let full_out = temp();
     let (resolved, full_lock) = resolve::resolve(&full.checked, lock, &config).unwrap_or_else(|e| panic!("{e}"));
-    build_bundle(&resolved, &full.checked.inventory.endpoints, full_out.path(), &options())
+    // The manifest names every rule where the build read it: the policy-only
+    // bundle records its files and lines, and specialization carries them
+    // (the same rules, ids and names as the full set's).
+    let rules = located_rules(&policies.checked, &policies.sources);
+    let names = |rules: &[polc::codegen::bundle::ManifestRule]| -> Vec<(u32, String, String)> {
+        rules.iter().map(|r| (r.id, r.policy.clone(), r.name.clone())).collect()
+    };
+    assert_eq!(names(&rules), names(&located_rules(&full.checked, &full.sources)));
+    assert_eq!(rules.len(), full.checked.rules().count());
+    build_bundle_with_rules(&resolved, &full.checked.inventory.endpoints, &rules, full_out.path(), &options())
         .unwrap_or_else(|e| panic!("{e}"));
 
     let bundle = temp();
@@ -160,6 +169,12 @@ fn polc_build_without_inventory_writes_a_policy_only_bundle() {
     let shapes = manifest["shapes"].as_object().map(|s| s.len()).unwrap_or(0);
     let objects = std::fs::read_dir(out.join("objects")).map(|d| d.count()).unwrap_or(0);
     assert!(shapes > 0 && objects == shapes, "one object per shape: {shapes} shapes, {objects} objects");
+    // The rules, located in the file polc build read (not the copy).
+    let rule = &manifest["rules"][0];
+    assert_eq!((rule["name"].as_str(), rule["policy"].as_str()), (Some("app2-http"), Some("l3-l4-rule")), "{rule}");
+    assert_eq!((rule["action"].as_str(), rule["direction"].as_str()), (Some("allow"), Some("ingress")), "{rule}");
+    assert_eq!(rule["file"].as_str(), Some(copy.display().to_string().as_str()), "{rule}");
+    assert_eq!(rule["line"], 8, "{rule}");
 
     // `--per-endpoint-compile` needs endpoints.
     let output = common::polc(&[

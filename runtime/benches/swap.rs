@@ -123,11 +123,18 @@ fn bare_swaps() {
     );
 }
 
+/// Untimed pause before each timed reload: polcd's default debounce, so
+/// reloads are as far apart as polcd's own. A table left by a selector flip
+/// is refilled only once a grace period has passed since the flip; a
+/// reload that follows the previous one faster than that waits for it.
+const RELOAD_GAP: Duration = Duration::from_millis(100);
+
 /// `Agent::reload` after each of `versions` is written in turn (from the
 /// moment the files are read; the debounce before it is not counted).
 fn reloads(agent: &mut Agent, file: &Path, versions: &[String], rounds: usize, kind: &str) -> Vec<Duration> {
     (0..rounds)
         .map(|i| {
+            std::thread::sleep(RELOAD_GAP);
             std::fs::write(file, &versions[(i + 1) % versions.len()]).unwrap_or_else(|e| panic!("{e}"));
             let start = Instant::now();
             agent.reload();
@@ -237,6 +244,7 @@ fn verdict_latency(agent: &mut Agent, node: &Node, set: &polc::sema::model::Poli
     let (mut seen, mut returned) = (Vec::new(), Vec::new());
     for i in 0..ROUNDS {
         let next = i % 2;
+        std::thread::sleep(RELOAD_GAP);
         std::fs::write(file, &versions[next]).unwrap_or_else(|e| panic!("{e}"));
         let start = Instant::now();
         let done = std::sync::atomic::AtomicBool::new(false);

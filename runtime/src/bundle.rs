@@ -4,13 +4,14 @@
 //! compiler (`polc::codegen::bundle`); only the fields the runtime needs are
 //! read here.
 
+use crate::agent::catalog::RuleInfo;
 use crate::datapath::{self, Direction};
 use crate::loader::{LoadError, LoadSpec, LoadedEndpoint, PinDir};
 use crate::seam::{fill_ipcache, fill_policy, PolicyEntry};
 use crate::swap::Artifact;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,28 @@ pub struct Manifest {
     pub format: u32,
     pub ipcache: Vec<IpcacheEntry>,
     pub endpoints: Vec<EndpointEntry>,
+    /// The identities the build gave out (for naming peers); absent in
+    /// older manifests.
+    #[serde(default)]
+    pub identities: Vec<IdentityEntry>,
+    /// Every rule with its name, policy, action and file:line (for naming
+    /// the rule ids the kernel reports); absent in older manifests.
+    #[serde(default)]
+    pub rules: Vec<RuleInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdentityEntry {
+    pub id: u32,
+    pub kind: IdentityKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    Reserved { name: String },
+    Endpoint { labels: BTreeMap<String, String> },
+    Cidr { prefix: ipnet::IpNet },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +88,15 @@ pub struct EndpointEntry {
 pub struct Constants {
     pub id: u32,
     pub identity: u32,
+    /// The endpoint's addresses (for naming peers); absent in older manifests.
+    #[serde(default)]
+    pub addresses: Addresses,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Addresses {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,5 +241,32 @@ mod tests {
         assert!(matches!(parse_manifest(r#"{"format": 1}"#, path), Err(BundleError::Parse { .. })));
         let full = r#"{"format": 1, "ipcache": [], "endpoints": []}"#;
         assert!(parse_manifest(full, path).is_ok_and(|m| m.endpoints.is_empty()));
+    }
+
+    #[test]
+    fn a_manifest_names_its_endpoints_identities_and_rules() {
+        let text = r#"{"format": 1, "ipcache": [],
+            "identities": [{"id": 2, "kind": {"reserved": {"name": "world"}}},
+                           {"id": 256, "kind": {"endpoint": {"labels": {"id": "app1"}}}},
+                           {"id": 16777217, "kind": {"cidr": {"prefix": "10.0.0.0/8"}}}],
+            "rules": [{"id": 1, "name": "no-app3", "policy": "guard", "action": "deny",
+                       "direction": "ingress", "file": "p/guard.pol", "line": 6}],
+            "endpoints": [{"name": "app1", "object": "h", "rodata": {}, "rule_slots": [1], "metrics_entries": 52,
+                "constants": {"id": 7, "identity": 256, "addresses": {"ipv4": "10.200.1.11", "ipv6": null}},
+                "ingress": {"enforced": true, "entries": []}, "egress": {"enforced": false, "entries": []}}]}"#;
+        let manifest = parse_manifest(text, Path::new("m.json")).unwrap_or_else(|e| panic!("{e}"));
+        let catalog = crate::agent::catalog::Catalog::of_manifest(&manifest);
+        assert_eq!(catalog.endpoint(7), "app1");
+        assert_eq!(catalog.peer("10.200.1.11".parse().unwrap_or_else(|e| panic!("{e}")), 256), "app1");
+        assert_eq!(catalog.peer("10.1.2.3".parse().unwrap_or_else(|e| panic!("{e}")), 16777217), "10.0.0.0/8");
+        assert_eq!(catalog.identities.get(&256).map(String::as_str), Some("app1"));
+        let rule = catalog.rule(1).unwrap_or_else(|| panic!("rule 1"));
+        assert_eq!((rule.name.as_str(), rule.location()), ("no-app3", "p/guard.pol:6".to_string()));
+        // An older manifest (no identities, rules or addresses) still reads.
+        let old = r#"{"format": 1, "ipcache": [], "endpoints": [{"name": "a", "object": "h", "rodata": {},
+            "rule_slots": [], "metrics_entries": 26, "constants": {"id": 1, "identity": 256},
+            "ingress": {"enforced": false, "entries": []}, "egress": {"enforced": false, "entries": []}}]}"#;
+        let old = parse_manifest(old, Path::new("m.json")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(crate::agent::catalog::Catalog::of_manifest(&old).rules.is_empty());
     }
 }

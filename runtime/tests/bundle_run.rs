@@ -68,6 +68,12 @@ fn polcd_runs_a_built_bundle_and_applies_new_ones_all_or_nothing() {
     let (count, mismatches) = live_matrix(&set, &node.lab, &Probes { tcp: &[80, 81, 8080], udp: &[53] });
     println!("polcd --bundle: {count} probes, {} mismatches", mismatches.len());
     assert!(mismatches.is_empty(), "live verdicts differ from the evaluator:\n{}", mismatches.join("\n"));
+    // Counters are served in bundle mode: the matrix's probes were counted.
+    let stats = polc_runtime::agent::api::request(&state, &polc_runtime::agent::api::Request::Stats)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = stats.stats.unwrap_or_else(|| panic!("stats refused: {:?}", stats.error));
+    let app1 = stats.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("{stats:#?}"));
+    assert!(app1.ingress.allowed.packets > 0 && app1.ingress.dropped.packets > 0, "{app1:#?}");
 
     // A new bundle in the same directory: only app1's entry changed.
     let (set2, resolved2) = inventory(&policies, ONLY_APP3);

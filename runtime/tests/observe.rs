@@ -17,8 +17,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::monitor::Monitor;
 use support::{all_enforcing, example_dir, polcd_cli, resolve_dir, status, wait_for, Node, Polcd};
 
 const T: Duration = Duration::from_millis(400);
@@ -48,64 +48,6 @@ fn policies(work: &Path) -> PathBuf {
 /// Starts polcd with extra `run` flags (after the support's usual ones).
 fn start_polcd(policies: &Path, state: &Path, node: &Node, extra: &[&str]) -> Polcd {
     Polcd::start_with(policies, state, node.lab.node_ns(), node.pins.path(), extra)
-}
-
-/// A `polcd monitor --format json` child; its lines, stamped on arrival.
-struct Monitor {
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, Value)>>>,
-}
-
-impl Monitor {
-    /// Starts it and waits until it streams (its stderr says so).
-    fn start(state: &Path, filters: &[&str]) -> Monitor {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_polcd"))
-            .args(["--state", &state.display().to_string(), "monitor", "--format", "json"])
-            .args(filters)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut banner = String::new();
-        BufReader::new(stderr).read_line(&mut banner).unwrap_or_else(|e| panic!("{e}"));
-        assert!(banner.contains("streaming"), "monitor did not start: {banner}");
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-                if let Ok(mut lines) = sink.lock() {
-                    lines.push((Instant::now(), value));
-                }
-            }
-        });
-        Monitor { child, lines }
-    }
-
-    fn events(&self) -> Vec<(Instant, Value)> {
-        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// The first event matching `what` (waits up to 5 s for it).
-    fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> (Instant, Value) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(found) = self.events().into_iter().find(|(_, v)| matches(v)) {
-                return found;
-            }
-            assert!(Instant::now() < deadline, "no event for {what}; events: {:#?}", self.events());
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn is(event: &Value, reason: &str, from: &str, proto: &str) -> bool {

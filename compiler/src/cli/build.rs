@@ -7,7 +7,7 @@
 
 use super::{load_checked, resolve_with_lock, LockMode, EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use clap::ValueEnum;
-use polc::codegen::bundle::{build_bundle, BundleOptions};
+use polc::codegen::bundle::{build_bundle_with_rules, located_rules, BundleOptions};
 use polc::codegen::header::BuildOptions;
 use polc::codegen::policy_only::build_policy_only;
 use polc::codegen::CodegenError;
@@ -98,7 +98,8 @@ pub fn run(args: Args) -> u8 {
     let built = if policy_only {
         build_policy_only(&frontend.sources, &frontend.checked, &lock, &out, &options)
     } else {
-        build_bundle(&resolved, &frontend.checked.inventory.endpoints, &out, &options)
+        let rules = located_rules(&frontend.checked, &frontend.sources);
+        build_bundle_with_rules(&resolved, &frontend.checked.inventory.endpoints, &rules, &out, &options)
     };
     let report = match built {
         Ok(report) => report,

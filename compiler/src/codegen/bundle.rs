@@ -21,7 +21,8 @@ use super::header::{
 };
 use super::CodegenError;
 use crate::ir::{IdentityInfo, Resolved};
-use crate::sema::model::EndpointDef;
+use crate::sema::model::{EndpointDef, PolicySet};
+use crate::syntax::SourceMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,53 @@ pub struct Manifest<'a> {
     pub ipcache: Vec<IpcacheEntry>,
     pub objects: BTreeMap<String, String>,
     pub endpoints: Vec<EndpointManifest>,
+    /// Every rule of the policy set, located in its file: what a node needs
+    /// to name the rule ids the kernel reports (`polcd monitor`, `stats`).
+    /// Absent when the build was not given them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ManifestRule>,
+}
+
+/// One rule as a person finds it (the manifest's `rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ManifestRule {
+    /// Its number in the policy set (`RuleId`: what the datapath reports).
+    pub id: u32,
+    pub name: String,
+    pub policy: String,
+    /// `allow` or `deny`.
+    pub action: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// The policy file as the build read it.
+    pub file: String,
+    /// 1-based line of the rule in `file`.
+    pub line: u32,
+}
+
+impl ManifestRule {
+    /// `file:line`
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// Every rule of `set`, located through the `sources` it was checked from.
+pub fn located_rules(set: &PolicySet, sources: &SourceMap) -> Vec<ManifestRule> {
+    set.rules()
+        .map(|rule| {
+            let file = sources.file(rule.span.file);
+            ManifestRule {
+                id: rule.id.0,
+                name: rule.name.clone(),
+                policy: rule.policy.clone(),
+                action: rule.action.keyword().to_string(),
+                direction: rule.direction.keyword().to_string(),
+                file: file.path.display().to_string(),
+                line: file.line_col(rule.span.start as usize).line as u32,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -122,11 +170,23 @@ pub struct PlannedEndpoint {
     pub object_label: String,
 }
 
-/// Renders and encodes every endpoint of `resolved` (no compile, no files).
+/// Renders and encodes every endpoint of `resolved` (no compile, no files),
+/// numbered 1, 2, ... in order.
 pub fn plan_endpoints(
     resolved: &Resolved,
     inventory: &[EndpointDef],
     options: &BundleOptions,
+) -> Result<Vec<PlannedEndpoint>, CodegenError> {
+    plan_endpoints_numbered(resolved, inventory, options, |index, _| index as u32 + 1)
+}
+
+/// [`plan_endpoints`] with each endpoint's number on the node (LXC_ID) given
+/// by `number(index, name)`: a node that keeps numbers across changes.
+pub fn plan_endpoints_numbered(
+    resolved: &Resolved,
+    inventory: &[EndpointDef],
+    options: &BundleOptions,
+    number: impl Fn(usize, &str) -> u32,
 ) -> Result<Vec<PlannedEndpoint>, CodegenError> {
     let mut planned = Vec::new();
     for (index, policy) in resolved.endpoints.iter().enumerate() {
@@ -135,7 +195,7 @@ pub fn plan_endpoints(
         let constants = EndpointConstants {
             name: policy.name.clone(),
             identity: policy.identity.0,
-            id: index as u32 + 1,
+            id: number(index, &policy.name),
             trace_level: options.build.trace_level,
             addresses,
         };
@@ -200,6 +260,17 @@ pub fn build_bundle(
     out: &Path,
     options: &BundleOptions,
 ) -> Result<BuildReport, CodegenError> {
+    build_bundle_with_rules(resolved, inventory, &[], out, options)
+}
+
+/// [`build_bundle`] whose manifest also names the `rules` (from [`located_rules`]).
+pub fn build_bundle_with_rules(
+    resolved: &Resolved,
+    inventory: &[EndpointDef],
+    rules: &[ManifestRule],
+    out: &Path,
+    options: &BundleOptions,
+) -> Result<BuildReport, CodegenError> {
     let node_header = render_node(&options.node)?;
     write(&out.join("node_config.h"), &node_header)?;
 
@@ -236,7 +307,7 @@ pub fn build_bundle(
         p.manifest.object = compiled[i].hash.clone();
         endpoints.push(p.manifest);
     }
-    let manifest = Manifest::new(resolved, options.per_endpoint_compile, objects, endpoints);
+    let manifest = Manifest::new(resolved, options.per_endpoint_compile, objects, endpoints).with_rules(rules.to_vec());
     write(&out.join("manifest.json"), &manifest.to_json())?;
     Ok(report)
 }
@@ -261,7 +332,13 @@ impl<'a> Manifest<'a> {
                 .collect(),
             objects,
             endpoints,
+            rules: Vec::new(),
         }
+    }
+
+    /// The manifest naming `rules` (see [`Manifest::rules`]).
+    pub fn with_rules(self, rules: Vec<ManifestRule>) -> Manifest<'a> {
+        Manifest { rules, ..self }
     }
 
     /// `manifest.json`'s text.

@@ -20,7 +20,10 @@
 //! clang is never run: its result is what a full build with that inventory
 //! would write into `manifest.json` and `endpoints/<name>/ep_config.h`.
 
-use super::bundle::{compile_all, plan_endpoints, write, BuildReport, BundleOptions, EndpointManifest, Manifest};
+use super::bundle::{
+    compile_all, located_rules, plan_endpoints_numbered, write, BuildReport, BundleOptions, EndpointManifest, Manifest,
+    ManifestRule,
+};
 use super::clang::Clang;
 use super::header::{render_node, render_shape, shape_name, BuildOptions, Feature, Features, NodeConfig};
 use super::CodegenError;
@@ -55,6 +58,10 @@ pub struct PolicyOnlyManifest {
     /// Code shape (as [`shape_name`]) -> object hash, for every shape
     /// [`possible_shapes`] gives.
     pub shapes: BTreeMap<String, String>,
+    /// Every rule, located in the file `polc build` read it from (not the
+    /// copy under `policy/`): carried into each specialization's manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ManifestRule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +194,7 @@ pub fn build_policy_only(
         checked: "policy.json".to_string(),
         lock: resolve::LOCK_FILE.to_string(),
         shapes: by_shape,
+        rules: located_rules(set, sources),
     };
     write(&out.join("manifest.json"), &serde_json::to_string_pretty(&manifest).unwrap_or_default())?;
     Ok(report)
@@ -205,12 +213,15 @@ pub struct Specialized {
     pub endpoints: Vec<EndpointManifest>,
     /// Per endpoint (same order): its `ep_config.h`.
     pub headers: Vec<String>,
+    /// The bundle's rules, located (the manifest's `rules`).
+    pub rules: Vec<ManifestRule>,
 }
 
 impl Specialized {
     /// What a full build writes as `manifest.json`.
     pub fn manifest(&self) -> Manifest<'_> {
         Manifest::new(&self.resolved, false, self.objects.clone(), self.endpoints.clone())
+            .with_rules(self.rules.clone())
     }
 
     /// Writes a full bundle into `out` (objects copied from `bundle`), as
@@ -235,49 +246,93 @@ impl Specialized {
 /// endpoints and node): resolution, headers, constants and table entries as
 /// a full build makes them, objects chosen by code shape. Never runs clang.
 pub fn specialize(bundle: &Path, inventory: &Inventory) -> Result<Specialized, SpecializeError> {
-    let read = |name: &str| {
-        let path = bundle.join(name);
-        std::fs::read_to_string(&path).map_err(|source| SpecializeError::Read { path, source })
-    };
-    let manifest_path = bundle.join("manifest.json");
-    let manifest: PolicyOnlyManifest = serde_json::from_str(&read("manifest.json")?)
-        .map_err(|e| SpecializeError::NotPolicyOnly { path: manifest_path.clone(), reason: e.to_string() })?;
-    if manifest.kind != KIND {
-        let reason = format!("its kind is `{}`", manifest.kind);
-        return Err(SpecializeError::NotPolicyOnly { path: manifest_path, reason });
-    }
+    PolicyOnly::open(bundle)?.specialize(inventory, |index, _| index as u32 + 1)
+}
 
-    let node_header = render_node(&manifest.node)?;
-    if node_header != read(&manifest.node_header)? {
-        return Err(SpecializeError::NodeHeader);
-    }
-    let mut sources = SourceMap::default();
-    for name in &manifest.policy {
-        sources.add(bundle.join(name), read(name)?);
-    }
-    let frontend = crate::driver::check_sources(sources);
-    if frontend.has_errors() {
-        let diagnostics = frontend.diagnostics.sorted();
-        return Err(SpecializeError::Policy(crate::diag::render::render_all_text(&frontend.sources, &diagnostics)));
-    }
-    let mut set = frontend.checked;
-    set.inventory = inventory.clone();
-    let lock = IdentityLock::parse(&read(&manifest.lock)?)
-        .map_err(|source| SpecializeError::Lock { path: bundle.join(&manifest.lock), source })?;
-    let (resolved, lock) = resolve::resolve(&set, &lock, &ResolveConfig::default())?;
+/// A policy-only bundle read and checked once, to be specialized to many
+/// inventories (a node whose endpoints come and go): the sources are
+/// parsed and checked by [`PolicyOnly::open`] only.
+#[derive(Debug, Clone)]
+pub struct PolicyOnly {
+    dir: PathBuf,
+    manifest: PolicyOnlyManifest,
+    set: PolicySet,
+    lock: IdentityLock,
+    node_header: String,
+}
 
-    let options = BundleOptions { build: manifest.build, node: manifest.node, ..BundleOptions::default() };
-    let mut objects = BTreeMap::new();
-    let mut endpoints = Vec::new();
-    let mut headers = Vec::new();
-    for mut planned in plan_endpoints(&resolved, &set.inventory.endpoints, &options)? {
-        let Some(hash) = manifest.shapes.get(&planned.object_label) else {
-            return Err(SpecializeError::MissingShape { endpoint: planned.manifest.name, shape: planned.object_label });
+impl PolicyOnly {
+    /// Reads the bundle at `dir`: its manifest, node header, lock, and the
+    /// policy sources (checked).
+    pub fn open(dir: &Path) -> Result<PolicyOnly, SpecializeError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| SpecializeError::Read { path, source })
         };
-        objects.insert(hash.clone(), planned.object_label.clone());
-        planned.manifest.object = hash.clone();
-        endpoints.push(planned.manifest);
-        headers.push(planned.header);
+        let manifest_path = dir.join("manifest.json");
+        let manifest: PolicyOnlyManifest = serde_json::from_str(&read("manifest.json")?)
+            .map_err(|e| SpecializeError::NotPolicyOnly { path: manifest_path.clone(), reason: e.to_string() })?;
+        if manifest.kind != KIND {
+            let reason = format!("its kind is `{}`", manifest.kind);
+            return Err(SpecializeError::NotPolicyOnly { path: manifest_path, reason });
+        }
+
+        let node_header = render_node(&manifest.node)?;
+        if node_header != read(&manifest.node_header)? {
+            return Err(SpecializeError::NodeHeader);
+        }
+        let mut sources = SourceMap::default();
+        for name in &manifest.policy {
+            sources.add(dir.join(name), read(name)?);
+        }
+        let frontend = crate::driver::check_sources(sources);
+        if frontend.has_errors() {
+            let diagnostics = frontend.diagnostics.sorted();
+            return Err(SpecializeError::Policy(crate::diag::render::render_all_text(&frontend.sources, &diagnostics)));
+        }
+        let lock = IdentityLock::parse(&read(&manifest.lock)?)
+            .map_err(|source| SpecializeError::Lock { path: dir.join(&manifest.lock), source })?;
+        Ok(PolicyOnly { dir: dir.to_path_buf(), manifest, set: frontend.checked, lock, node_header })
     }
-    Ok(Specialized { resolved, lock, node_header, objects, endpoints, headers })
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The bundle's located rules (its manifest's `rules`).
+    pub fn rules(&self) -> &[ManifestRule] {
+        &self.manifest.rules
+    }
+
+    /// Specializes to `inventory`, each endpoint numbered on the node by
+    /// `number(index, name)`.
+    pub fn specialize(
+        &self,
+        inventory: &Inventory,
+        number: impl Fn(usize, &str) -> u32,
+    ) -> Result<Specialized, SpecializeError> {
+        let manifest = &self.manifest;
+        let mut set = self.set.clone();
+        set.inventory = inventory.clone();
+        let (resolved, lock) = resolve::resolve(&set, &self.lock, &ResolveConfig::default())?;
+
+        let options = BundleOptions { build: manifest.build, node: manifest.node, ..BundleOptions::default() };
+        let mut objects = BTreeMap::new();
+        let mut endpoints = Vec::new();
+        let mut headers = Vec::new();
+        for mut planned in plan_endpoints_numbered(&resolved, &set.inventory.endpoints, &options, number)? {
+            let Some(hash) = manifest.shapes.get(&planned.object_label) else {
+                return Err(SpecializeError::MissingShape {
+                    endpoint: planned.manifest.name,
+                    shape: planned.object_label,
+                });
+            };
+            objects.insert(hash.clone(), planned.object_label.clone());
+            planned.manifest.object = hash.clone();
+            endpoints.push(planned.manifest);
+            headers.push(planned.header);
+        }
+        let node_header = self.node_header.clone();
+        Ok(Specialized { resolved, lock, node_header, objects, endpoints, headers, rules: manifest.rules.clone() })
+    }
 }

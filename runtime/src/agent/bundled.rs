@@ -1,6 +1,7 @@
 //! `polcd run --bundle DIR`: enforcing a built bundle (`polc build PATH -o
-//! DIR`) instead of a policy directory. Nothing is compiled or resolved on
-//! the node: the endpoints (those with an `iface`), their objects
+//! DIR`) instead of a policy directory. Nothing is ever compiled on the
+//! node. With a full bundle (built with an inventory) nothing is resolved
+//! either: the endpoints (those with an `iface`), their objects
 //! (`DIR/objects/`), `.rodata` constants and policy tables, and the node
 //! ipcache all come from `DIR/manifest.json`.
 //!
@@ -13,15 +14,32 @@
 //! Endpoints not enforced yet are best effort, as in [`super::daemon`].
 //! `polc build` writes the manifest last, so a bundle being written is not
 //! read half way (an incomplete manifest does not parse: not applied).
+//!
+//! A policy-only bundle (`polc build` without an inventory) has no
+//! endpoints: they are added through the API (`polcd endpoint add`, the
+//! same checks as with `--policies`, kept in `endpoints.json`), and the
+//! bundle is specialized to them ([`PolicyOnly::specialize`]: resolution
+//! and tables on the node, objects picked among the bundle's by code shape,
+//! never clang). The specialization is a full manifest, applied as a new
+//! full bundle is; an add or del that cannot be applied (e.g. an endpoint
+//! needing a code shape the bundle lacks) is refused and changes nothing.
+//! Endpoint numbers are kept across changes, so an add or del touches only
+//! the endpoints whose tables change.
 
-use super::api::{AgentStatus, ReloadStatus, Request, Response};
-use super::daemon::{log, now_ms, prepare, AgentError, Config};
+use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
+use super::catalog::Catalog;
+use super::daemon::{
+    check_new_endpoint, log, now_ms, prepare, with_api_endpoints, write_json, AgentError, Config, API_ENDPOINTS_FILE,
+};
 use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::slot::{Described, Slot};
+use super::stats::{Counters, Stats};
 use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
 use crate::swap::{load_generation, Enforced, Generation};
+use polc::codegen::policy_only::{self, PolicyOnly};
+use polc::sema::model::{Inventory, PolicySet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -37,14 +55,82 @@ pub struct BundleAgent {
     policy_version: u64,
     last_reload: Option<ReloadStatus>,
     last_error: Option<String>,
+    /// The bundle in the directory is policy-only: its endpoints come from `api`.
+    policy_only: bool,
+    /// Endpoints added through the API (used with a policy-only bundle).
+    api: BTreeMap<String, EndpointSpec>,
+    /// Endpoint numbers on the node (LXC_ID) given to API endpoints, kept
+    /// across changes.
+    ids: BTreeMap<String, u32>,
+    counters: Counters,
 }
 
-/// The manifest's text and the bundle it describes.
-fn read_bundle(config: &Config) -> Result<(Bundle, String), String> {
-    let path = config.policies.join("manifest.json");
+/// A bundle to apply: the (full) manifest's text and the bundle it
+/// describes; for a policy-only bundle, its specialization and the
+/// endpoint numbers it used.
+struct Read {
+    bundle: Bundle,
+    text: String,
+    policy_only: bool,
+    ids: BTreeMap<String, u32>,
+}
+
+/// Reads the bundle in `config.policies`; a policy-only one is specialized
+/// to the `api` endpoints, numbered as `ids` says (new ones get free numbers).
+fn read_bundle(
+    config: &Config,
+    api: &BTreeMap<String, EndpointSpec>,
+    ids: &BTreeMap<String, u32>,
+) -> Result<Read, String> {
+    let dir = &config.policies;
+    let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let bundle = Bundle::from_text(&config.policies, &text).map_err(|e| e.to_string())?;
-    Ok((bundle, text))
+    match Bundle::from_text(dir, &text) {
+        Ok(bundle) => Ok(Read { bundle, text, policy_only: false, ids: BTreeMap::new() }),
+        Err(crate::bundle::BundleError::PolicyOnly(_)) => {
+            let inventory = api_inventory(api)?;
+            let ids = numbers(&inventory, ids);
+            let number = |_: usize, name: &str| ids.get(name).copied().unwrap_or(u32::MAX);
+            let specialized = PolicyOnly::open(dir)
+                .and_then(|bundle| bundle.specialize(&inventory, number))
+                .map_err(|e| specialize_error(&e))?;
+            let text = specialized.manifest().to_json();
+            let bundle = Bundle::from_text(dir, &text).map_err(|e| e.to_string())?;
+            Ok(Read { bundle, text, policy_only: true, ids })
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Why a policy-only bundle could not be specialized, with what to do
+/// about a missing code shape (the node has no clang to make one).
+fn specialize_error(e: &policy_only::SpecializeError) -> String {
+    match e {
+        policy_only::SpecializeError::MissingShape { .. } => {
+            format!("{e} (polcd does not compile on the node: rebuild the bundle with a polc that includes the shape)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The inventory of the API's endpoints.
+fn api_inventory(api: &BTreeMap<String, EndpointSpec>) -> Result<Inventory, String> {
+    Ok(with_api_endpoints(&PolicySet::default(), api)?.inventory)
+}
+
+/// Numbers for `inventory`'s endpoints: those in `ids` keep theirs, the
+/// others get the lowest free ones.
+fn numbers(inventory: &Inventory, ids: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    let mut numbered: BTreeMap<String, u32> =
+        ids.iter().filter(|(name, _)| inventory.endpoint(name).is_some()).map(|(n, id)| (n.clone(), *id)).collect();
+    for def in &inventory.endpoints {
+        if !numbered.contains_key(&def.name) {
+            let used: BTreeSet<u32> = numbered.values().copied().collect();
+            let id = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+            numbered.insert(def.name.clone(), id);
+        }
+    }
+    numbered
 }
 
 /// The endpoints of `bundle` polcd attaches: those with an `iface`.
@@ -67,24 +153,32 @@ impl BundleAgent {
     /// previous agent pinned and enforces every endpoint whose device exists.
     pub fn start(config: Config) -> Result<BundleAgent, AgentError> {
         prepare(&config)?;
-        let (bundle, text) = read_bundle(&config).map_err(AgentError::Policy)?;
+        let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let read = read_bundle(&config, &api, &BTreeMap::new()).map_err(AgentError::Policy)?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let mut agent = BundleAgent {
             config,
             node,
-            bundle: bundle.clone(),
+            bundle: read.bundle.clone(),
             text: String::new(),
             applied: BTreeMap::new(),
             slots: BTreeMap::new(),
             policy_version: 0,
             last_reload: None,
             last_error: None,
+            policy_only: read.policy_only,
+            api,
+            ids: BTreeMap::new(),
+            counters: Counters::default(),
         };
-        let known: BTreeSet<String> = attached_names(&bundle).into_iter().collect();
+        let known: BTreeSet<String> = attached_names(&read.bundle).into_iter().collect();
         for (name, enforced) in agent.pins().adopt(&known) {
             agent.slots.entry(name).or_default().enforced = Some(enforced);
         }
-        agent.apply(bundle, text).map_err(AgentError::Policy)?;
+        agent.apply(read).map_err(AgentError::Policy)?;
         Ok(agent)
     }
 
@@ -103,7 +197,8 @@ impl BundleAgent {
     /// Moves to `bundle`: loads what changed (and pending endpoints whose
     /// device exists), syncs the ipcache, switches; removes endpoints the
     /// bundle no longer has. All or nothing up to the switch.
-    fn apply(&mut self, bundle: Bundle, text: String) -> Result<(), String> {
+    fn apply(&mut self, read: Read) -> Result<(), String> {
+        let Read { bundle, text, policy_only, ids } = read;
         let started = Instant::now();
         let entries = entries_by_name(&text);
         let version = self.policy_version + 1;
@@ -193,16 +288,18 @@ impl BundleAgent {
         self.bundle = bundle;
         self.text = text;
         self.applied = entries;
+        self.policy_only = policy_only;
+        self.ids = ids;
         Ok(())
     }
 
     /// Something in the bundle directory changed: apply the manifest if it did.
     pub fn reload(&mut self) {
-        let result = read_bundle(&self.config).and_then(|(bundle, text)| {
-            if text == self.text {
+        let result = read_bundle(&self.config, &self.api, &self.ids).and_then(|read| {
+            if read.text == self.text {
                 return Ok(());
             }
-            self.apply(bundle, text)
+            self.apply(read)
         });
         match result {
             Ok(()) => self.last_error = None,
@@ -231,7 +328,13 @@ impl BundleAgent {
             self.slots.get(name).is_none_or(|s| s.enforced.is_none() && s.last_error.is_none()) && device.exists()
         });
         if ready {
-            if let Err(e) = self.apply(self.bundle.clone(), self.text.clone()) {
+            let read = Read {
+                bundle: self.bundle.clone(),
+                text: self.text.clone(),
+                policy_only: self.policy_only,
+                ids: self.ids.clone(),
+            };
+            if let Err(e) = self.apply(read) {
                 log(&e);
             }
         }
@@ -241,12 +344,68 @@ impl BundleAgent {
         match request {
             Request::Status => Response { status: Some(self.status()), ..Response::ok() },
             Request::EndpointList => Response { endpoints: Some(self.status().endpoints), ..Response::ok() },
-            Request::Stats => Response::error("`stats` needs the policy sources: run polcd with --policies"),
+            Request::Stats => Response { stats: Some(self.stats()), ..Response::ok() },
             Request::Monitor(_) => Response::error("`monitor` streams: the socket server answers it"),
-            Request::EndpointAdd { .. } | Request::EndpointDel { .. } => Response::error(
+            Request::EndpointAdd { .. } | Request::EndpointDel { .. } if !self.policy_only => Response::error(
                 "polcd runs a bundle: its endpoints come from the manifest (add them to the inventory and rebuild it)",
             ),
+            Request::EndpointAdd { endpoint } => {
+                let inventory = match api_inventory(&self.api) {
+                    Ok(inventory) => inventory,
+                    Err(e) => return Response::error(e),
+                };
+                if let Err(e) = check_new_endpoint(&inventory, &endpoint) {
+                    return Response::error(e);
+                }
+                let mut api = self.api.clone();
+                api.insert(endpoint.name.clone(), endpoint);
+                self.api_change(api)
+            }
+            Request::EndpointDel { name } => {
+                if !self.api.contains_key(&name) {
+                    return Response::error(format!("no endpoint `{name}`"));
+                }
+                let mut api = self.api.clone();
+                api.remove(&name);
+                self.api_change(api)
+            }
         }
+    }
+
+    /// Specializes the policy-only bundle to `api` and applies it, all or
+    /// nothing; on success `api` is kept (and written to `endpoints.json`).
+    fn api_change(&mut self, api: BTreeMap<String, EndpointSpec>) -> Response {
+        let applied = read_bundle(&self.config, &api, &self.ids).and_then(|read| {
+            if !read.policy_only {
+                return Err("the bundle directory now holds a full bundle: its endpoints come from the manifest".into());
+            }
+            self.apply(read)
+        });
+        if let Err(e) = applied {
+            log(&format!("the endpoint change was not applied; version {} keeps enforcing:\n{e}", self.policy_version));
+            return Response::error(e);
+        }
+        self.api = api;
+        match write_json(&self.config.state.join(API_ENDPOINTS_FILE), &self.api) {
+            Ok(()) => Response::ok(),
+            Err(e) => Response::error(e.to_string()),
+        }
+    }
+
+    /// Names for what the kernel reports, from the manifest applied.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::of_manifest(&self.bundle.manifest)
+    }
+
+    /// Follows the counters to the generations running now.
+    pub fn follow_counters(&mut self, catalog: &Catalog) {
+        let running =
+            self.slots.iter().map(|(name, slot)| (name.as_str(), slot.enforced.as_ref().and_then(Enforced::current)));
+        self.counters.follow(running, catalog);
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters.read(&self.catalog())
     }
 
     pub fn status(&self) -> AgentStatus {
@@ -258,7 +417,7 @@ impl BundleAgent {
             .map(|entry| {
                 let described = Described {
                     name: &entry.name,
-                    source: "bundle",
+                    source: if self.policy_only { "api" } else { "bundle" },
                     identity: entry.constants.identity,
                     iface: entry.iface.as_ref(),
                     netns: entry.netns.as_ref(),

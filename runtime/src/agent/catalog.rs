@@ -7,54 +7,22 @@
 //! checked policy set and resolution after every change; the monitor and the
 //! counters read numbers through it.
 
+use crate::bundle::{self, Manifest};
+use polc::codegen::bundle::located_rules;
 use polc::ir::{IdentityKind, Resolved};
 use polc::resolve::selector::RESERVED;
 use polc::sema::model::PolicySet;
 use polc::syntax::source::SourceMap;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// A rule as a person finds it: its name, its policy, where it is written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleInfo {
-    /// The rule's number in the policy set it was built from (`RuleId`).
-    pub id: u32,
-    pub name: String,
-    pub policy: String,
-    /// `allow` or `deny`.
-    pub action: String,
-    /// `ingress` or `egress`.
-    pub direction: String,
-    /// The policy file as polcd read it (under `--policies`).
-    pub file: String,
-    /// 1-based line of the rule in `file`.
-    pub line: u32,
-}
-
-impl RuleInfo {
-    /// `file:line`
-    pub fn location(&self) -> String {
-        format!("{}:{}", self.file, self.line)
-    }
-}
+/// A rule as a person finds it: its name, its policy, where it is written
+/// (the same record a bundle's manifest carries in `rules`).
+pub use polc::codegen::bundle::ManifestRule as RuleInfo;
 
 /// Every rule of a checked policy set, located through its sources.
 pub fn rules_of(set: &PolicySet, sources: &SourceMap) -> Vec<RuleInfo> {
-    set.rules()
-        .map(|rule| {
-            let file = sources.file(rule.span.file);
-            RuleInfo {
-                id: rule.id.0,
-                name: rule.name.clone(),
-                policy: rule.policy.clone(),
-                action: rule.action.keyword().to_string(),
-                direction: rule.direction.keyword().to_string(),
-                file: file.path.display().to_string(),
-                line: file.line_col(rule.span.start as usize).line as u32,
-            }
-        })
-        .collect()
+    located_rules(set, sources)
 }
 
 /// Names for the numbers of one policy version.
@@ -104,6 +72,45 @@ impl Catalog {
                 }
             };
             catalog.identities.insert(info.id.0, name);
+        }
+        catalog
+    }
+
+    /// Names from a bundle's manifest (`polcd run --bundle`): endpoints,
+    /// addresses and identities as the build wrote them, rules from its
+    /// `rules` (a manifest without them: rules by number).
+    pub fn of_manifest(manifest: &Manifest) -> Catalog {
+        let mut catalog = Catalog {
+            rules: manifest.rules.iter().map(|r| (r.id, r.clone())).collect(),
+            identities: RESERVED.iter().map(|(id, name)| (id.0, name.to_string())).collect(),
+            ..Catalog::default()
+        };
+        for entry in &manifest.endpoints {
+            catalog.endpoints.insert(entry.constants.id, entry.name.clone());
+            catalog.endpoint_identities.insert(entry.name.clone(), entry.constants.identity);
+            let addresses = entry.constants.addresses;
+            for addr in addresses.ipv4.map(IpAddr::V4).into_iter().chain(addresses.ipv6.map(IpAddr::V6)) {
+                catalog.addresses.insert(addr, entry.name.clone());
+            }
+        }
+        for info in &manifest.identities {
+            let name = match &info.kind {
+                bundle::IdentityKind::Reserved { name } => name.clone(),
+                bundle::IdentityKind::Cidr { prefix } => prefix.to_string(),
+                bundle::IdentityKind::Endpoint { .. } => {
+                    let members: Vec<&str> = manifest
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.constants.identity == info.id)
+                        .map(|e| e.name.as_str())
+                        .collect();
+                    if members.is_empty() {
+                        continue;
+                    }
+                    members.join(",")
+                }
+            };
+            catalog.identities.insert(info.id, name);
         }
         catalog
     }

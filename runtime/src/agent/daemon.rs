@@ -25,7 +25,7 @@ use crate::parallel::map_on_threads;
 use crate::swap::{load_generation, Artifact, Enforced, Generation, StagedTables, SwapError};
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::resolve::{IdentityLock, ResolveConfig, Resolver};
-use polc::sema::model::{EndpointDef, PolicySet};
+use polc::sema::model::{EndpointDef, Inventory, PolicySet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -124,7 +124,7 @@ fn read_lock(dir: &Path) -> Result<IdentityLock, String> {
 }
 
 /// The file set with the API's endpoints added to its inventory.
-fn with_api_endpoints(set: &PolicySet, api: &BTreeMap<String, EndpointSpec>) -> Result<PolicySet, String> {
+pub(super) fn with_api_endpoints(set: &PolicySet, api: &BTreeMap<String, EndpointSpec>) -> Result<PolicySet, String> {
     let mut set = set.clone();
     for spec in api.values() {
         if set.inventory.endpoint(&spec.name).is_some() {
@@ -145,7 +145,31 @@ fn with_api_endpoints(set: &PolicySet, api: &BTreeMap<String, EndpointSpec>) -> 
     Ok(set)
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), AgentError> {
+/// What `endpoint add` refuses: a name or an address already in use in
+/// `inventory`, a name that is not an identifier, an endpoint without any
+/// address.
+pub(super) fn check_new_endpoint(inventory: &Inventory, new: &EndpointSpec) -> Result<(), String> {
+    if inventory.endpoint(&new.name).is_some() {
+        return Err(format!("endpoint `{}` exists", new.name));
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if new.name.is_empty() || !new.name.chars().all(valid) {
+        return Err(format!("`{}` is not a valid endpoint name (letters, digits, `-`, `_`)", new.name));
+    }
+    if new.ipv4.is_none() && new.ipv6.is_none() {
+        return Err(format!("endpoint `{}` needs an address (--ipv4 or --ipv6)", new.name));
+    }
+    for other in &inventory.endpoints {
+        let same_v4 = new.ipv4.is_some() && other.ipv4 == new.ipv4;
+        let same_v6 = new.ipv6.is_some() && other.ipv6 == new.ipv6;
+        if same_v4 || same_v6 {
+            return Err(format!("endpoint `{}` already has that address", other.name));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), AgentError> {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
     std::fs::write(path, text).map_err(|source| AgentError::Io { path: path.to_path_buf(), source })
 }
@@ -702,28 +726,8 @@ impl Agent {
         }
     }
 
-    /// What `endpoint add` refuses: a name or an address already in use, a
-    /// name that is not an identifier, an endpoint without any address.
     fn check_new_endpoint(&self, new: &EndpointSpec) -> Result<(), String> {
-        let inventory = &self.resolver.set().inventory;
-        if inventory.endpoint(&new.name).is_some() {
-            return Err(format!("endpoint `{}` exists", new.name));
-        }
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if new.name.is_empty() || !new.name.chars().all(valid) {
-            return Err(format!("`{}` is not a valid endpoint name (letters, digits, `-`, `_`)", new.name));
-        }
-        if new.ipv4.is_none() && new.ipv6.is_none() {
-            return Err(format!("endpoint `{}` needs an address (--ipv4 or --ipv6)", new.name));
-        }
-        for other in &inventory.endpoints {
-            let same_v4 = new.ipv4.is_some() && other.ipv4 == new.ipv4;
-            let same_v6 = new.ipv6.is_some() && other.ipv6 == new.ipv6;
-            if same_v4 || same_v6 {
-                return Err(format!("endpoint `{}` already has that address", other.name));
-            }
-        }
-        Ok(())
+        check_new_endpoint(&self.resolver.set().inventory, new)
     }
 
     fn api_change(&mut self, api: BTreeMap<String, EndpointSpec>) -> Response {

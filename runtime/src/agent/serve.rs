@@ -3,6 +3,7 @@
 
 use super::api::{socket_path, Request, Response};
 use super::bundled::BundleAgent;
+use super::catalog::Catalog;
 use super::daemon::{log, Agent, AgentError, Config, Event};
 use super::metrics::MetricsError;
 use super::monitor::{self, Hub};
@@ -39,10 +40,17 @@ pub trait Daemon {
     fn reload(&mut self);
     /// Every second: devices that appeared or went away.
     fn tick(&mut self);
+    /// Names for what the kernel reports, as of now.
+    fn catalog(&self) -> Catalog;
+    /// Follows the counters to the generations running now.
+    fn follow_counters(&mut self, catalog: &Catalog);
     /// After every event: names for the monitor, counters following the
-    /// generations (a bundle carries no rule names or sources: its events
-    /// show numbers, and it keeps no counters yet).
-    fn observe(&mut self, _hub: &Hub) {}
+    /// generations.
+    fn observe(&mut self, hub: &Hub) {
+        let catalog = self.catalog();
+        self.follow_counters(&catalog);
+        hub.set_catalog(catalog);
+    }
 }
 
 impl Daemon for Agent {
@@ -55,10 +63,11 @@ impl Daemon for Agent {
     fn tick(&mut self) {
         Agent::tick(self)
     }
-    fn observe(&mut self, hub: &Hub) {
-        let catalog = self.catalog();
-        self.follow_counters(&catalog);
-        hub.set_catalog(catalog);
+    fn catalog(&self) -> Catalog {
+        Agent::catalog(self)
+    }
+    fn follow_counters(&mut self, catalog: &Catalog) {
+        Agent::follow_counters(self, catalog)
     }
 }
 
@@ -71,6 +80,12 @@ impl Daemon for BundleAgent {
     }
     fn tick(&mut self) {
         BundleAgent::tick(self)
+    }
+    fn catalog(&self) -> Catalog {
+        BundleAgent::catalog(self)
+    }
+    fn follow_counters(&mut self, catalog: &Catalog) {
+        BundleAgent::follow_counters(self, catalog)
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::panic)] // each test binary uses part of it; tests fail by panicking
 
 pub mod matrix;
+pub mod monitor;
 
 use polc::codegen::header::{BuildOptions, NodeConfig};
 use polc::ir::Resolved;

@@ -1,0 +1,66 @@
+//! `polcd monitor --format json` as a child process, for the kernel tests.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `polcd monitor --format json` child; its lines, stamped on arrival.
+pub struct Monitor {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl Monitor {
+    /// Starts it and waits until it streams (its stderr says so).
+    pub fn start(state: &Path, filters: &[&str]) -> Monitor {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_polcd"))
+            .args(["--state", &state.display().to_string(), "monitor", "--format", "json"])
+            .args(filters)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut banner = String::new();
+        BufReader::new(stderr).read_line(&mut banner).unwrap_or_else(|e| panic!("{e}"));
+        assert!(banner.contains("streaming"), "monitor did not start: {banner}");
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                if let Ok(mut lines) = sink.lock() {
+                    lines.push((Instant::now(), value));
+                }
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    pub fn events(&self) -> Vec<(Instant, Value)> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The first event matching `what` (waits up to 5 s for it).
+    pub fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> (Instant, Value) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(found) = self.events().into_iter().find(|(_, v)| matches(v)) {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no event for {what}; events: {:#?}", self.events());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
