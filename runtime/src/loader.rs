@@ -516,8 +516,11 @@ impl StagedTable {
 pub fn install_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
     for (i, table) in staged.iter().enumerate() {
         if let Err(e) = table.slot.install(table.idle) {
-            for done in &staged[..i] {
-                let _ = done.slot.install(done.previous);
+            let unrolled = staged[..i].iter().filter(|done| done.slot.install(done.previous).is_err()).count();
+            if unrolled > 0 {
+                return Err(LoadError::Install(format!(
+                    "{e}; and {unrolled} selector(s) already flipped could not be flipped back"
+                )));
             }
             return Err(e);
         }

@@ -29,6 +29,10 @@ const GUARD: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  
 /// The same, with one more rule (app1 is regenerated: a generation swap).
 const GUARD_V2: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  ingress {\n    allow app2-web: from {id=app2} on tcp/80, udp/5001\n    deny no-app3: from {id=app3}\n    allow app2-dns: from {id=app2} on udp/53\n  }\n}\n";
 
+/// The same rules, the new one first: rule numbers move, the counter array
+/// keeps its size (app1's tables are swapped, its programs stay).
+const GUARD_V3: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  ingress {\n    allow app2-dns: from {id=app2} on udp/53\n    allow app2-web: from {id=app2} on tcp/80, udp/5001\n    deny no-app3: from {id=app3}\n  }\n}\n";
+
 /// 1-based line of the first line of `text` containing `needle`.
 fn line_of(text: &str, needle: &str) -> u64 {
     text.lines().position(|l| l.contains(needle)).map_or(0, |i| i as u64 + 1)
@@ -324,6 +328,18 @@ fn stats_and_metrics_count_the_packets_sent() {
         assert!(documented.iter().any(|d| d == family), "`{family}` lacks # HELP or # TYPE");
     }
     assert!(samples.get("polc_monitor_events_total").is_some_and(|v| *v >= 35), "every drop is an event: {samples:#?}");
+
+    // Rules renumbered by a table-only swap (same programs, same counter
+    // array): each rule keeps its own counts.
+    std::fs::write(policies.join("guard.pol"), GUARD_V3).unwrap_or_else(|e| panic!("{e}"));
+    let renumbered = wait_for(&state, &polcd, "version 3", |s| s.policy_version == 3);
+    let app1_status = renumbered.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
+    assert_eq!((app1_status.generation, app1_status.last_swap.as_deref()), (2, Some("tables")), "{renumbered:#?}");
+    send_datagrams(&ns("app2"), SocketAddr::new(app1, 5001), 10);
+    let last = stats(&state);
+    assert_eq!(rule(&last, "app2-web")["packets"].as_u64(), Some(80), "{last}");
+    assert_eq!(rule(&last, "no-app3")["packets"].as_u64(), Some(35), "{last}");
+    assert_eq!(rule(&last, "app2-dns")["packets"].as_u64(), Some(0), "{last}");
     println!("scraped {} samples; status {:?}", samples.len(), status(&state).map(|s| s.policy_version));
 }
 

@@ -55,9 +55,9 @@ pub enum Event {
     FilesChanged,
 }
 
-/// At most this many threads install policy tables at once (they sleep in
-/// the kernel, waiting for the grace period, rather than compute).
-const INSTALL_THREADS: usize = 128;
+/// Threads that install policy tables at once (an install is one selector
+/// flip per direction: microseconds; the threads only spread the syscalls).
+const INSTALL_THREADS: usize = 2;
 
 /// The state file: what `reset` and a restarted agent need to know.
 pub const STATE_FILE: &str = "agent.json";
@@ -530,10 +530,9 @@ impl Agent {
         }
     }
 
-    /// Installs the staged tables of several endpoints at once. Each install
-    /// waits for an RCU grace period before it returns (the kernel's promise
-    /// that no program still reads the old table), and waits that overlap
-    /// share one: a change costs about one grace period, not one per endpoint.
+    /// Installs the staged tables of several endpoints (one selector flip
+    /// per enforced direction each; no grace-period wait: see
+    /// `loader::quiescence`).
     fn install_all(&mut self, tables: Vec<Prepared>) -> Vec<(String, Result<(), SwapError>)> {
         let mut staged: BTreeMap<String, StagedTables> = tables
             .into_iter()

@@ -109,10 +109,29 @@ struct Live {
     rule_slots: Vec<u32>,
     /// Its rule numbers, as they were when it was built.
     rules: BTreeMap<u32, RuleName>,
+    /// What the array held, under this mapping, when this mapping began: a
+    /// table-only swap keeps the array but may give its slots to other
+    /// rules, and what the slots counted before belongs to the old ones.
+    baseline: Tally,
 }
 
 impl Live {
+    /// What it counted since its mapping began.
     fn read(&self, into: &mut Tally) {
+        let mut now = Tally::new();
+        self.read_raw(&mut now);
+        for (key, count) in now {
+            let before = self.baseline.get(&key).copied().unwrap_or_default();
+            let since = Count {
+                packets: count.packets.saturating_sub(before.packets),
+                bytes: count.bytes.saturating_sub(before.bytes),
+            };
+            into.entry(key).or_default().add(since);
+        }
+    }
+
+    /// Everything the array holds, named with this mapping.
+    fn read_raw(&self, into: &mut Tally) {
         // A read that fails counts nothing (the next one will).
         for (key, counter) in read_metrics(&self.metrics, &self.rule_slots).unwrap_or_default() {
             let rule = (key.rule != 0).then(|| {
@@ -163,20 +182,28 @@ impl Counters {
         for (name, loaded) in running {
             listed.push(name.to_string());
             let current = loaded.and_then(|l| l.map(METRICS_MAP).ok()).and_then(|m| Some((map_id(&m)?, m)));
+            let slots: Vec<u32> = loaded.map(|l| l.rule_slots().to_vec()).unwrap_or_default();
+            let rules: BTreeMap<u32, RuleName> =
+                slots.iter().filter_map(|id| catalog.rule(*id).map(|info| (*id, RuleName::of(info)))).collect();
             let entry = self.endpoints.entry(name.to_string()).or_default();
-            if entry.live.as_ref().map(|l| l.map_id) == current.as_ref().map(|(id, _)| *id) {
+            let same_map = entry.live.as_ref().map(|l| l.map_id) == current.as_ref().map(|(id, _)| *id);
+            // A table-only swap keeps the array (same map) but may map its
+            // slots to other rules.
+            let same_mapping = entry.live.as_ref().is_some_and(|l| l.rule_slots == slots && l.rules == rules);
+            if same_map && (entry.live.is_none() || same_mapping) {
                 continue;
             }
             if let Some(old) = entry.live.take() {
                 old.read(&mut entry.carried);
             }
-            if let (Some((map_id, metrics)), Some(loaded)) = (current, loaded) {
-                let rules = loaded
-                    .rule_slots()
-                    .iter()
-                    .filter_map(|id| catalog.rule(*id).map(|info| (*id, RuleName::of(info))))
-                    .collect();
-                entry.live = Some(Live { map_id, metrics, rule_slots: loaded.rule_slots().to_vec(), rules });
+            if let Some((map_id, metrics)) = current {
+                let mut live = Live { map_id, metrics, rule_slots: slots, rules, baseline: Tally::new() };
+                if same_map {
+                    let mut baseline = Tally::new();
+                    live.read_raw(&mut baseline);
+                    live.baseline = baseline;
+                }
+                entry.live = Some(live);
             }
         }
         self.endpoints.retain(|name, _| listed.contains(name));
