@@ -29,7 +29,8 @@
 use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::catalog::Catalog;
 use super::daemon::{
-    check_new_endpoint, log, now_ms, prepare, with_api_endpoints, write_json, AgentError, Config, API_ENDPOINTS_FILE,
+    check_new_endpoint, log, now_ms, prepare, read_api_endpoints, with_api_endpoints, write_json, AgentError, Config,
+    API_ENDPOINTS_FILE,
 };
 use super::node::NodeMaps;
 use super::pins::PinRoot;
@@ -153,10 +154,7 @@ impl BundleAgent {
     /// previous agent pinned and enforces every endpoint whose device exists.
     pub fn start(config: Config) -> Result<BundleAgent, AgentError> {
         prepare(&config)?;
-        let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        let api = read_api_endpoints(&config.state);
         let read = read_bundle(&config, &api, &BTreeMap::new()).map_err(AgentError::Policy)?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let mut agent = BundleAgent {

@@ -182,6 +182,15 @@ pub struct StateFile {
     pub policies: PathBuf,
 }
 
+/// The endpoints added through the API that a previous agent saved (none
+/// when the file is missing or unreadable).
+pub(super) fn read_api_endpoints(state: &Path) -> BTreeMap<String, EndpointSpec> {
+    std::fs::read_to_string(state.join(API_ENDPOINTS_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
 /// What every agent does first: check the pin root, mount bpffs, write
 /// the state file (what `reset` needs).
 pub(super) fn prepare(config: &Config) -> Result<(), AgentError> {
@@ -243,10 +252,7 @@ impl Agent {
     /// enforces every endpoint whose device exists.
     pub fn start(config: Config) -> Result<Agent, AgentError> {
         prepare(&config)?;
-        let api: BTreeMap<String, EndpointSpec> = std::fs::read_to_string(config.state.join(API_ENDPOINTS_FILE))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        let api = read_api_endpoints(&config.state);
 
         let mut reader = PolicyReader::new(&config.policies);
         let (file_set, rules) = reader.read().map_err(AgentError::Policy)?;
