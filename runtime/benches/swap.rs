@@ -18,7 +18,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use polc_runtime::agent::daemon::{Agent, Config};
+use polc_runtime::agent::daemon::Agent;
 use polc_runtime::attach::link_pin;
 use polc_runtime::datapath::Direction;
 use polc_runtime::netlab::{require_kernel, EndpointSpec, Lab};
@@ -161,15 +161,7 @@ fn agent_reloads() {
     std::fs::write(policies.join("policy.pol"), policy(8080, false)).unwrap_or_else(|e| panic!("{e}"));
     let (set, _) = resolve_dir(&policies);
     let node = Node::new("bench-agent", &set);
-    let config = Config {
-        policies: policies.clone(),
-        state: work.path().join("state"),
-        netns: Some(node.lab.node_ns().to_string()),
-        pin_root: node.pins.path().to_path_buf(),
-        debounce: Duration::ZERO,
-        observe: Default::default(),
-        attach: polc_runtime::attach::AttachMode::Auto,
-    };
+    let config = support::agent_config(&policies, &work.path().join("state"), node.lab.node_ns(), node.pins.path());
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let file = policies.join("policy.pol");
     let same_shape = [policy(8081, false), policy(8082, false)];
@@ -307,15 +299,7 @@ fn wide_change() {
     println!("(lab of {endpoints} endpoints made in {:?})", setup.elapsed());
     let pins = polc_runtime::loader::PinDir::create(&format!("bench-{}-wide", std::process::id()))
         .unwrap_or_else(|e| panic!("{e}"));
-    let config = Config {
-        policies: policies.clone(),
-        state: work.path().join("state"),
-        netns: Some(lab.node_ns().to_string()),
-        pin_root: pins.path().to_path_buf(),
-        debounce: Duration::ZERO,
-        observe: Default::default(),
-        attach: polc_runtime::attach::AttachMode::Auto,
-    };
+    let config = support::agent_config(&policies, &work.path().join("state"), lab.node_ns(), pins.path());
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let file = policies.join("policy.pol");
     let count = |times: Vec<Duration>, agent: &Agent| {

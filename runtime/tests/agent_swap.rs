@@ -10,7 +10,7 @@
 mod support;
 
 use polc_runtime::agent::api::{AgentStatus, EndpointStatus};
-use polc_runtime::agent::daemon::{Agent, Config};
+use polc_runtime::agent::daemon::Agent;
 use polc_runtime::netlab::require_kernel;
 use std::net::IpAddr;
 use std::path::Path;
@@ -46,15 +46,7 @@ fn table_only_changes_keep_the_programs_and_shape_changes_load_new_ones() {
     let (set, _) = resolve_dir(policies);
     let node = Node::new("agentswap", &set);
     let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let config = Config {
-        policies: policies.to_path_buf(),
-        state: state.path().to_path_buf(),
-        netns: Some(node.lab.node_ns().to_string()),
-        pin_root: node.pins.path().to_path_buf(),
-        debounce: Duration::ZERO,
-        observe: Default::default(),
-        attach: polc_runtime::attach::AttachMode::Auto,
-    };
+    let config = support::agent_config(policies, state.path(), node.lab.node_ns(), node.pins.path());
     let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
     let target = set.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
     let t = Duration::from_millis(400);

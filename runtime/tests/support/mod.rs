@@ -68,6 +68,20 @@ pub fn resolve_dir(dir: &Path) -> (PolicySet, Resolved) {
     (frontend.checked, resolved)
 }
 
+/// An in-process agent's configuration on a lab node: endpoints' devices in
+/// `netns`, pins under `pins`, no debounce, default events, tcx.
+pub fn agent_config(policies: &Path, state: &Path, netns: &str, pins: &Path) -> polc_runtime::agent::daemon::Config {
+    polc_runtime::agent::daemon::Config {
+        policies: policies.to_path_buf(),
+        state: state.to_path_buf(),
+        netns: Some(netns.to_string()),
+        pin_root: pins.to_path_buf(),
+        debounce: Duration::ZERO,
+        observe: Default::default(),
+        attach: AttachMode::Auto,
+    }
+}
+
 pub fn node_config() -> NodeConfig {
     let mut node = NodeConfig::default();
     node.sizes.ipcache = 1024;
