@@ -176,6 +176,15 @@ fn polc_build_without_inventory_writes_a_policy_only_bundle() {
     assert_eq!(rule["file"].as_str(), Some(copy.display().to_string().as_str()), "{rule}");
     assert_eq!(rule["line"], 8, "{rule}");
 
+    // The same bundle said to be of another format is refused, not misread.
+    let mut other_format = manifest.clone();
+    other_format["format"] = serde_json::json!(1);
+    std::fs::write(out.join("manifest.json"), other_format.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    match specialize(&out, &polc::sema::model::Inventory::default()) {
+        Err(SpecializeError::Format(mismatch)) => assert_eq!(mismatch.found, 1),
+        other => panic!("expected a format mismatch, got {other:?}"),
+    }
+
     // `--per-endpoint-compile` needs endpoints.
     let output = common::polc(&[
         "build",

@@ -166,13 +166,15 @@ fn exit_codes() {
     let missing = polc(&["trace", "--from-bundle", "no/such/dir", "--from", "a", "--to", "b", "--port", "80"]);
     assert_eq!(code(&missing), Some(2));
     assert!(stderr(&missing).contains("manifest.json"), "{}", stderr(&missing));
-    // Not a full bundle: a policy-only one (2), or a manifest that is not one (1).
+    // Not a full bundle: a policy-only one (2), a manifest that is not one (1), or one of another format (1).
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let fake = dir.path().display().to_string();
     let fake_args = ["trace", "--from-bundle", &fake, "--from", "a", "--to", "b", "--port", "80"];
-    for (manifest, expected, message) in
-        [(r#"{"format": 1, "kind": "policy-only"}"#, 2, "is a policy-only bundle"), ("{}", 1, "is not a polc manifest")]
-    {
+    for (manifest, expected, message) in [
+        (r#"{"format": 2, "kind": "policy-only"}"#, 2, "is a policy-only bundle"),
+        ("{}", 1, "is not a polc manifest"),
+        (r#"{"format": 1, "ipcache": [], "endpoints": []}"#, 1, "is bundle format 1, and this polc reads format 2"),
+    ] {
         std::fs::write(dir.path().join("manifest.json"), manifest).unwrap_or_else(|e| panic!("{e}"));
         let run = polc(&fake_args);
         assert_eq!(code(&run), Some(expected), "{}", stderr(&run));

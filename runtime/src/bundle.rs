@@ -23,6 +23,8 @@ pub enum BundleError {
     /// Built without an inventory: it has objects but no endpoints yet.
     #[error("`{0}` is a policy-only bundle: specialize it to the node's endpoints first (`polc::codegen::policy_only::specialize`)")]
     PolicyOnly(PathBuf),
+    #[error(transparent)]
+    Format(#[from] polc::codegen::bundle::FormatMismatch),
     #[error("the bundle has no endpoint `{0}`")]
     NoEndpoint(String),
     #[error("endpoint `{endpoint}`: constant `{name}` is not hex bytes")]
@@ -209,7 +211,10 @@ fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, BundleError> {
             return Err(BundleError::PolicyOnly(path.to_path_buf()));
         }
     }
-    serde_json::from_str(text).map_err(|source| BundleError::Parse { path: path.to_path_buf(), source })
+    let manifest =
+        serde_json::from_str(text).map_err(|source| BundleError::Parse { path: path.to_path_buf(), source })?;
+    polc::codegen::bundle::check_format(text, path)?;
+    Ok(manifest)
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -236,16 +241,20 @@ mod tests {
     #[test]
     fn a_policy_only_manifest_is_told_apart() {
         let path = Path::new("out/manifest.json");
-        let policy_only = r#"{"format": 1, "kind": "policy-only", "shapes": {}}"#;
+        let policy_only = r#"{"format": 2, "kind": "policy-only", "shapes": {}}"#;
         assert!(matches!(parse_manifest(policy_only, path), Err(BundleError::PolicyOnly(_))));
-        assert!(matches!(parse_manifest(r#"{"format": 1}"#, path), Err(BundleError::Parse { .. })));
-        let full = r#"{"format": 1, "ipcache": [], "endpoints": []}"#;
+        assert!(matches!(parse_manifest(r#"{"format": 2}"#, path), Err(BundleError::Parse { .. })));
+        let full = r#"{"format": 2, "ipcache": [], "endpoints": []}"#;
         assert!(parse_manifest(full, path).is_ok_and(|m| m.endpoints.is_empty()));
+        // A manifest of another format (format 1 held LPM entries) is refused, not misread.
+        let format_1 = r#"{"format": 1, "ipcache": [], "endpoints": []}"#;
+        let refused = parse_manifest(format_1, path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("bundle format 1") && refused.contains("rebuild"), "{refused}");
     }
 
     #[test]
     fn a_manifest_names_its_endpoints_identities_and_rules() {
-        let text = r#"{"format": 1, "ipcache": [],
+        let text = r#"{"format": 2, "ipcache": [],
             "identities": [{"id": 2, "kind": {"reserved": {"name": "world"}}},
                            {"id": 256, "kind": {"endpoint": {"labels": {"id": "app1"}}}},
                            {"id": 16777217, "kind": {"cidr": {"prefix": "10.0.0.0/8"}}}],
@@ -263,7 +272,7 @@ mod tests {
         let rule = catalog.rule(1).unwrap_or_else(|| panic!("rule 1"));
         assert_eq!((rule.name.as_str(), rule.location()), ("no-app3", "p/guard.pol:6".to_string()));
         // An older manifest (no identities, rules or addresses) still reads.
-        let old = r#"{"format": 1, "ipcache": [], "endpoints": [{"name": "a", "object": "h", "rodata": {},
+        let old = r#"{"format": 2, "ipcache": [], "endpoints": [{"name": "a", "object": "h", "rodata": {},
             "rule_slots": [], "metrics_entries": 26, "constants": {"id": 1, "identity": 256},
             "ingress": {"enforced": false, "entries": []}, "egress": {"enforced": false, "entries": []}}]}"#;
         let old = parse_manifest(old, Path::new("m.json")).unwrap_or_else(|e| panic!("{e}"));

@@ -124,10 +124,12 @@ fn run_from_bundle(args: &Args, out: &Path) -> u8 {
         Err(e) => {
             let help = match e {
                 BundleTraceError::PolicyOnly(_) => "build it with an inventory: `polc build PATH -o OUT`",
+                BundleTraceError::Format(_) => "a bundle from another polc version: build it again with this one",
                 _ => "give the output directory of `polc build PATH -o OUT`",
             };
             print_error(&e, Some(help));
-            return if matches!(e, BundleTraceError::Parse { .. }) { EXIT_INVALID } else { EXIT_USAGE };
+            let invalid = matches!(e, BundleTraceError::Parse { .. } | BundleTraceError::Format(_));
+            return if invalid { EXIT_INVALID } else { EXIT_USAGE };
         }
     };
     let frontend = match args.paths.is_empty() {

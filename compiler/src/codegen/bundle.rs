@@ -28,6 +28,36 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// The manifest format this polc writes and the only one it reads (full and
+/// policy-only bundles alike). Bumped whenever what a manifest means
+/// changes, so a node never loads entries it would read differently:
+/// 1: policy entries were LPM trie prefixes;
+/// 2: policy entries are hashed `{identity, proto, kind, bucket}` -> port intervals.
+pub const BUNDLE_FORMAT: u32 = 2;
+
+/// A manifest written in another format than [`BUNDLE_FORMAT`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{path}` is bundle format {found}, and this polc reads format {BUNDLE_FORMAT}: rebuild it with this polc (`polc build`)")]
+pub struct FormatMismatch {
+    pub path: PathBuf,
+    pub found: u32,
+}
+
+/// Checks the `format` of the manifest `text` read from `path`. A manifest
+/// without a readable `format` passes: the reader's own parse reports it.
+pub fn check_format(text: &str, path: &Path) -> Result<(), FormatMismatch> {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: Option<u32>,
+    }
+    match serde_json::from_str(text) {
+        Ok(Format { format: Some(found) }) if found != BUNDLE_FORMAT => {
+            Err(FormatMismatch { path: path.to_path_buf(), found })
+        }
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BundleOptions {
     pub build: BuildOptions,
@@ -321,7 +351,7 @@ impl<'a> Manifest<'a> {
         endpoints: Vec<EndpointManifest>,
     ) -> Manifest<'a> {
         Manifest {
-            format: 1,
+            format: BUNDLE_FORMAT,
             node_header: "node_config.h",
             per_endpoint_compile,
             identities: &resolved.identities,

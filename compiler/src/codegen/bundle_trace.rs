@@ -39,6 +39,8 @@ pub enum BundleTraceError {
     /// Built without an inventory: there is no endpoint to police a flow.
     #[error("`{0}` is a policy-only bundle: it has no endpoints, so no tables to trace")]
     PolicyOnly(PathBuf),
+    #[error(transparent)]
+    Format(#[from] super::bundle::FormatMismatch),
 }
 
 /// `OUT/manifest.json`, the parts a trace reads.
@@ -146,10 +148,12 @@ impl BuiltBundle {
         let path = dir.join("manifest.json");
         let text =
             std::fs::read_to_string(&path).map_err(|source| BundleTraceError::Read { path: path.clone(), source })?;
-        BuiltBundle::from_json(&text).map_err(|e| match e {
+        let bundle = BuiltBundle::from_json(&text).map_err(|e| match e {
             None => BundleTraceError::PolicyOnly(dir.to_path_buf()),
-            Some(source) => BundleTraceError::Parse { path, source },
-        })
+            Some(source) => BundleTraceError::Parse { path: path.clone(), source },
+        })?;
+        super::bundle::check_format(&text, &path)?;
+        Ok(bundle)
     }
 
     /// A manifest's text; `Err(None)` for a policy-only bundle's.

@@ -21,8 +21,8 @@
 //! would write into `manifest.json` and `endpoints/<name>/ep_config.h`.
 
 use super::bundle::{
-    compile_all, located_rules, plan_endpoints_numbered, write, BuildReport, BundleOptions, EndpointManifest, Manifest,
-    ManifestRule,
+    check_format, compile_all, located_rules, plan_endpoints_numbered, write, BuildReport, BundleOptions,
+    EndpointManifest, Manifest, ManifestRule, BUNDLE_FORMAT,
 };
 use super::clang::Clang;
 use super::header::{render_node, render_shape, shape_name, BuildOptions, Feature, Features, NodeConfig};
@@ -88,6 +88,8 @@ pub enum SpecializeError {
     /// objects were built from other templates.
     #[error("the bundle's node header differs from this polc's: rebuild the bundle with this polc")]
     NodeHeader,
+    #[error(transparent)]
+    Format(#[from] super::bundle::FormatMismatch),
 }
 
 /// Every code shape an endpoint of `set` could need, whatever its labels
@@ -185,7 +187,7 @@ pub fn build_policy_only(
         }
     }
     let manifest = PolicyOnlyManifest {
-        format: 1,
+        format: BUNDLE_FORMAT,
         kind: KIND.to_string(),
         node_header: "node_config.h".to_string(),
         build: options.build,
@@ -270,12 +272,14 @@ impl PolicyOnly {
             std::fs::read_to_string(&path).map_err(|source| SpecializeError::Read { path, source })
         };
         let manifest_path = dir.join("manifest.json");
-        let manifest: PolicyOnlyManifest = serde_json::from_str(&read("manifest.json")?)
+        let text = read("manifest.json")?;
+        let manifest: PolicyOnlyManifest = serde_json::from_str(&text)
             .map_err(|e| SpecializeError::NotPolicyOnly { path: manifest_path.clone(), reason: e.to_string() })?;
         if manifest.kind != KIND {
             let reason = format!("its kind is `{}`", manifest.kind);
             return Err(SpecializeError::NotPolicyOnly { path: manifest_path, reason });
         }
+        check_format(&text, &manifest_path)?;
 
         let node_header = render_node(&manifest.node)?;
         if node_header != read(&manifest.node_header)? {
