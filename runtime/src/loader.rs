@@ -550,8 +550,15 @@ mod quiescence {
     use std::thread::JoinHandle;
 
     /// Per selector map id this process knows: the grace-period wait started
-    /// by its last flip, `None` once it is over.
+    /// by its last flip, `None` once it is over. A finished entry is kept
+    /// (a selector opened again must not wait as an unknown one), until its
+    /// map is gone: see [`forget_removed`].
     static PENDING: Mutex<BTreeMap<u32, Option<JoinHandle<()>>>> = Mutex::new(BTreeMap::new());
+
+    /// Size of PENDING after the last [`forget_removed`]: the next runs when
+    /// it has doubled, so the check costs O(1) per flip amortized.
+    static CHECKED_AT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    const FIRST_CHECK: usize = 256;
 
     fn id(selector: &libbpf_rs::MapHandle) -> u32 {
         selector.info().map(|i| i.info.id).unwrap_or(0)
@@ -581,7 +588,26 @@ mod quiescence {
                     }
                 }
             }
+            forget_removed(&mut pending);
         }
+    }
+
+    /// Drops the finished entries of selectors whose map no longer exists
+    /// (endpoints removed, generations replaced), so a long-running polcd
+    /// keeps one entry per live selector, not one per selector ever flipped.
+    fn forget_removed(pending: &mut BTreeMap<u32, Option<JoinHandle<()>>>) {
+        use std::sync::atomic::Ordering;
+        if pending.len() < FIRST_CHECK.max(2 * CHECKED_AT.load(Ordering::Relaxed)) {
+            return;
+        }
+        pending.retain(|id, wait| wait.is_some() || libbpf_rs::MapHandle::from_map_id(*id).is_ok());
+        CHECKED_AT.store(pending.len(), Ordering::Relaxed);
+    }
+
+    /// How many selectors are remembered (for tests).
+    #[cfg(test)]
+    pub fn remembered() -> usize {
+        PENDING.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     pub fn flipped(selector: &libbpf_rs::MapHandle) {
@@ -680,6 +706,15 @@ mod counter_tests {
     use super::*;
     use libbpf_rs::MapType;
 
+    /// A map of this process only (freed with its handle).
+    fn create_map(kind: MapType, name: &str, value_size: u32, entries: u32) -> MapHandle {
+        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        MapHandle::create(kind, Some(name), 4, value_size, entries, &opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A per-CPU array larger than one batch, with counts on every CPU at
     /// both ends and across the batch boundary: all read, summed per index.
     #[test]
@@ -687,12 +722,7 @@ mod counter_tests {
         if !crate::netlab::require_kernel("batched_reads_cover_every_entry_and_cpu") {
             return;
         }
-        let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
-            sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
-            ..Default::default()
-        };
-        let map = MapHandle::create(MapType::PercpuArray, Some("polc_test_ctr"), 4, 16, 2600, &opts)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let map = create_map(MapType::PercpuArray, "polc_test_ctr", 16, 2600);
         let cpus = libbpf_rs::num_possible_cpus().unwrap_or_else(|e| panic!("{e}"));
         let counted = [0u32, 1023, 1024, 1025, 2047, 2048, 2599];
         for index in counted {
@@ -705,5 +735,27 @@ mod counter_tests {
         let n = cpus as u64;
         let expected = Counter { packets: n * (n + 1) / 2, bytes: 100 * n * (n + 1) / 2 };
         assert_eq!(read, counted.iter().map(|i| (*i, expected)).collect::<Vec<_>>());
+    }
+
+    /// A long-running polcd flips selectors of endpoints that come and go:
+    /// the grace-period bookkeeping forgets the ones whose map is gone.
+    #[test]
+    fn grace_period_bookkeeping_forgets_removed_selectors() {
+        if !crate::netlab::require_kernel("grace_period_bookkeeping_forgets_removed_selectors") {
+            return;
+        }
+        let kept = create_map(MapType::Array, "polc_test_sel", 4, 1);
+        quiescence::flipped(&kept);
+        let flips = 300;
+        for _ in 0..flips {
+            let selector = create_map(MapType::Array, "polc_test_sel", 4, 1);
+            quiescence::flipped(&selector);
+            quiescence::wait(&selector);
+        } // each selector's map is freed here
+        assert!(quiescence::remembered() < flips / 2, "{} remembered after {flips} flips", quiescence::remembered());
+        // A live selector is still known: opening it again does not wait as an unknown one.
+        let before = quiescence::remembered();
+        quiescence::note_unknown(&kept);
+        assert_eq!(quiescence::remembered(), before);
     }
 }
