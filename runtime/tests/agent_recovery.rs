@@ -148,21 +148,40 @@ fn ipcache_identity(pins: &Path, addr: Ipv4Addr) -> Option<u32> {
     Some(u32::from_ne_bytes(value.as_slice().try_into().unwrap_or_else(|_| panic!("value {value:?}"))))
 }
 
+/// polcd on the l3-l4-rule endpoints (app1 allows app2 on tcp/80), with
+/// app4 added over the API with `app4_labels` and enforcing.
+struct WithApp4 {
+    work: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    set: polc::sema::model::PolicySet,
+    node: Node,
+    pins: std::path::PathBuf,
+    state: std::path::PathBuf,
+    polcd: Polcd,
+    status: polc_runtime::agent::api::AgentStatus,
+}
+
+fn start_with_app4(test: &str, app4_labels: &str) -> WithApp4 {
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = policies(work.path(), INGRESS_APP2_80, "");
+    let (set, _) = resolve_dir(&dir);
+    let mut node = Node::new(test, &set);
+    let pins = node.pins.path().to_path_buf();
+    let state = work.path().join("state");
+    let polcd = Polcd::start(&dir, &state, node.lab.node_ns(), &pins);
+    wait_for(&state, &polcd, "all endpoints enforcing", all_enforcing);
+    add_app4_via_api(&mut node, &state, app4_labels);
+    let status = wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
+    WithApp4 { work, dir, set, node, pins, state, polcd, status }
+}
+
 #[test]
 fn a_restarted_polcd_prunes_the_ipcache_entry_of_an_endpoint_removed_while_down() {
     if !require_kernel("a_restarted_polcd_prunes_the_ipcache_entry_of_an_endpoint_removed_while_down") {
         return;
     }
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let dir = policies(work.path(), INGRESS_APP2_80, "");
-    let (set, _) = resolve_dir(&dir);
-    let mut node = Node::new("ipcprune", &set);
-    let pins = node.pins.path().to_path_buf();
-    let state = work.path().join("state");
-    let mut polcd = Polcd::start(&dir, &state, node.lab.node_ns(), &pins);
-    wait_for(&state, &polcd, "all endpoints enforcing", all_enforcing);
-    add_app4_via_api(&mut node, &state, "id=app4");
-    wait_for(&state, &polcd, "app4 enforcing", |s| all_enforcing(s) && s.endpoints.len() == 4);
+    let WithApp4 { work: _work, dir, set, mut node, pins, state, mut polcd, .. } =
+        start_with_app4("ipcprune", "id=app4");
     let app4: Ipv4Addr = [10, 200, 1, 14].into();
     let app4_identity = ipcache_identity(&pins, app4).unwrap_or_else(|| panic!("app4 is in the ipcache"));
 
@@ -195,4 +214,35 @@ fn a_restarted_polcd_prunes_the_ipcache_entry_of_an_endpoint_removed_while_down(
     assert!(status(&state).is_none());
     let reset = polcd_cli(&state, &["reset"]);
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+}
+
+/// Identity numbers polcd allocated on top of the policy set survive a
+/// restart: `{id=app0}`, added over the API after app1..app3 had 256..258,
+/// would sort first and take 256 if a restarted polcd allocated afresh.
+#[test]
+fn a_restarted_polcd_gives_every_label_set_its_number_again() {
+    if !require_kernel("a_restarted_polcd_gives_every_label_set_its_number_again") {
+        return;
+    }
+    let WithApp4 { work: _work, dir, set, node, pins, state, mut polcd, status: before } =
+        start_with_app4("idkeep", "id=app0");
+    let identities = |s: &polc_runtime::agent::api::AgentStatus| {
+        s.endpoints.iter().map(|e| (e.name.clone(), e.identity)).collect::<Vec<_>>()
+    };
+    let app4: Ipv4Addr = [10, 200, 1, 14].into();
+    let app4_identity = ipcache_identity(&pins, app4);
+
+    polcd.kill();
+    let polcd = Polcd::start(&dir, &state, node.lab.node_ns(), &pins);
+    let after = wait_for(&state, &polcd, "restart", |s| all_enforcing(s) && s.endpoints.len() == 4);
+    println!("before: {:?}\nafter:  {:?}", identities(&before), identities(&after));
+    assert_eq!(identities(&after), identities(&before));
+    assert_eq!(ipcache_identity(&pins, app4), app4_identity);
+    let app1 = v4(&set, "app1");
+    assert!(!node.lab.tcp_reaches("app4", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "app4 is not app2");
+    assert!(node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")));
+    drop(polcd);
+    let reset = polcd_cli(&state, &["reset"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    assert!(!state.join(polc_runtime::agent::daemon::IDENTITIES_FILE).exists(), "reset removes the saved numbers");
 }

@@ -83,6 +83,20 @@ impl IdentityLock {
         self.entries.iter().map(|(n, e)| (Identity(*n), e))
     }
 
+    /// This lock with `other`'s entries added where they agree with it: an
+    /// entry whose number or key this lock already has is left out (this
+    /// lock wins). A node agent keeps its own allocations this way on top of
+    /// the policy set's lock.
+    pub fn extended_with(mut self, other: &IdentityLock) -> IdentityLock {
+        let keys: BTreeSet<IdentityKey> = self.entries.values().map(|e| e.key.clone()).collect();
+        for (number, entry) in &other.entries {
+            if !self.entries.contains_key(number) && !keys.contains(&entry.key) {
+                self.entries.insert(*number, entry.clone());
+            }
+        }
+        self
+    }
+
     pub fn parse(text: &str) -> Result<IdentityLock, LockError> {
         let mut lock = IdentityLock::default();
         let mut seen_keys: BTreeMap<IdentityKey, usize> = BTreeMap::new();
@@ -339,6 +353,29 @@ mod tests {
         let sets: BTreeSet<Labels> = [labels(&[("id", "a")])].into();
         let (third, _) = allocate(&lock2, &sets, &BTreeSet::new()).expect("allocate");
         assert_eq!(third.by_labels[&labels(&[("id", "a")])], Identity(256));
+    }
+
+    #[test]
+    fn an_extended_lock_keeps_its_own_entries_and_adds_the_agreeing_ones() {
+        let sets: BTreeSet<Labels> = [labels(&[("id", "z")])].into();
+        let (_, base) = allocate(&IdentityLock::default(), &sets, &BTreeSet::new()).expect("allocate");
+        // Another history: `a` got 256 (taken by `z` in base), `z` got 300, `b` got 257.
+        let other = IdentityLock::parse("version 1\nendpoint 256 {id=a}\nendpoint 257 {id=b}\nendpoint 300 {id=z}\n")
+            .expect("parse");
+        let merged = base.clone().extended_with(&other);
+        let numbers: Vec<(u32, String)> = merged
+            .entries()
+            .map(|(n, e)| match &e.key {
+                IdentityKey::Labels(l) => (n.0, render_labels(l)),
+                IdentityKey::Prefix(p) => (n.0, p.to_string()),
+            })
+            .collect();
+        assert_eq!(numbers, vec![(256, "{id=z}".to_string()), (257, "{id=b}".to_string())]);
+        // `b` keeps 257 when it is allocated from the merged lock; `a` gets a fresh number.
+        let sets: BTreeSet<Labels> = [labels(&[("id", "a")]), labels(&[("id", "b")]), labels(&[("id", "z")])].into();
+        let (allocated, _) = allocate(&merged, &sets, &BTreeSet::new()).expect("allocate");
+        assert_eq!(allocated.by_labels[&labels(&[("id", "b")])], Identity(257));
+        assert_eq!(allocated.by_labels[&labels(&[("id", "a")])], Identity(258));
     }
 
     #[test]

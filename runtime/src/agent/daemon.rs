@@ -63,6 +63,10 @@ const INSTALL_THREADS: usize = 2;
 pub const STATE_FILE: &str = "agent.json";
 /// Endpoints added through the API, kept across restarts.
 pub const API_ENDPOINTS_FILE: &str = "endpoints.json";
+/// The identity numbers polcd gave out (the policy set's lock and the
+/// numbers it allocated on top of it), so a restarted polcd gives every
+/// label set its number again.
+pub const IDENTITIES_FILE: &str = "identities.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -96,6 +100,8 @@ pub struct Agent {
     /// The rules of `file_set`, located in their files.
     rules: Vec<RuleInfo>,
     counters: Counters,
+    /// The text of `STATE/identities.lock` as last written.
+    saved_lock: String,
 }
 
 pub fn now_ms() -> u64 {
@@ -116,11 +122,24 @@ pub fn log(message: &str) {
     eprintln!("polcd: {message}");
 }
 
-fn read_lock(dir: &Path) -> Result<IdentityLock, String> {
-    match std::fs::read_to_string(dir.join(polc::resolve::LOCK_FILE)) {
-        Ok(text) => IdentityLock::parse(&text).map_err(|e| format!("`{}`: {e}", polc::resolve::LOCK_FILE)),
-        Err(_) => Ok(IdentityLock::default()),
-    }
+/// The policy set's lock, extended with the numbers a previous polcd gave
+/// out (`STATE/identities.lock`; where the two disagree the policy set's
+/// lock wins). An unreadable saved lock is logged and ignored: numbers are
+/// then allocated afresh, as before polcd kept them.
+fn read_lock(config: &Config) -> Result<IdentityLock, String> {
+    let set_lock = match std::fs::read_to_string(config.policies.join(polc::resolve::LOCK_FILE)) {
+        Ok(text) => IdentityLock::parse(&text).map_err(|e| format!("`{}`: {e}", polc::resolve::LOCK_FILE))?,
+        Err(_) => IdentityLock::default(),
+    };
+    let saved_path = config.state.join(IDENTITIES_FILE);
+    let saved = match std::fs::read_to_string(&saved_path) {
+        Ok(text) => IdentityLock::parse(&text).unwrap_or_else(|e| {
+            log(&format!("ignoring `{}`: {e}", saved_path.display()));
+            IdentityLock::default()
+        }),
+        Err(_) => IdentityLock::default(),
+    };
+    Ok(set_lock.extended_with(&saved))
 }
 
 /// The file set with the API's endpoints added to its inventory.
@@ -257,7 +276,7 @@ impl Agent {
         let mut reader = PolicyReader::new(&config.policies);
         let (file_set, rules) = reader.read().map_err(AgentError::Policy)?;
         let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
-        let lock = read_lock(&config.policies).map_err(AgentError::Policy)?;
+        let lock = read_lock(&config).map_err(AgentError::Policy)?;
         let resolver =
             Resolver::new(set, &lock, ResolveConfig::default()).map_err(|e| AgentError::Policy(e.to_string()))?;
         let options = BuildOptions { trace_level: config.observe.trace_level, ..BuildOptions::default() };
@@ -279,6 +298,7 @@ impl Agent {
             ipcache_synced: false,
             rules,
             counters: Counters::default(),
+            saved_lock: String::new(),
         };
         agent.adopt();
         let started = Instant::now();
@@ -288,6 +308,7 @@ impl Agent {
                 agent.policy_version = 1;
                 let all = agent.inventory_names().len();
                 agent.record_reload(started, &applied, 0, all, 0);
+                agent.save_lock();
             }
             Err(e) => return Err(AgentError::Policy(e)),
         }
@@ -635,12 +656,30 @@ impl Agent {
                 self.policy_version += 1;
                 let skipped = total.saturating_sub(changes.changed_endpoints.len());
                 self.record_reload(started, &applied, skipped, changes.recomputed, changes.removed_endpoints.len());
+                self.save_lock();
                 Ok(())
             }
             Err(e) => {
                 self.resolver = backup;
                 Err(e)
             }
+        }
+    }
+
+    /// Writes the resolver's lock to `STATE/identities.lock` when it changed
+    /// (whole or not at all: a new file renamed over the old). A failure is
+    /// logged: enforcement does not depend on it, only the numbers a
+    /// restarted polcd would give.
+    fn save_lock(&mut self) {
+        let text = self.resolver.lock().render();
+        if text == self.saved_lock {
+            return;
+        }
+        let path = self.config.state.join(IDENTITIES_FILE);
+        let partial = path.with_extension("lock.new");
+        match std::fs::write(&partial, &text).and_then(|()| std::fs::rename(&partial, &path)) {
+            Ok(()) => self.saved_lock = text,
+            Err(e) => log(&format!("cannot save the identity numbers to `{}`: {e}", path.display())),
         }
     }
 

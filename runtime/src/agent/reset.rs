@@ -2,7 +2,7 @@
 //! an agent made, as recorded in its state directory.
 
 use super::api::{socket_path, SOCKET};
-use super::daemon::{StateFile, API_ENDPOINTS_FILE, STATE_FILE};
+use super::daemon::{StateFile, API_ENDPOINTS_FILE, IDENTITIES_FILE, STATE_FILE};
 use crate::attach::Attachment;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ pub fn reset(state: &Path) -> Result<Removed, ResetError> {
         }
     }
     let _ = std::fs::remove_dir_all(&recorded.pin_root);
-    for file in [SOCKET, STATE_FILE, API_ENDPOINTS_FILE] {
+    for file in [SOCKET, STATE_FILE, API_ENDPOINTS_FILE, IDENTITIES_FILE] {
         let _ = std::fs::remove_file(state.join(file));
     }
     let _ = std::fs::remove_dir_all(state.join("cache"));
