@@ -53,6 +53,10 @@ pub enum LoadError {
     /// Installing policy tables failed; the previous tables were put back.
     #[error("{0}")]
     Install(String),
+    /// A direction already has a staged table that is not installed yet: a
+    /// second staging would refill the idle table under the first.
+    #[error("`{0}` already has a staged table not yet installed")]
+    AlreadyStaged(&'static str),
 }
 
 fn bpf_error(what: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> LoadError {
@@ -494,19 +498,54 @@ impl PolicySlot {
 }
 
 /// A direction's idle table filled with new entries, not yet read by the
-/// programs: [`install_tables`] flips the selector to it.
+/// programs: [`install_tables`] flips the selector to it. While it lives,
+/// the direction cannot be staged again ([`LoadError::AlreadyStaged`]).
 pub struct StagedTable {
     slot: PolicySlot,
     idle: usize,
     previous: usize,
 }
 
+/// Selector map ids with a [`StagedTable`] alive in this process.
+static STAGED: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn selector_id(selector: &MapHandle) -> u32 {
+    selector.info().map(|i| i.info.id).unwrap_or(0)
+}
+
 impl StagedTable {
     /// Stages `records` in `slot`'s idle table (see [`PolicySlot::stage`]).
     pub fn new(slot: PolicySlot, records: &[TableRecord]) -> Result<StagedTable, LoadError> {
-        let previous = slot.active()?;
-        let idle = slot.stage(records)?;
-        Ok(StagedTable { slot, idle, previous })
+        let id = selector_id(&slot.selector);
+        let claimed = STAGED.lock().map(|mut staged| staged.insert(id)).unwrap_or(true);
+        if !claimed {
+            return Err(LoadError::AlreadyStaged(slot.name));
+        }
+        let staged = (|| {
+            let previous = slot.active()?;
+            let idle = slot.stage(records)?;
+            Ok((previous, idle))
+        })();
+        match staged {
+            Ok((previous, idle)) => Ok(StagedTable { slot, idle, previous }),
+            Err(e) => {
+                release_staged(id);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn release_staged(id: u32) {
+    if let Ok(mut staged) = STAGED.lock() {
+        staged.remove(&id);
+    }
+}
+
+impl Drop for StagedTable {
+    fn drop(&mut self) {
+        release_staged(selector_id(&self.slot.selector));
     }
 }
 
@@ -544,7 +583,6 @@ pub fn replace_tables(changes: Vec<(PolicySlot, &[TableRecord])>) -> Result<(), 
 /// is `synchronize_rcu()`); refilling joins it, so single changes never wait
 /// and back-to-back changes wait for the rest of one grace period.
 mod quiescence {
-    use libbpf_rs::MapCore;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::thread::JoinHandle;
@@ -560,9 +598,7 @@ mod quiescence {
     static CHECKED_AT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     const FIRST_CHECK: usize = 256;
 
-    fn id(selector: &libbpf_rs::MapHandle) -> u32 {
-        selector.info().map(|i| i.info.id).unwrap_or(0)
-    }
+    use super::selector_id as id;
 
     fn grace_period() {
         const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
@@ -757,5 +793,42 @@ mod counter_tests {
         let before = quiescence::remembered();
         quiescence::note_unknown(&kept);
         assert_eq!(quiescence::remembered(), before);
+    }
+
+    /// Two stagings of one direction before an install would share its idle
+    /// table: the second is refused until the first is installed or dropped.
+    #[test]
+    fn a_direction_is_staged_once_at_a_time() {
+        if !crate::netlab::require_kernel("a_direction_is_staged_once_at_a_time") {
+            return;
+        }
+        let slot = || PolicySlot {
+            name: "ep_pol_in",
+            selector: create_map(MapType::Array, "polc_test_sel", 4, 1),
+            tables: [create_map(MapType::Hash, "polc_test_a", 4, 8), create_map(MapType::Hash, "polc_test_b", 4, 8)],
+        };
+        let one = slot();
+        let again = |slot: &PolicySlot| PolicySlot {
+            name: slot.name,
+            selector: MapHandle::from_map_id(selector_id(&slot.selector)).unwrap_or_else(|e| panic!("{e}")),
+            tables: [0, 1].map(|i| {
+                let id = slot.tables[i].info().map(|i| i.info.id).unwrap_or_else(|e| panic!("{e}"));
+                MapHandle::from_map_id(id).unwrap_or_else(|e| panic!("{e}"))
+            }),
+        };
+        let records = vec![(1u32.to_ne_bytes().to_vec(), 7u32.to_ne_bytes().to_vec())];
+        let first = StagedTable::new(again(&one), &records).unwrap_or_else(|e| panic!("{e}"));
+        match StagedTable::new(again(&one), &records) {
+            Err(LoadError::AlreadyStaged("ep_pol_in")) => {}
+            other => panic!("expected AlreadyStaged, got {:?}", other.map(|s| s.idle)),
+        }
+        // Another direction (another selector) stages meanwhile.
+        let other = slot();
+        assert!(StagedTable::new(again(&other), &records).is_ok());
+        install_tables(std::slice::from_ref(&first)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(one.active().unwrap_or_else(|e| panic!("{e}")), first.idle);
+        drop(first);
+        let next = StagedTable::new(again(&one), &records).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(next.idle, 1 - one.active().unwrap_or_else(|e| panic!("{e}")), "the table left by the flip");
     }
 }
