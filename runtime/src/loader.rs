@@ -194,7 +194,7 @@ impl LoadedEndpoint {
         spec: &LoadSpec<'_>,
         tables: &[(Direction, &[TableRecord])],
     ) -> Result<LoadedEndpoint, LoadError> {
-        LoadedEndpoint::load_over(spec, tables, None)
+        LoadedEndpoint::load_over(spec, tables, None, None)
     }
 
     /// [`LoadedEndpoint::load_with_tables`], keeping each direction of
@@ -204,17 +204,27 @@ impl LoadedEndpoint {
     /// directory. The tables of a kept direction are not filled (they are
     /// the running ones: stage them, see [`LoadedEndpoint::kept`]). An
     /// object whose programs are all the running ones (the same code under
-    /// another file name, say) loads no program at all.
+    /// another file name, say) loads no program at all. `declared`: the
+    /// features each direction's programs are compiled from, when the
+    /// builder says (see [`crate::swap::Artifact::direction_shapes`]).
     pub fn load_over(
         spec: &LoadSpec<'_>,
         tables: &[(Direction, &[TableRecord])],
         running: Option<&Running>,
+        declared: Option<&[String; 2]>,
     ) -> Result<LoadedEndpoint, LoadError> {
         let path = spec.object.to_path_buf();
         capture_libbpf_messages();
         let _ = take_log_tail(0);
         let mut open = open_object(spec, true)?;
-        let shapes = shapes_of_open(spec, &open);
+        let mut shapes = shapes_of_open(spec, &open);
+        if let Some(declared) = declared {
+            for (shape, features) in shapes.iter_mut().zip(declared) {
+                if let Some(shape) = shape {
+                    shape.declare_features(features);
+                }
+            }
+        }
         let mut kept: Vec<Direction> = match running {
             Some(running) => Direction::BOTH
                 .into_iter()

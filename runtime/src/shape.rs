@@ -17,7 +17,10 @@
 //!
 //! The verifier sees the same program and the kernel runs the same code, so
 //! a direction whose shape did not change keeps its running programs (and
-//! the maps they use). An object with writable global data (`.data`,
+//! the maps they use). A builder may also declare the features each
+//! direction is compiled from: equal declared features stand in for equal
+//! code (clang lays one direction out differently when the other changes),
+//! the maps and read-only data must still agree ([`DirectionShape::keeps`]). An object with writable global data (`.data`,
 //! `.bss`) has no shapes: both directions would share that state, which a
 //! load of one direction cannot. This reads only the object file and
 //! values libbpf computed at open; it makes no syscalls.
@@ -46,6 +49,9 @@ pub struct DirectionShape {
     maps: Vec<MapDef>,
     /// Every read-only internal map's initial value, by name.
     rodata: Vec<(String, Vec<u8>)>,
+    /// The features its programs are compiled from, as the builder
+    /// declares them (see [`DirectionShape::declare_features`]).
+    features: Option<String>,
 }
 
 impl DirectionShape {
@@ -54,6 +60,12 @@ impl DirectionShape {
     /// maps, except that the running counter array ([`METRICS_MAP`]) may be
     /// larger than `new` asks (a kept direction keeps its counter array,
     /// which the loaded direction then shares, as a table swap does).
+    ///
+    /// The code may also differ when both shapes declare the same features
+    /// (the builder's word that the direction's programs decide alike, see
+    /// `polc::codegen::header::direction_code_shape`): clang lays a
+    /// direction's code out differently when the other direction's code
+    /// changes. The maps and read-only data must still agree.
     pub fn keeps(&self, new: &DirectionShape) -> bool {
         let same_map = |(old, new): (&MapDef, &MapDef)| match old.name == METRICS_MAP && new.name == METRICS_MAP {
             true => {
@@ -61,10 +73,18 @@ impl DirectionShape {
             }
             false => old == new,
         };
-        self.code == new.code
+        let same_features = self.features.is_some() && self.features == new.features;
+        (self.code == new.code || same_features)
             && self.rodata == new.rodata
             && self.maps.len() == new.maps.len()
             && self.maps.iter().zip(&new.maps).all(same_map)
+    }
+
+    /// Records the features the builder compiled this direction from: two
+    /// shapes declaring the same ones keep each other whatever clang's
+    /// layout, given the same maps and read-only data.
+    pub fn declare_features(&mut self, features: &str) {
+        self.features = Some(features.to_string());
     }
 
     /// Records the size of the counter array as created (a load that kept
@@ -127,7 +147,7 @@ pub fn direction_shapes(elf: &[u8], maps: &OpenMaps) -> [Option<DirectionShape>;
         if defs.len() != used.len() {
             return None;
         }
-        Some(DirectionShape { code: bytes, maps: defs, rodata: rodata.clone() })
+        Some(DirectionShape { code: bytes, maps: defs, rodata: rodata.clone(), features: None })
     })
 }
 

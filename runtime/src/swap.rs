@@ -70,6 +70,13 @@ pub struct Artifact {
     /// Per direction, the policy map entries; `None` when not enforced.
     pub ingress: Option<Vec<PolicyEntry>>,
     pub egress: Option<Vec<PolicyEntry>>,
+    /// Per direction ([`Direction::BOTH`] order), the features its programs
+    /// are compiled from ([`polc::codegen::header::direction_code_shape`]),
+    /// when every object comes from one builder (the same templates, node
+    /// header and clang); `None` when not known (a bundle). A new generation
+    /// keeps a direction whose features and maps did not change even when
+    /// clang laid its code out differently (see [`crate::shape`]).
+    pub direction_shapes: Option<[String; 2]>,
 }
 
 impl Artifact {
@@ -170,7 +177,8 @@ pub fn load_generation(
         .filter_map(|d| artifact.entries(d).map(|entries| (d, seam::policy_records(entries))))
         .collect();
     let tables: Vec<(Direction, &[TableRecord])> = records.iter().map(|(d, r)| (*d, r.as_slice())).collect();
-    let filled = LoadedEndpoint::load_over(&spec, &tables, running).and_then(|mut loaded| {
+    let declared = artifact.direction_shapes.as_ref();
+    let filled = LoadedEndpoint::load_over(&spec, &tables, running, declared).and_then(|mut loaded| {
         loaded.set_rule_slots(artifact.rule_slots.clone());
         let staged = stage_kept(&loaded, &tables)?;
         Ok((loaded, staged))

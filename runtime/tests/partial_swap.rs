@@ -30,6 +30,12 @@ const VB: &str = "policy t {\n  select {id=app1}\n  ingress {\n    allow web: fr
 /// VA's code shape, other entries (app3 on tcp/9090).
 const VA2: &str = "policy t {\n  select {id=app1}\n  ingress {\n    allow web: from {id=app2} on tcp/80\n    allow alt: from {id=app3} on tcp/9090\n  }\n}\n";
 
+/// Both directions enforced: VC enforces ingress (app2 on tcp/80) and
+/// egress (to app2 on tcp/80); VD enforces egress only (to app2 and app3 on
+/// tcp/80). The egress features do not change, its code layout does.
+const VC: &str = "policy t {\n  select {id=app1}\n  ingress {\n    allow web: from {id=app2} on tcp/80\n  }\n  egress {\n    allow out: to {id=app2} on tcp/80\n  }\n}\n";
+const VD: &str = "policy t {\n  select {id=app1}\n  egress {\n    allow out: to {id=app2} on tcp/80\n    allow out3: to {id=app3} on tcp/80\n  }\n}\n";
+
 fn address(set: &polc::sema::model::PolicySet, name: &str) -> IpAddr {
     set.inventory.endpoint(name).and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("{name}"))
 }
@@ -179,6 +185,63 @@ fn a_one_direction_swap_whose_link_update_fails_changes_nothing() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(link.prog_id, egress, "the egress link runs generation 1");
     assert!(reaches(&node, &set_a, "app1", "app3", 8080), "egress still passes");
+}
+
+/// With both directions enforced, a change of the ingress code shape keeps
+/// the egress programs (same features, same maps: the builder's word, since
+/// clang lays them out differently) and installs the egress table change
+/// with the switch; a swap whose link update fails puts that table back.
+#[test]
+fn with_both_directions_enforced_a_change_of_one_keeps_the_other() {
+    if !require_kernel("with_both_directions_enforced_a_change_of_one_keeps_the_other") {
+        return;
+    }
+    let (dir_c, dir_d) = (policy_dir(VC), policy_dir(VD));
+    let (set_c, resolved_c) = resolve_dir(dir_c.path());
+    let (set_d, resolved_d) = resolve_dir(dir_d.path());
+    let mut node = Node::new("partboth", &set_c);
+    node.enforce_all(&set_c, &resolved_c);
+    let (vc, vd) = (node.artifact(&set_c, &resolved_c, "app1"), node.artifact(&set_d, &resolved_d, "app1"));
+    let dir = node.endpoint_dir("app1");
+    let check_vc = |node: &Node| {
+        assert!(reaches(node, &set_c, "app2", "app1", 80) && !reaches(node, &set_c, "app3", "app1", 80), "VC in");
+        assert!(reaches(node, &set_c, "app1", "app2", 80) && !reaches(node, &set_c, "app1", "app3", 80), "VC out");
+    };
+    let check_vd = |node: &Node| {
+        assert!(reaches(node, &set_c, "app3", "app1", 80), "VD: ingress not enforced");
+        assert!(reaches(node, &set_c, "app1", "app2", 80) && reaches(node, &set_c, "app1", "app3", 80), "VD out");
+    };
+    check_vc(&node);
+    let [ingress_1, egress_1] = ids(&dir);
+
+    let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
+    enforced.swap(&vd).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded(&node), vec![Direction::Ingress], "the egress programs are kept");
+    let [ingress_2, egress_2] = ids(&dir);
+    assert!(ingress_2 != ingress_1 && egress_2 == egress_1, "{ingress_1}->{ingress_2} {egress_1}->{egress_2}");
+    for map in ["ep_pol_eg", "ep_pol_eg_a", "ep_pol_eg_b", "ep_calls_eg", "ep_metrics", "ep_calls_in"] {
+        assert!(dir.join("gen-2").join(map).exists(), "gen-2/{map} is pinned");
+    }
+    check_vd(&node);
+
+    let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
+    enforced.swap(&vc).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded(&node), vec![Direction::Ingress]);
+    assert_eq!(ids(&dir)[1], egress_1, "still generation 1's egress program");
+    check_vc(&node);
+
+    // The ingress link is detached behind polc's back: VD's swap installs
+    // the egress table, fails to update the ingress link, puts it back.
+    libbpf_rs::Link::open(polc_runtime::attach::link_pin(&dir, Direction::Ingress))
+        .and_then(|l| l.detach())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
+    let error = enforced.swap(&vd).err().unwrap_or_else(|| panic!("a swap into a detached link succeeded"));
+    println!("refused: {error}");
+    assert_eq!(enforced.generation(), 3);
+    assert_eq!(gen_dirs(&dir), vec!["gen-3".to_string()]);
+    assert!(!reaches(&node, &set_c, "app1", "app3", 80), "VC's egress table is back");
+    assert!(reaches(&node, &set_c, "app1", "app2", 80), "VC's egress table is back");
 }
 
 fn app1(status: &AgentStatus) -> EndpointStatus {

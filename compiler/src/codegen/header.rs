@@ -230,6 +230,20 @@ pub fn code_shape(features: &Features) -> Features {
     features.iter().copied().filter(|f| f.shapes_code()).collect()
 }
 
+/// The features one direction's programs depend on: the code shape without
+/// the other direction's policy feature. templates/bpf tests
+/// `ENABLE_INGRESS_POLICY` only on the ingress path (`to_ep`, `to_ep_v6`) and
+/// `ENABLE_EGRESS_POLICY` only on the egress path; every other feature may
+/// shape both. Objects whose shapes agree on a direction's set (built from
+/// the same templates, node header and clang) have programs for that
+/// direction that decide alike, though clang may lay them out differently:
+/// the runtime keeps such a direction's running programs on a code-shape
+/// change instead of loading the new ones.
+pub fn direction_code_shape(features: &Features, ingress: bool) -> Features {
+    let other = if ingress { Feature::EgressPolicy } else { Feature::IngressPolicy };
+    code_shape(features).into_iter().filter(|f| *f != other).collect()
+}
+
 /// The header of a code shape: the code-shaping features only (the shared
 /// object's build), so endpoints that differ only in informational
 /// features share an object.
