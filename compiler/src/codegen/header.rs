@@ -274,3 +274,33 @@ pub fn render_endpoint(
     };
     render("ep_config.h.j2", ENDPOINT_TEMPLATE, context! { features => defines, endpoint })
 }
+
+#[cfg(test)]
+mod direction_shape_tests {
+    use super::{direction_code_shape, Feature, Features};
+
+    #[test]
+    fn a_direction_drops_the_other_directions_policy_and_informational_features() {
+        let all: Features = [
+            Feature::Ipv4,
+            Feature::Ipv6,
+            Feature::IngressPolicy,
+            Feature::EgressPolicy,
+            Feature::DenyRules,
+            Feature::PortRanges,
+            Feature::IcmpRules,
+            Feature::Events,
+        ]
+        .into_iter()
+        .collect();
+        let common = [Feature::Ipv4, Feature::Ipv6, Feature::DenyRules, Feature::Events];
+        let ingress: Features = common.into_iter().chain([Feature::IngressPolicy]).collect();
+        let egress: Features = common.into_iter().chain([Feature::EgressPolicy]).collect();
+        assert_eq!(direction_code_shape(&all, true), ingress);
+        assert_eq!(direction_code_shape(&all, false), egress);
+        // Ingress enforced or not: the egress programs' features are the same.
+        let without_ingress: Features = all.iter().copied().filter(|f| *f != Feature::IngressPolicy).collect();
+        assert_eq!(direction_code_shape(&without_ingress, false), egress);
+        assert_ne!(direction_code_shape(&without_ingress, true), ingress);
+    }
+}
