@@ -4,8 +4,12 @@
 //!
 //! 1. policy-only change (same code shape): `Enforced::swap_tables`, i.e.
 //!    stage new policy tables, install them (one map update per direction);
-//! 2. code-shape change (two objects, both cached): load a new generation,
-//!    fill its maps, update both tcx links;
+//! 2. code-shape change (two objects, both cached; the change is in the
+//!    ingress policy): load a new generation, fill its maps, update the tcx
+//!    links; once loading both directions, once keeping the egress programs
+//!    (their code does not change) and loading the ingress ones only; and
+//!    the same with egress enforced too (ingress enforced in one version:
+//!    the egress programs keep their features, not their layout);
 //! 3. in the agent: `Agent::reload` after a policy file edit (read, parse,
 //!    check, resolve with the impact graph, build from the cache, swap), i.e.
 //!    from the moment the debounced reload starts reading the files; once
@@ -49,15 +53,20 @@ fn summary(name: &str, mut times: Vec<Duration>) {
 }
 
 /// Swaps app1 between two versions with new generations; (whole swap,
-/// load + fill, link updates).
-fn program_swaps(node: &mut Node, versions: &[Artifact; 2]) -> [Vec<Duration>; 3] {
+/// load + fill, link updates). With `keep`, each load keeps the directions
+/// whose programs do not change (as polcd does); without, it loads both.
+fn program_swaps(node: &mut Node, versions: &[Artifact; 2], keep: bool) -> [Vec<Duration>; 3] {
     let node_pins = node.pins.node_maps();
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
     let mut out: [Vec<Duration>; 3] = Default::default();
     for i in 0..ROUNDS {
         let start = Instant::now();
-        let next = load_generation(&versions[(i + 1) % 2], &node_pins, enforced.dir(), enforced.next_generation())
+        let running = if keep { enforced.running() } else { None };
+        let (dir, number) = (enforced.dir(), enforced.next_generation());
+        let next = load_generation(&versions[(i + 1) % 2], &node_pins, dir, number, running.as_ref())
             .unwrap_or_else(|e| panic!("{e}"));
+        let expected = if keep { vec![Direction::Ingress] } else { Direction::BOTH.to_vec() };
+        assert_eq!(next.loaded.loaded(), expected.as_slice(), "directions loaded");
         let loaded = start.elapsed();
         enforced.switch_to(next).unwrap_or_else(|e| panic!("{e}"));
         let total = start.elapsed();
@@ -117,9 +126,44 @@ fn bare_swaps() {
         table_swaps(&mut node, &same_shape, Duration::ZERO),
     );
     parts_summary(
-        "code-shape swap (new generation, objects cached)",
+        "code-shape swap (new generation, objects cached), both directions loaded",
         ["load + fill (load_generation)", "link updates + unpin (switch_to)"],
-        program_swaps(&mut node, &other_shape),
+        program_swaps(&mut node, &other_shape, false),
+    );
+    parts_summary(
+        "code-shape swap of the ingress programs only (egress kept: same code), objects cached",
+        ["load + fill + stage the kept tables (load_generation)", "installs, link update + unpin (switch_to)"],
+        program_swaps(&mut node, &other_shape, true),
+    );
+}
+
+/// app1 with both directions enforced; `ingress` says whether its ingress
+/// is (the egress features stay the same either way).
+fn both_ways_policy(ingress: bool) -> String {
+    let rules = if ingress { "  ingress {\n    allow web: from {id=app2} on tcp/80\n  }\n" } else { "" };
+    let extra = if ingress { "" } else { "    allow out3: to {id=app3} on tcp/80\n" };
+    format!("policy bench {{\n  select {{id=app1}}\n{rules}  egress {{\n    allow out: to {{id=app2}} on tcp/80\n{extra}  }}\n}}\n")
+}
+
+/// Code-shape swaps of app1 whose egress is enforced in both versions and
+/// whose ingress is enforced in one: the egress programs (same features,
+/// another layout) are kept, the ingress ones loaded.
+fn both_ways_swaps() {
+    let dirs = [policy_dir(&both_ways_policy(true)), policy_dir(&both_ways_policy(false))];
+    let sets: Vec<_> = dirs.iter().map(|d| resolve_dir(d.path())).collect();
+    let mut node = Node::new("bench-both", &sets[0].0);
+    node.enforce_all(&sets[0].0, &sets[0].1);
+    let versions = [node.artifact(&sets[0].0, &sets[0].1, "app1"), node.artifact(&sets[1].0, &sets[1].1, "app1")];
+    assert_ne!(versions[0].object, versions[1].object);
+    parts_summary(
+        "code-shape swap, egress enforced in both versions, ingress enforced in one: both directions loaded",
+        ["load + fill (load_generation)", "link updates + unpin (switch_to)"],
+        program_swaps(&mut node, &versions, false),
+    );
+    parts_summary(
+        "the same swaps keeping the egress programs (same features), ingress loaded",
+        ["load + fill + stage the kept tables (load_generation)", "installs, link update + unpin (switch_to)"],
+        program_swaps(&mut node, &versions, true),
     );
 }
 
@@ -329,6 +373,7 @@ fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
     if "bare".contains(&filter) || filter.is_empty() {
         bare_swaps();
+        both_ways_swaps();
     }
     if "agent".contains(&filter) || filter.is_empty() {
         agent_reloads();

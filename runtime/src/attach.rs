@@ -294,22 +294,42 @@ impl Attachment {
         }
     }
 
-    /// Swaps `endpoint`'s entry programs into the links, each direction in
-    /// one atomic step. Both programs are looked up before any link changes.
-    /// If the second direction cannot be switched, the first gets its
-    /// previous program back: both directions keep running one generation.
+    /// Swaps `endpoint`'s entry programs into the links of the directions
+    /// it loaded ([`LoadedEndpoint::loaded`]; a kept direction's link keeps
+    /// its program), each direction in one atomic step. The programs are
+    /// looked up before any link changes. If the second direction cannot be
+    /// switched, the first gets its previous program back: both directions
+    /// keep running one generation.
     pub fn update(&mut self, endpoint: &LoadedEndpoint) -> Result<(), AttachError> {
         let links = match &self.hooks {
             Hooks::Tcx(links) => links,
             Hooks::Tc(filters) => return filters.update(endpoint),
         };
+        let links: Vec<&(Direction, Link)> = links.iter().filter(|(d, _)| endpoint.loaded().contains(d)).collect();
         let mut programs = Vec::new();
-        for (direction, _) in links {
+        for (direction, _) in &links {
             let program = endpoint.program(direction.entry_program())?;
             programs.push(program.as_fd().try_clone_to_owned().map_err(|source| update_error(*direction, source))?);
         }
         let mut hooks: Vec<TcxHook<'_>> = links.iter().map(|(_, link)| TcxHook(link)).collect();
         switch_all(&mut hooks, &programs).map_err(|(i, source)| update_error(links[i].0, source))
+    }
+
+    /// The kernel id of the program each direction's link (or filter) runs
+    /// now, in [`Direction::BOTH`] order.
+    pub fn program_ids(&self) -> Result<Vec<(Direction, u32)>, AttachError> {
+        match &self.hooks {
+            Hooks::Tcx(links) => links
+                .iter()
+                .map(|(direction, link)| {
+                    let info = link
+                        .info()
+                        .map_err(|source| AttachError::Open { path: link_pin(&self.pins, *direction), source })?;
+                    Ok((*direction, info.prog_id))
+                })
+                .collect(),
+            Hooks::Tc(filters) => filters.program_ids(),
+        }
     }
 
     /// Detaches both links (or deletes both filters) and removes their pins.

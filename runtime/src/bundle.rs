@@ -143,6 +143,8 @@ impl Bundle {
             rule_slots: endpoint.rule_slots.clone(),
             ingress: entries(&endpoint.ingress),
             egress: entries(&endpoint.egress),
+            // Bundles may come from other builds: compare the code itself.
+            direction_shapes: None,
         })
     }
 

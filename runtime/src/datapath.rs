@@ -50,6 +50,26 @@ impl Direction {
         }
     }
 
+    /// The prog array of this direction's tail calls.
+    pub fn prog_array(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ep_calls_in",
+            Direction::Egress => "ep_calls_eg",
+        }
+    }
+
+    /// Every program of this direction: its entry program, then the targets
+    /// of its tail calls (whether or not an object has them).
+    pub fn programs(self) -> Vec<&'static str> {
+        let targets = TAIL_CALLS.iter().filter(|(array, _, _)| *array == self.prog_array()).map(|(_, _, p)| *p);
+        std::iter::once(self.entry_program()).chain(targets).collect()
+    }
+
+    /// The direction a program of the datapath belongs to.
+    pub fn of_program(program: &str) -> Option<Direction> {
+        Direction::BOTH.into_iter().find(|d| d.programs().contains(&program))
+    }
+
     /// `ingress` or `egress` (as events, stats and metrics label it).
     pub fn name(self) -> &'static str {
         match self {

@@ -16,6 +16,8 @@
 //!   atomically with `BPF_LINK_UPDATE`, in the device's network namespace.
 //! - [`swap`]: one enforced endpoint; policy changes as new generations
 //!   (fresh per-endpoint maps, filled first), switched all or nothing.
+//! - [`shape`]: what one direction's programs are made of, read from the
+//!   object file: a code-shape change reloads only the directions it changes.
 //! - [`parallel`]: loads and table installs on several threads at once.
 //! - [`agent`]: polcd itself (the only part that uses polc, to build).
 
@@ -27,4 +29,5 @@ pub mod loader;
 pub mod netlab;
 pub mod parallel;
 pub mod seam;
+pub mod shape;
 pub mod swap;

@@ -5,6 +5,7 @@
 
 use crate::datapath::{self, Counter, Direction, MetricsKey, VerdictEvent, NODE_MAP_PREFIX};
 use crate::seam::{EndpointMaps, PolicyTables};
+use crate::shape::{self, DirectionShape};
 use libbpf_rs::btf::types::DataSec;
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{
@@ -161,10 +162,27 @@ fn take_log_tail(lines: usize) -> String {
 
 /// An endpoint object in the kernel: its programs loaded, its maps pinned
 /// and its prog arrays filled.
+///
+/// A load over a running one ([`LoadedEndpoint::load_over`]) may keep some
+/// directions: their programs are not loaded again (they keep running from
+/// the links), and the maps they use are the running ones, pinned again
+/// under the new pin directory, so the object still has every map.
 pub struct LoadedEndpoint {
     object: Object,
+    /// The directions whose programs this object loaded.
+    loaded: Vec<Direction>,
+    /// What each direction's programs are made of ([`Direction::BOTH`] order).
+    shapes: [Option<DirectionShape>; 2],
     /// The rule id of each counter slot (slot 1 first), from the build.
     rule_slots: Vec<u32>,
+}
+
+/// A running load whose directions the next load of the endpoint may keep:
+/// where its per-endpoint maps are pinned, and its directions' shapes.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub pins: PathBuf,
+    pub shapes: [Option<DirectionShape>; 2],
 }
 
 impl LoadedEndpoint {
@@ -180,30 +198,53 @@ impl LoadedEndpoint {
         spec: &LoadSpec<'_>,
         tables: &[(Direction, &[TableRecord])],
     ) -> Result<LoadedEndpoint, LoadError> {
+        LoadedEndpoint::load_over(spec, tables, None, None)
+    }
+
+    /// [`LoadedEndpoint::load_with_tables`], keeping each direction of
+    /// `running` whose shape (see [`crate::shape`]) the object gives again:
+    /// its programs are not loaded (no verifier run) and its maps are
+    /// `running`'s, which this object uses and pins under its own pin
+    /// directory. The tables of a kept direction are not filled (they are
+    /// the running ones: stage them, see [`LoadedEndpoint::kept`]). An
+    /// object whose programs are all the running ones (the same code under
+    /// another file name, say) loads no program at all. `declared`: the
+    /// features each direction's programs are compiled from, when the
+    /// builder says (see [`crate::swap::Artifact::direction_shapes`]).
+    pub fn load_over(
+        spec: &LoadSpec<'_>,
+        tables: &[(Direction, &[TableRecord])],
+        running: Option<&Running>,
+        declared: Option<&[String; 2]>,
+    ) -> Result<LoadedEndpoint, LoadError> {
         let path = spec.object.to_path_buf();
         capture_libbpf_messages();
         let _ = take_log_tail(0);
-        let mut open = ObjectBuilder::default()
-            .open_file(spec.object)
-            .map_err(|source| LoadError::Open { path: path.clone(), source })?;
-
-        let offsets = rodata_offsets(&open)?;
-        for map in open.maps_mut() {
-            let name = map.name().to_string_lossy().into_owned();
-            if name.ends_with(".rodata") {
-                write_constants(map, &offsets, spec, &path)?;
-                continue;
+        let mut open = open_object(spec, true)?;
+        let mut shapes = shapes_of_open(spec, &open);
+        if let Some(declared) = declared {
+            for (shape, features) in shapes.iter_mut().zip(declared) {
+                if let Some(shape) = shape {
+                    shape.declare_features(features);
+                }
             }
-            if name.starts_with('.') {
-                continue;
+        }
+        let mut kept: Vec<Direction> = match running {
+            Some(running) => Direction::BOTH
+                .into_iter()
+                .zip(running.shapes.iter().zip(&shapes))
+                .filter(|(_, (old, new))| old.as_ref().zip(new.as_ref()).is_some_and(|(old, new)| old.keeps(new)))
+                .map(|(direction, _)| direction)
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(running) = running {
+            let candidates = std::mem::take(&mut kept);
+            for direction in candidates {
+                if keep_direction(&mut open, direction, &shapes, &running.pins)? {
+                    kept.push(direction);
+                }
             }
-            let mut map = map;
-            let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
-            std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
-            if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
-                map.set_max_entries(*size).map_err(bpf_error(format!("size of `{name}`")))?;
-            }
-            map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
         }
 
         let object = open.load().map_err(|source| LoadError::Load {
@@ -212,9 +253,14 @@ impl LoadedEndpoint {
             source,
             log: take_log_tail(40),
         })?;
-        let loaded = LoadedEndpoint { object, rule_slots: Vec::new() };
+        let loaded_directions = Direction::BOTH.into_iter().filter(|d| !kept.contains(d)).collect();
+        let mut loaded = LoadedEndpoint { object, loaded: loaded_directions, shapes, rule_slots: Vec::new() };
+        if let Ok(counters) = loaded.map(datapath::METRICS_MAP) {
+            let entries = counters.max_entries();
+            loaded.shapes.iter_mut().flatten().for_each(|shape| shape.set_counter_entries(entries));
+        }
         loaded.fill_tail_calls()?;
-        for (direction, records) in tables {
+        for (direction, records) in tables.iter().filter(|(d, _)| loaded.loaded.contains(d)) {
             let slot =
                 loaded.policy_slot(*direction)?.ok_or_else(|| LoadError::NoMap(direction.policy_map().to_string()))?;
             replace_tables(vec![(slot, records)])?;
@@ -222,10 +268,29 @@ impl LoadedEndpoint {
         Ok(loaded)
     }
 
+    /// The directions whose programs this object loaded.
+    pub fn loaded(&self) -> &[Direction] {
+        &self.loaded
+    }
+
+    /// The directions kept from the running load (their programs run from
+    /// the links; their maps are the running ones).
+    pub fn kept(&self) -> Vec<Direction> {
+        Direction::BOTH.into_iter().filter(|d| !self.loaded.contains(d)).collect()
+    }
+
+    /// This load as the running one, for the next load over it.
+    pub fn running(&self, pins: &Path) -> Running {
+        Running { pins: pins.to_path_buf(), shapes: self.shapes.clone() }
+    }
+
+    /// Fills the prog arrays of the loaded directions (a kept direction's
+    /// array is the running one, already filled).
     fn fill_tail_calls(&self) -> Result<(), LoadError> {
         for (array, slot, target) in datapath::TAIL_CALLS {
-            let Some(prog) = self.object.progs().find(|p| p.name() == target) else {
-                // The address family is not enabled in this code shape.
+            let Some(prog) = self.object.progs().find(|p| p.name() == target && p.autoload()) else {
+                // The address family is not enabled in this code shape, or
+                // the direction was kept.
                 continue;
             };
             let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&prog));
@@ -242,9 +307,13 @@ impl LoadedEndpoint {
         MapHandle::try_from(&map).map_err(bpf_error(format!("handle of `{name}`")))
     }
 
-    /// One of the object's programs, e.g. to attach it.
+    /// One of the programs this object loaded, e.g. to attach it (not one
+    /// of a kept direction: that one runs from the links).
     pub fn program(&self, name: &str) -> Result<libbpf_rs::Program<'_>, LoadError> {
-        self.object.progs().find(|p| p.name() == name).ok_or_else(|| LoadError::NoProgram(name.to_string()))
+        self.object
+            .progs()
+            .find(|p| p.name() == name && p.autoload())
+            .ok_or_else(|| LoadError::NoProgram(name.to_string()))
     }
 
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN); the tc action.
@@ -263,7 +332,7 @@ impl LoadedEndpoint {
         let prog = self
             .object
             .progs_mut()
-            .find(|p| p.name() == program)
+            .find(|p| p.name() == program && p.autoload())
             .ok_or_else(|| LoadError::NoProgram(program.to_string()))?;
         let input = ProgramInput { data_in: Some(packet), repeat, ..Default::default() };
         let output = prog.test_run(input).map_err(bpf_error(format!("test run of `{program}`")))?;
@@ -567,6 +636,15 @@ pub fn install_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Flips the selectors of staged tables back to the tables they chose
+/// before [`install_tables`] (a change undone after its install).
+pub fn restore_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
+    for table in staged {
+        table.slot.install(table.previous)?;
+    }
+    Ok(())
+}
+
 /// Replaces the tables of several directions all or nothing: every idle
 /// table is filled first (invisible to the programs), then the selectors are
 /// flipped ([`install_tables`]).
@@ -679,6 +757,107 @@ impl EventReader {
         self.ring.consume().map_err(bpf_error("consume ring buffer"))?;
         Ok(std::mem::take(&mut *self.received.borrow_mut()))
     }
+}
+
+/// Opens `spec`'s object and prepares it for loading: constants written,
+/// map sizes overridden and, with `pin`, pin paths set (their directories
+/// made).
+fn open_object(spec: &LoadSpec<'_>, pin: bool) -> Result<libbpf_rs::OpenObject, LoadError> {
+    let path = spec.object.to_path_buf();
+    let mut open = ObjectBuilder::default()
+        .open_file(spec.object)
+        .map_err(|source| LoadError::Open { path: path.clone(), source })?;
+    let offsets = rodata_offsets(&open)?;
+    for map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        if name.ends_with(".rodata") {
+            write_constants(map, &offsets, spec, &path)?;
+            continue;
+        }
+        if name.starts_with('.') {
+            continue;
+        }
+        let mut map = map;
+        if let Some((_, size)) = spec.map_sizes.iter().find(|(n, _)| *n == name) {
+            map.set_max_entries(*size).map_err(bpf_error(format!("size of `{name}`")))?;
+        }
+        if pin {
+            let dir = if name.starts_with(NODE_MAP_PREFIX) { &spec.node_pins } else { &spec.endpoint_pins };
+            std::fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.clone(), source })?;
+            map.set_pin_path(dir.join(&name)).map_err(bpf_error(format!("pin path of `{name}`")))?;
+        }
+    }
+    Ok(open)
+}
+
+/// What each direction's programs would be made of if `spec` were loaded
+/// ([`Direction::BOTH`] order; see [`crate::shape`]). Opens the object
+/// only: no syscalls.
+pub fn shapes_of(spec: &LoadSpec<'_>) -> Result<[Option<DirectionShape>; 2], LoadError> {
+    let open = open_object(spec, false)?;
+    Ok(shapes_of_open(spec, &open))
+}
+
+fn shapes_of_open(spec: &LoadSpec<'_>, open: &libbpf_rs::OpenObject) -> [Option<DirectionShape>; 2] {
+    shape::direction_shapes(&std::fs::read(spec.object).unwrap_or_default(), &open_maps(open))
+}
+
+/// The definitions of an opened object's maps (with the load's overrides)
+/// and the initial values of its internal maps, for [`shape::direction_shapes`].
+fn open_maps(open: &libbpf_rs::OpenObject) -> shape::OpenMaps {
+    let mut defs = Vec::new();
+    let mut internal = Vec::new();
+    for map in open.maps() {
+        let name = map.name().to_string_lossy().into_owned();
+        // libbpf names an internal map after the object (its first bytes)
+        // and the section: `<object>.rodata`. Objects differ by name.
+        if let Some(at) = name.find('.') {
+            internal.push((name[at..].to_string(), map.initial_value().map(<[u8]>::to_vec).unwrap_or_default()));
+        }
+        defs.push(shape::MapDef {
+            name,
+            map_type: map.map_type() as u32,
+            key_size: map.key_size(),
+            value_size: map.value_size(),
+            max_entries: map.max_entries(),
+            flags: map.map_flags(),
+        });
+    }
+    shape::OpenMaps { defs, internal }
+}
+
+/// Makes `open` keep `direction` of a running load pinned under `pins`: its
+/// programs are not loaded, and the per-endpoint maps they use are the
+/// running ones (libbpf pins them again at the object's own pin paths).
+/// Changes nothing and says `false` when a running map cannot be opened
+/// (the direction is then loaded).
+fn keep_direction(
+    open: &mut libbpf_rs::OpenObject,
+    direction: Direction,
+    shapes: &[Option<DirectionShape>; 2],
+    pins: &Path,
+) -> Result<bool, LoadError> {
+    let index = Direction::BOTH.iter().position(|d| *d == direction).unwrap_or(0);
+    let Some(shape) = &shapes[index] else { return Ok(false) };
+    let running: Option<Vec<(&str, MapHandle)>> = shape
+        .map_names()
+        .filter(|name| !name.starts_with(NODE_MAP_PREFIX))
+        .map(|name| MapHandle::from_pinned_path(pins.join(name)).ok().map(|handle| (name, handle)))
+        .collect();
+    let Some(running) = running else { return Ok(false) };
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        let Some((_, handle)) = running.iter().find(|(n, _)| *n == name) else { continue };
+        // A failure here leaves the object half pointed at the running
+        // maps: the load fails rather than loading into them.
+        map.reuse_fd(std::os::fd::AsFd::as_fd(handle)).map_err(bpf_error(format!("reuse the running `{name}`")))?;
+    }
+    for mut program in open.progs_mut() {
+        if Direction::of_program(&program.name().to_string_lossy()) == Some(direction) {
+            program.set_autoload(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Variable name -> (offset, size) in `.rodata`, read after open (the

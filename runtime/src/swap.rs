@@ -10,6 +10,17 @@
 //! (an object the verifier rejects, a map update that fails) removes the new
 //! generation and leaves the old one as it was.
 //!
+//! A change of code shape often changes one direction's programs only (an
+//! ingress rule set becoming enforced, a deny rule in the only enforced
+//! direction): a new generation keeps each direction whose programs would
+//! be the same ([`crate::shape`]) instead of loading it again. The kept
+//! direction's link keeps its program, and the new generation uses (and
+//! pins again under its own directory) the maps that program reads: its
+//! policy tables, its prog array and the counter array both directions
+//! share. Its new policy entries are staged in its idle table and installed
+//! with the switch, as in a table swap. Only the loaded directions' links
+//! are updated; each loaded direction has a fresh prog array, filled.
+//!
 //! A change of table entries only ([`Enforced::swap_tables`]) loads
 //! nothing: each enforced direction has two policy tables and a selector;
 //! the idle table is filled completely, then the selector is flipped with
@@ -28,11 +39,19 @@
 //! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg
 //!                                (selectors), ep_pol_in_a/_b, ep_pol_eg_a/_b
 //!                                (tables), ep_calls_in, ep_calls_eg, ep_metrics
+//!                                (a kept direction's maps are also pinned
+//!                                under the generation it came from, until
+//!                                that one is unpinned at the switch)
 //! ```
+//!
+//! So the newest generation directory always holds every map the running
+//! programs read, whichever generation loaded them.
 
 use crate::attach::{AttachError, Attachment, Device};
 use crate::datapath::{Direction, METRICS_MAP};
-use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable, TableRecord};
+use crate::loader::{
+    install_tables, restore_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, Running, StagedTable, TableRecord,
+};
 use crate::seam::{self, PolicyEntry};
 use libbpf_rs::{MapCore, MapHandle};
 use std::path::{Path, PathBuf};
@@ -51,6 +70,13 @@ pub struct Artifact {
     /// Per direction, the policy map entries; `None` when not enforced.
     pub ingress: Option<Vec<PolicyEntry>>,
     pub egress: Option<Vec<PolicyEntry>>,
+    /// Per direction ([`Direction::BOTH`] order), the features its programs
+    /// are compiled from ([`polc::codegen::header::direction_code_shape`]),
+    /// when every object comes from one builder (the same templates, node
+    /// header and clang); `None` when not known (a bundle). A new generation
+    /// keeps a direction whose features and maps did not change even when
+    /// clang laid its code out differently (see [`crate::shape`]).
+    pub direction_shapes: Option<[String; 2]>,
 }
 
 impl Artifact {
@@ -90,6 +116,9 @@ pub struct Generation {
     /// The object file it was loaded from.
     pub object: PathBuf,
     pins: PathBuf,
+    /// The new entries of the directions kept from the running generation,
+    /// in their idle tables: installed with the switch.
+    staged: Vec<StagedTable>,
 }
 
 impl Generation {
@@ -118,12 +147,17 @@ fn pinned_generations(dir: &Path) -> Vec<u64> {
 }
 
 /// Loads `artifact` as generation `number` under `dir` and fills its maps
-/// completely. On failure, nothing of it is left pinned.
+/// completely. Over a `running` generation of the endpoint (see
+/// [`Enforced::running`]), the directions whose programs would not change
+/// are kept, not loaded: their new entries are staged in the running
+/// tables' idle halves, installed by [`Enforced::switch_to`]. On failure,
+/// nothing of it is left pinned.
 pub fn load_generation(
     artifact: &Artifact,
     node_pins: &Path,
     dir: &Path,
     number: u64,
+    running: Option<&Running>,
 ) -> Result<Generation, SwapError> {
     let pins = generation_dir(dir, number);
     // A leftover of a crashed attempt would be reused by name: start clean.
@@ -143,17 +177,36 @@ pub fn load_generation(
         .filter_map(|d| artifact.entries(d).map(|entries| (d, seam::policy_records(entries))))
         .collect();
     let tables: Vec<(Direction, &[TableRecord])> = records.iter().map(|(d, r)| (*d, r.as_slice())).collect();
-    let filled = LoadedEndpoint::load_with_tables(&spec, &tables).map(|mut loaded| {
+    let declared = artifact.direction_shapes.as_ref();
+    let filled = LoadedEndpoint::load_over(&spec, &tables, running, declared).and_then(|mut loaded| {
         loaded.set_rule_slots(artifact.rule_slots.clone());
-        loaded
+        let staged = stage_kept(&loaded, &tables)?;
+        Ok((loaded, staged))
     });
     match filled {
-        Ok(loaded) => Ok(Generation { number, loaded, object: artifact.object.clone(), pins }),
+        Ok((loaded, staged)) => Ok(Generation { number, loaded, object: artifact.object.clone(), pins, staged }),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&pins);
             Err(e.into())
         }
     }
+}
+
+/// Stages the entries of the directions `loaded` kept in their (running)
+/// idle tables.
+fn stage_kept(loaded: &LoadedEndpoint, tables: &[(Direction, &[TableRecord])]) -> Result<Vec<StagedTable>, LoadError> {
+    let mut staged = Vec::new();
+    for direction in loaded.kept() {
+        let slot = loaded.policy_slot(direction)?;
+        match (slot, tables.iter().find(|(d, _)| *d == direction)) {
+            (Some(slot), Some((_, records))) => staged.push(StagedTable::new(slot, records)?),
+            (None, None) => {}
+            // A kept direction has the running maps, so this cannot be;
+            // refuse rather than run with tables of the wrong kind.
+            _ => return Err(LoadError::NoMap(direction.policy_map().to_string())),
+        }
+    }
+    Ok(staged)
 }
 
 /// An endpoint under enforcement: its links and its current generation.
@@ -171,7 +224,7 @@ impl Enforced {
     /// Loads `artifact`, fills it and attaches it to `device`; everything is
     /// pinned under `dir` (node maps under `node_pins`).
     pub fn start(artifact: &Artifact, device: &Device, node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
-        let generation = load_generation(artifact, node_pins, dir, 1)?;
+        let generation = load_generation(artifact, node_pins, dir, 1, None)?;
         Enforced::attach(generation, device, node_pins, dir)
     }
 
@@ -246,10 +299,25 @@ impl Enforced {
         self.generation + 1
     }
 
-    /// Applies a new artifact all or nothing: load and fill a new generation,
-    /// then switch both links to it. On error the running generation stays.
+    /// The running generation as the next one may keep directions of it
+    /// (`None` after adoption: this process does not know what its
+    /// programs are made of, so the next generation loads both).
+    pub fn running(&self) -> Option<Running> {
+        let current = self.current.as_ref()?;
+        Some(current.loaded.running(&current.pins))
+    }
+
+    /// The kernel id of the program each direction runs now ([`Direction::BOTH`] order).
+    pub fn program_ids(&self) -> Result<Vec<(Direction, u32)>, SwapError> {
+        Ok(self.attachment.program_ids()?)
+    }
+
+    /// Applies a new artifact all or nothing: load and fill a new generation
+    /// (keeping the directions whose programs do not change), then switch
+    /// the links to it. On error the running generation stays.
     pub fn swap(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
-        let next = load_generation(artifact, &self.node_pins, &self.dir, self.next_generation())?;
+        let running = self.running();
+        let next = load_generation(artifact, &self.node_pins, &self.dir, self.next_generation(), running.as_ref())?;
         self.switch_to(next)
     }
 
@@ -325,10 +393,19 @@ impl Enforced {
         Ok(())
     }
 
-    /// Switches both links to `next` (loaded with [`load_generation`] under
-    /// this endpoint's directory) and unpins the generations before it.
+    /// Switches to `next` (loaded with [`load_generation`] under this
+    /// endpoint's directory): the tables staged for the directions it kept
+    /// are installed, then the links of the directions it loaded switch to
+    /// its programs (if they cannot, the tables are put back); then the
+    /// generations before it are unpinned.
     pub fn switch_to(&mut self, next: Generation) -> Result<(), SwapError> {
+        if let Err(e) = install_tables(&next.staged) {
+            let _ = std::fs::remove_dir_all(&next.pins);
+            return Err(e.into());
+        }
         if let Err(e) = self.attachment.update(&next.loaded) {
+            // Best effort: the link error is the one to report.
+            let _ = restore_tables(&next.staged);
             let _ = std::fs::remove_dir_all(&next.pins);
             return Err(e.into());
         }

@@ -8,6 +8,7 @@
 #![allow(clippy::panic)]
 mod support;
 
+use polc_runtime::datapath::Direction;
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::swap::Artifact;
 use std::net::{IpAddr, SocketAddr};
@@ -58,6 +59,9 @@ fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {
         let t0 = Instant::now();
         enforced.swap(&versions[(i + 1) % 2]).unwrap_or_else(|e| panic!("swap {i}: {e}"));
         swap_times.push(t0.elapsed());
+        // The versions differ in ingress only: egress keeps its programs.
+        let loaded = enforced.current().map(|c| c.loaded().to_vec());
+        assert_eq!(loaded, Some(vec![Direction::Ingress]), "swap {i} loads the ingress programs only");
     }
     let swapping = started.elapsed();
     std::thread::sleep(Duration::from_millis(100));

@@ -53,7 +53,7 @@ fn an_ipcache_sync_that_overflows_changes_nothing() {
     let def = set.inventory.endpoint("app1").unwrap_or_else(|| panic!("app1"));
     let policy = resolved.endpoint("app1").unwrap_or_else(|| panic!("app1"));
     let artifact = builder.endpoint(policy, def, 1).unwrap_or_else(|e| panic!("{e}"));
-    let generation = load_generation(&artifact, &node.pins.node_maps(), &node.endpoint_dir("app1"), 1)
+    let generation = load_generation(&artifact, &node.pins.node_maps(), &node.endpoint_dir("app1"), 1, None)
         .unwrap_or_else(|e| panic!("{e}"));
     let maps = NodeMaps::new(&node.pins.node_maps());
 

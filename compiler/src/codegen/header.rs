@@ -230,6 +230,20 @@ pub fn code_shape(features: &Features) -> Features {
     features.iter().copied().filter(|f| f.shapes_code()).collect()
 }
 
+/// The features one direction's programs depend on: the code shape without
+/// the other direction's policy feature. templates/bpf tests
+/// `ENABLE_INGRESS_POLICY` only on the ingress path (`to_ep`, `to_ep_v6`) and
+/// `ENABLE_EGRESS_POLICY` only on the egress path; every other feature may
+/// shape both. Objects whose shapes agree on a direction's set (built from
+/// the same templates, node header and clang) have programs for that
+/// direction that decide alike, though clang may lay them out differently:
+/// the runtime keeps such a direction's running programs on a code-shape
+/// change instead of loading the new ones.
+pub fn direction_code_shape(features: &Features, ingress: bool) -> Features {
+    let other = if ingress { Feature::EgressPolicy } else { Feature::IngressPolicy };
+    code_shape(features).into_iter().filter(|f| *f != other).collect()
+}
+
 /// The header of a code shape: the code-shaping features only (the shared
 /// object's build), so endpoints that differ only in informational
 /// features share an object.
@@ -259,4 +273,34 @@ pub fn render_endpoint(
         policy_maps => policy_maps,
     };
     render("ep_config.h.j2", ENDPOINT_TEMPLATE, context! { features => defines, endpoint })
+}
+
+#[cfg(test)]
+mod direction_shape_tests {
+    use super::{direction_code_shape, Feature, Features};
+
+    #[test]
+    fn a_direction_drops_the_other_directions_policy_and_informational_features() {
+        let all: Features = [
+            Feature::Ipv4,
+            Feature::Ipv6,
+            Feature::IngressPolicy,
+            Feature::EgressPolicy,
+            Feature::DenyRules,
+            Feature::PortRanges,
+            Feature::IcmpRules,
+            Feature::Events,
+        ]
+        .into_iter()
+        .collect();
+        let common = [Feature::Ipv4, Feature::Ipv6, Feature::DenyRules, Feature::Events];
+        let ingress: Features = common.into_iter().chain([Feature::IngressPolicy]).collect();
+        let egress: Features = common.into_iter().chain([Feature::EgressPolicy]).collect();
+        assert_eq!(direction_code_shape(&all, true), ingress);
+        assert_eq!(direction_code_shape(&all, false), egress);
+        // Ingress enforced or not: the egress programs' features are the same.
+        let without_ingress: Features = all.iter().copied().filter(|f| *f != Feature::IngressPolicy).collect();
+        assert_eq!(direction_code_shape(&without_ingress, false), egress);
+        assert_ne!(direction_code_shape(&without_ingress, true), ingress);
+    }
 }

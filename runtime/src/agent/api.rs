@@ -93,6 +93,13 @@ pub struct EndpointStatus {
     /// for the running programs) or `program` (a new generation loaded).
     #[serde(default)]
     pub last_swap: Option<String>,
+    /// The directions (`ingress`, `egress`) whose programs the running
+    /// generation loaded. A direction not listed runs the programs of an
+    /// earlier generation, kept because the change left its code as it was
+    /// (same instructions, maps and constants). `None` until this polcd
+    /// loaded a generation (e.g. just after adopting).
+    #[serde(default)]
+    pub loaded_directions: Option<Vec<String>>,
     pub last_error: Option<String>,
 }
 

@@ -2,14 +2,14 @@
 //! half of `polc build` (features, code shape, clang with the object cache,
 //! `.rodata` constants, policy map entries, capacity) as the agent needs it.
 
-use crate::datapath::METRICS_MAP;
+use crate::datapath::{Direction, METRICS_MAP};
 use crate::swap::Artifact;
 use polc::codegen::bundle::metrics_entries;
 use polc::codegen::clang::Clang;
 use polc::codegen::entries::{assign_slots, check_capacity, direction_entries, PolicyEntry};
 use polc::codegen::header::{
-    code_shape, features_of, render_node, render_shape, BuildOptions, EndpointAddresses, EndpointConstants, Features,
-    NodeConfig,
+    code_shape, direction_code_shape, features_of, render_node, render_shape, shape_name, BuildOptions,
+    EndpointAddresses, EndpointConstants, Features, NodeConfig,
 };
 use polc::codegen::CodegenError;
 use polc::ir::{DirectionTable, EndpointPolicy, Resolved};
@@ -76,6 +76,10 @@ impl NodeBuilder {
             rule_slots,
             ingress: encode(&policy.ingress, ingress),
             egress: encode(&policy.egress, egress),
+            // One builder: one set of templates, node header and clang.
+            direction_shapes: Some(
+                Direction::BOTH.map(|d| shape_name(&direction_code_shape(&features, d == Direction::Ingress))),
+            ),
         })
     }
 

@@ -218,11 +218,12 @@ impl BundleAgent {
             }
             let pending = enforced.is_none();
             let number = enforced.map_or(1, Enforced::next_generation);
+            let running = enforced.and_then(Enforced::running);
             if pending {
                 self.pins().set_aside(name);
             }
             let loaded = bundle.artifact(name).map_err(|e| e.to_string()).and_then(|artifact| {
-                load_generation(&artifact, &self.pins().node(), &self.pins().endpoint(name), number)
+                load_generation(&artifact, &self.pins().node(), &self.pins().endpoint(name), number, running.as_ref())
                     .map_err(|e| e.to_string())
             });
             match loaded {

@@ -20,7 +20,7 @@ use super::read::PolicyReader;
 use super::slot::{Constants, Described, Slot, SwapKind};
 use super::stats::{Counters, Stats};
 use crate::attach::{AttachMode, Device};
-use crate::loader::LoadError;
+use crate::loader::{LoadError, Running};
 use crate::parallel::map_on_threads;
 use crate::swap::{load_generation, Artifact, Enforced, Generation, StagedTables, SwapError};
 use polc::codegen::header::{BuildOptions, NodeConfig};
@@ -248,7 +248,7 @@ enum Next {
     /// New policy tables for the running programs.
     Tables(StagedTables),
     /// A new generation (maps filled) for the links to switch to.
-    Program(Generation),
+    Program(Box<Generation>),
 }
 
 /// The outcome of applying one change: the endpoints regenerated, and how.
@@ -419,9 +419,9 @@ impl Agent {
             let dir = self.endpoint_dir(&name);
             let slot = self.slots.entry(name.clone()).or_default();
             let result = match (next, slot.enforced.as_mut()) {
-                (Next::Program(generation), Some(enforced)) => enforced.switch_to(generation),
+                (Next::Program(generation), Some(enforced)) => enforced.switch_to(*generation),
                 (Next::Program(generation), None) => {
-                    Enforced::attach(generation, &device, &node_pins, &dir).map(|e| slot.enforced = Some(e))
+                    Enforced::attach(*generation, &device, &node_pins, &dir).map(|e| slot.enforced = Some(e))
                 }
                 (Next::Tables(_), _) => continue,
             };
@@ -503,12 +503,13 @@ impl Agent {
                 Ok(None) => {
                     let enforced = self.slots.get(&name).and_then(|s| s.enforced.as_ref());
                     let number = enforced.map_or(1, Enforced::next_generation);
+                    let running = enforced.and_then(Enforced::running);
                     if enforced.is_none() {
                         // Leftovers of an endpoint this agent does not enforce.
                         self.pins().set_aside(&name);
                     }
                     let dir = self.endpoint_dir(&name);
-                    let job = LoadJob { dir, number, built: Built { name, artifact, device, pending } };
+                    let job = LoadJob { dir, number, running, built: Built { name, artifact, device, pending } };
                     loads.push(job);
                 }
                 Err(e) => {
@@ -534,7 +535,7 @@ impl Agent {
             return Err(self.endpoint_failed(&name, &e.to_string()));
         }
         for (Built { name, artifact, device, .. }, generation) in loaded {
-            let next = Next::Program(generation);
+            let next = Next::Program(Box::new(generation));
             prepared.push(Prepared { name, device, constants: artifact.constants, next });
         }
         Ok(prepared)
@@ -838,6 +839,8 @@ struct LoadJob {
     built: Built,
     dir: PathBuf,
     number: u64,
+    /// The generation it runs, whose unchanged directions the load keeps.
+    running: Option<Running>,
 }
 
 /// Drops what was prepared for a change that will not be applied: staged
@@ -856,7 +859,7 @@ fn discard(prepared: Vec<Prepared>) {
 fn load_all(jobs: Vec<LoadJob>, node_pins: &Path) -> Vec<(Built, Result<Generation, SwapError>)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let results = map_on_threads(jobs.iter().collect(), threads, |job: &LoadJob| {
-        load_generation(&job.built.artifact, node_pins, &job.dir, job.number)
+        load_generation(&job.built.artifact, node_pins, &job.dir, job.number, job.running.as_ref())
     });
     jobs.into_iter()
         .zip(results)

@@ -106,6 +106,9 @@ impl Described<'_> {
             policy_version: slot.map_or(0, |s| s.policy_version),
             last_regeneration_ms: slot.and_then(|s| s.last_regeneration_ms),
             last_swap: slot.and_then(|s| s.last_swap).map(|k| k.name().to_string()),
+            loaded_directions: enforced
+                .and_then(Enforced::current)
+                .map(|loaded| loaded.loaded().iter().map(|d| d.name().to_string()).collect()),
             last_error: slot.and_then(|s| s.last_error.clone()),
         }
     }

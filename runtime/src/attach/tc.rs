@@ -102,17 +102,30 @@ impl TcFilters {
             && Direction::BOTH.iter().all(|d| self.hook(*d).running_id().is_ok_and(|id| id != 0))
     }
 
-    /// Replaces both filters' programs in place; if the second fails, the
-    /// first gets its previous program back.
+    /// Replaces the programs of the filters of the directions `endpoint`
+    /// loaded, in place; if the second fails, the first gets its previous
+    /// program back.
     pub fn update(&self, endpoint: &LoadedEndpoint) -> Result<(), AttachError> {
+        let directions = endpoint.loaded();
         let mut programs = Vec::new();
-        for direction in Direction::BOTH {
+        for direction in directions {
             let program = endpoint.program(direction.entry_program())?;
             programs
-                .push(program.as_fd().try_clone_to_owned().map_err(|source| super::update_error(direction, source))?);
+                .push(program.as_fd().try_clone_to_owned().map_err(|source| super::update_error(*direction, source))?);
         }
-        let mut hooks: Vec<FilterHook<'_>> = Direction::BOTH.iter().map(|d| self.hook(*d)).collect();
-        switch_all(&mut hooks, &programs).map_err(|(i, source)| super::update_error(Direction::BOTH[i], source))
+        let mut hooks: Vec<FilterHook<'_>> = directions.iter().map(|d| self.hook(*d)).collect();
+        switch_all(&mut hooks, &programs).map_err(|(i, source)| super::update_error(directions[i], source))
+    }
+
+    /// The kernel id of the program each filter runs now.
+    pub fn program_ids(&self) -> Result<Vec<(Direction, u32)>, AttachError> {
+        Direction::BOTH
+            .into_iter()
+            .map(|d| {
+                let id = self.hook(d).running_id().map_err(|source| super::update_error(d, source))?;
+                Ok((d, id))
+            })
+            .collect()
     }
 
     /// Deletes both filters (a device already gone took them along) and the marker.
