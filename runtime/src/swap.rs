@@ -398,7 +398,7 @@ impl Enforced {
     /// are installed, then the links of the directions it loaded switch to
     /// its programs (if they cannot, the tables are put back); then the
     /// generations before it are unpinned.
-    pub fn switch_to(&mut self, next: Generation) -> Result<(), SwapError> {
+    pub fn switch_to(&mut self, mut next: Generation) -> Result<(), SwapError> {
         if let Err(e) = install_tables(&next.staged) {
             let _ = std::fs::remove_dir_all(&next.pins);
             return Err(e.into());
@@ -409,6 +409,8 @@ impl Enforced {
             let _ = std::fs::remove_dir_all(&next.pins);
             return Err(e.into());
         }
+        // Installed: the directions may be staged again by the next change.
+        next.staged.clear();
         let number = next.number;
         self.generation = number;
         // The old generation's programs no longer run: unpin what remains
