@@ -71,14 +71,14 @@ enum ct_state {
 };
 
 /* A packet's conntrack key, built once and used for the lookup and, for a
- * new allowed connection, the entry. `family` is the program's constant, so
- * every branch on it folds away. */
+ * new allowed connection, the entry. Every function here takes `family`,
+ * the program's constant, so every branch on it folds away (the verifier
+ * does not know a byte stored in the tuple: it would walk both families). */
 struct ct_tuple {
 	union {
 		struct ct_key4 v4;
 		struct ct_key6 v6;
 	} key;
-	__u8 family;
 	__u8 flipped;   /* the packet is in non-canonical orientation */
 	__u8 symmetric; /* both orientations are the same tuple */
 };
@@ -131,7 +131,6 @@ static __always_inline void ct_tuple_of(struct ct_tuple *t, const struct packet 
 {
 	int order = ct_compare_ends(p, family);
 
-	t->family = family;
 	t->flipped = order > 0;
 	t->symmetric = order == 0;
 	const __u32 *first = t->flipped ? p->daddr : p->saddr;
@@ -153,9 +152,9 @@ static __always_inline void ct_tuple_of(struct ct_tuple *t, const struct packet 
 
 /* The other policy direction of the same tuple (only a symmetric tuple's
  * reply needs it). */
-static __always_inline void ct_flip_dir(struct ct_tuple *t)
+static __always_inline void ct_flip_dir(struct ct_tuple *t, __u8 family)
 {
-	if (t->family == AF_INET)
+	if (family == AF_INET)
 		t->key.v4.dir = !t->key.v4.dir;
 	else
 		t->key.v6.dir = !t->key.v6.dir;
@@ -192,9 +191,9 @@ static __always_inline void ct_observe(struct ct_entry *entry, const struct pack
 
 /* A live entry for the tuple's key, deleting it if it has expired. The
  * clock is read only when an entry is found (`*now` 0: not read yet). */
-static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u64 *now)
+static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u8 family, __u64 *now)
 {
-	void *map = t->family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
+	void *map = family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
 	struct ct_entry *entry = bpf_map_lookup_elem(map, &t->key);
 	if (!entry)
 		return NULL;
@@ -207,18 +206,19 @@ static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u64 *now)
 	return entry;
 }
 
-static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct packet *p, __u64 *now, struct rule_ref *rule)
+static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, __u8 family, const struct packet *p, __u64 *now,
+					       struct rule_ref *rule)
 {
 	int reply;
-	struct ct_entry *entry = ct_find(t, now);
+	struct ct_entry *entry = ct_find(t, family, now);
 	if (entry) {
 		reply = entry->flipped != t->flipped;
 	} else {
 		if (!t->symmetric)
 			return CT_NEW;
-		ct_flip_dir(t);
-		entry = ct_find(t, now);
-		ct_flip_dir(t);
+		ct_flip_dir(t, family);
+		entry = ct_find(t, family, now);
+		ct_flip_dir(t, family);
 		if (!entry)
 			return CT_NEW;
 		reply = 1;
@@ -229,10 +229,11 @@ static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct 
 	return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
-static __always_inline void ct_create(struct ct_tuple *t, const struct packet *p, __u64 now, const struct rule_ref *rule)
+static __always_inline void ct_create(struct ct_tuple *t, __u8 family, const struct packet *p, __u64 now,
+				      const struct rule_ref *rule)
 {
 	struct ct_entry entry = { .rule = rule->id, .slot = rule->slot, .flipped = t->flipped };
-	void *map = t->family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
+	void *map = family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
 
 	ct_observe(&entry, p, 0, now);
 	bpf_map_update_elem(map, &t->key, &entry, BPF_ANY);

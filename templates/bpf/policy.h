@@ -115,9 +115,9 @@ static __always_inline struct policy_value *policy_first(void *table, struct pol
 	return bpf_map_lookup_elem(table, key);
 }
 
-/* A lookup's outcome packed in one scalar, so the lookup can be a function
- * of its own that returns it: reason in bits 0-7, the rule's counter slot
- * in bits 8-23, its id in bits 32-63. */
+/* A lookup's outcome packed in one scalar (no pointer into the table
+ * outlives the lookup): reason in bits 0-7, the rule's counter slot in bits
+ * 8-23, its id in bits 32-63. */
 #define POLICY_RESULT(reason, slot, rule) ((__u64)(reason) | (__u64)(slot) << 8 | (__u64)(rule) << 32)
 
 static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 proto, __u16 port)
@@ -164,23 +164,21 @@ static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 p
 	return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 }
 
-/* One global (not inlined, not static) function per enforced direction:
- * the verifier checks a global function once, for any arguments, instead of
- * once per path that reaches the lookup, and the caller sees its result as
- * an unknown scalar. It reads the selector, then the table it names; each
- * table has its own copy of the lookup, so every map lookup call sees one
- * map (the verifier then calls the hash lookup directly). Arguments and
- * result are scalars: a global function cannot take a map. */
-#define POLICY_DIRECTION_LOOKUP(name, selector, table_a, table_b)                \
-	__noinline __u64 name(__u32 peer, __u32 proto, __u32 port)                \
-	{                                                                         \
-		__u32 zero = 0;                                                   \
-		__u32 *which = bpf_map_lookup_elem(&selector, &zero);             \
-		if (!which)                                                       \
-			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);          \
-		if (*which)                                                       \
-			return policy_table_lookup(&table_b, peer, proto, port);  \
-		return policy_table_lookup(&table_a, peer, proto, port);          \
+/* The lookup of one enforced direction: it reads the selector, then the
+ * table it names; each table has its own copy of the lookup, so every map
+ * lookup call sees one map (the verifier then calls the hash lookup
+ * directly). The result is one scalar: the caller, decide_new in
+ * endpoint.bpf.c, is a global function, which the verifier checks once. */
+#define POLICY_DIRECTION_LOOKUP(name, selector, table_a, table_b)                  \
+	static __always_inline __u64 name(__u32 peer, __u32 proto, __u32 port)     \
+	{                                                                           \
+		__u32 zero = 0;                                                     \
+		__u32 *which = bpf_map_lookup_elem(&selector, &zero);               \
+		if (!which)                                                         \
+			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);            \
+		if (*which)                                                         \
+			return policy_table_lookup(&table_b, peer, proto, port);    \
+		return policy_table_lookup(&table_a, peer, proto, port);            \
 	}
 
 #ifdef ENABLE_INGRESS_POLICY
