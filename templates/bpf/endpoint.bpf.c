@@ -102,10 +102,10 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 		struct rule_ref rule = {};
 		ct_tuple_of(&tuple, p, dir, family);
 		enum ct_state state = ct_lookup(&tuple, family, p, &now, &rule);
-		if (state == CT_ESTABLISHED)
-			return verdict(p, dir, REASON_ESTABLISHED, &rule, TRACKED_PEER(p, dir, family));
-		if (state == CT_REPLY)
-			return verdict(p, dir, REASON_REPLY, &rule, TRACKED_PEER(p, dir, family));
+		/* REASON_REPLY for CT_REPLY, without a branch on which. */
+		if (state != CT_NEW)
+			return verdict(p, dir, REASON_ESTABLISHED + (state - CT_ESTABLISHED), &rule,
+				       TRACKED_PEER(p, dir, family));
 	}
 	return call_decide_new(p, &tuple, now, dir, family);
 }

@@ -102,13 +102,16 @@ static __always_inline int policy_known_protocol(__u8 proto)
 }
 
 /* The peer's first entry for the packet's protocol: PROTOCOL, else OTHER
- * for an unknown protocol. `key` is left as the entry's key. */
-static __always_inline struct policy_value *policy_first(void *table, struct policy_key *key, __u8 proto)
+ * for an unknown protocol. `key` is left as the entry's key. `known` is
+ * policy_known_protocol(proto), computed once by the caller: testing the
+ * protocol again would give the verifier a known protocol on each path,
+ * and paths it cannot merge. */
+static __always_inline struct policy_value *policy_first(void *table, struct policy_key *key, __u8 proto, int known)
 {
 	key->proto = proto;
 	key->kind = POLICY_KIND_PROTOCOL;
 	struct policy_value *value = bpf_map_lookup_elem(table, key);
-	if (value || policy_known_protocol(proto))
+	if (value || known)
 		return value;
 	key->proto = 0;
 	key->kind = POLICY_KIND_OTHER;
@@ -123,10 +126,11 @@ static __always_inline struct policy_value *policy_first(void *table, struct pol
 static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 proto, __u16 port)
 {
 	struct policy_key key = { .identity = peer };
-	struct policy_value *value = policy_first(table, &key, proto);
+	int known = policy_known_protocol(proto);
+	struct policy_value *value = policy_first(table, &key, proto, known);
 	if (!value && peer != 0) {
 		key.identity = 0;
-		value = policy_first(table, &key, proto);
+		value = policy_first(table, &key, proto, known);
 	}
 	if (value && (value->flags & POLICY_SPLIT)) {
 		key.kind = POLICY_KIND_BUCKET256;
