@@ -7,7 +7,11 @@
 //! - the same instructions, byte for byte, and the same relocations (what
 //!   each one points at, by name), for each of its programs, and the same
 //!   section (the attach type) and license;
-//! - the same `.text` (subprograms any program may call) with its relocations;
+//! - the same `.text` functions (subprograms) its programs call, directly or
+//!   through each other, with their relocations (global functions are called
+//!   by name, so a direction's calls are known; a call into `.text` by
+//!   offset, as a static subprogram's, makes the whole of `.text` part of
+//!   the shape);
 //! - the same definitions of the maps its programs use (type, key and value
 //!   size, entries after the load's overrides, flags), but for the counter
 //!   array, which may be larger than the new load asks
@@ -111,11 +115,44 @@ pub struct OpenMaps {
     pub internal: Vec<(String, Vec<u8>)>,
 }
 
-/// One program as the object file has it.
+/// One program (or `.text` function) as the object file has it.
 #[derive(Default)]
 struct ProgramCode {
     code: Vec<u8>,
     maps: BTreeSet<String>,
+    /// The `.text` functions it calls by name.
+    calls: BTreeSet<String>,
+    /// It points into `.text` by offset (a static subprogram).
+    into_text: bool,
+}
+
+/// An object's code: its programs by name, its `.text` functions by name,
+/// and the whole of `.text`.
+struct ObjectCode {
+    programs: BTreeMap<String, ProgramCode>,
+    functions: BTreeMap<String, ProgramCode>,
+    text: ProgramCode,
+}
+
+impl ObjectCode {
+    /// The `.text` functions `roots` call, directly or not, by name; `None`
+    /// when one of them points into `.text` by offset (then all of `.text`
+    /// counts).
+    fn reachable(&self, roots: &[&ProgramCode]) -> Option<BTreeSet<String>> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&ProgramCode> = roots.to_vec();
+        while let Some(code) = todo.pop() {
+            if code.into_text {
+                return None;
+            }
+            for name in &code.calls {
+                if seen.insert(name.clone()) {
+                    todo.push(self.functions.get(name)?);
+                }
+            }
+        }
+        Some(seen)
+    }
 }
 
 /// The shape of each direction ([`Direction::BOTH`] order) of the object
@@ -123,24 +160,38 @@ struct ProgramCode {
 /// (writable global data, an object that does not parse).
 pub fn direction_shapes(elf: &[u8], maps: &OpenMaps) -> [Option<DirectionShape>; 2] {
     let writable = maps.internal.iter().any(|(name, _)| name.contains(".data") || name.contains(".bss"));
-    let Some(code) = (!writable).then(|| read_code(elf)).flatten() else { return [None, None] };
-    let (programs, text) = code;
+    let Some(object) = (!writable).then(|| read_code(elf)).flatten() else { return [None, None] };
     let rodata: Vec<(String, Vec<u8>)> =
         maps.internal.iter().filter(|(name, _)| name.contains(".rodata")).cloned().collect();
     Direction::BOTH.map(|direction| {
         let mut bytes = Vec::new();
-        let mut used = text.maps.clone();
+        let mut used = BTreeSet::new();
+        let mut roots = Vec::new();
         for name in direction.programs() {
             put(&mut bytes, name.as_bytes());
-            match programs.get(name) {
+            match object.programs.get(name) {
                 Some(program) => {
                     put(&mut bytes, &program.code);
                     used.extend(program.maps.iter().cloned());
+                    roots.push(program);
                 }
                 None => put(&mut bytes, b"(absent)"),
             }
         }
-        put(&mut bytes, &text.code);
+        match object.reachable(&roots) {
+            Some(called) => {
+                for name in &called {
+                    let function = object.functions.get(name)?;
+                    put(&mut bytes, name.as_bytes());
+                    put(&mut bytes, &function.code);
+                    used.extend(function.maps.iter().cloned());
+                }
+            }
+            None => {
+                put(&mut bytes, &object.text.code);
+                used.extend(object.text.maps.iter().cloned());
+            }
+        }
         let mut defs: Vec<MapDef> = maps.defs.iter().filter(|d| used.contains(&d.name)).cloned().collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         // A map used by name but unknown to libbpf: nothing to compare it by.
@@ -158,11 +209,12 @@ fn put(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Each program's code by name (its section name, its bytes and its
-/// relocations, the license), and `.text`'s (programs' subprograms).
-fn read_code(elf: &[u8]) -> Option<(BTreeMap<String, ProgramCode>, ProgramCode)> {
+/// relocations, the license), each `.text` function's, and `.text`'s.
+fn read_code(elf: &[u8]) -> Option<ObjectCode> {
     let file = object::File::parse(elf).ok()?;
     let license = file.section_by_name("license").and_then(|s| s.data().ok()).unwrap_or_default().to_vec();
     let mut programs = BTreeMap::new();
+    let mut functions = BTreeMap::new();
     let mut text = ProgramCode::default();
     for section in file.sections() {
         let name = section.name().ok()?;
@@ -170,7 +222,7 @@ fn read_code(elf: &[u8]) -> Option<(BTreeMap<String, ProgramCode>, ProgramCode)>
         let relocations: Vec<Relocation> = section
             .relocations()
             .map(|(offset, relocation)| {
-                let (target, is_map) = match relocation.target() {
+                let (target, points) = match relocation.target() {
                     RelocationTarget::Symbol(index) => {
                         let symbol = file.symbol_by_index(index).ok()?;
                         let section_name = symbol
@@ -182,32 +234,55 @@ fn read_code(elf: &[u8]) -> Option<(BTreeMap<String, ProgramCode>, ProgramCode)>
                             SymbolKind::Section => section_name.clone(),
                             _ => symbol.name().ok()?.to_string(),
                         };
-                        (target, section_name == ".maps")
+                        let points = match (section_name.as_str(), symbol.kind()) {
+                            (".maps", _) => Points::Map,
+                            (".text", SymbolKind::Section) => Points::IntoText,
+                            (".text", SymbolKind::Text) => Points::Function,
+                            _ => Points::Other,
+                        };
+                        (target, points)
                     }
                     RelocationTarget::Section(index) => {
-                        (file.section_by_index(index).ok()?.name().ok()?.to_string(), false)
+                        let target = file.section_by_index(index).ok()?.name().ok()?.to_string();
+                        let points = if target == ".text" { Points::IntoText } else { Points::Other };
+                        (target, points)
                     }
-                    _ => (String::from("(absolute)"), false),
+                    _ => (String::from("(absolute)"), Points::Other),
                 };
                 let kind = format!("{:?}/{}", relocation.flags(), relocation.addend());
-                Some(Relocation { offset, target, kind, is_map })
+                Some(Relocation { offset, target, kind, points })
             })
             .collect::<Option<_>>()?;
-        if name == ".text" {
-            text = program_code(name, data, &relocations, 0..data.len() as u64);
-            continue;
-        }
-        let functions = file
+        let symbols = file
             .symbols()
             .filter(|s| s.kind() == SymbolKind::Text && s.section_index() == Some(section.index()) && s.size() > 0);
-        for symbol in functions {
+        for symbol in symbols {
             let range = symbol.address()..symbol.address() + symbol.size();
-            let mut program = program_code(name, data, &relocations, range);
-            put(&mut program.code, &license);
-            programs.insert(symbol.name().ok()?.to_string(), program);
+            let mut code = program_code(name, data, &relocations, range);
+            if name == ".text" {
+                functions.insert(symbol.name().ok()?.to_string(), code);
+            } else {
+                put(&mut code.code, &license);
+                programs.insert(symbol.name().ok()?.to_string(), code);
+            }
+        }
+        if name == ".text" {
+            text = program_code(name, data, &relocations, 0..data.len() as u64);
         }
     }
-    Some((programs, text))
+    Some(ObjectCode { programs, functions, text })
+}
+
+/// What a relocation points at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Points {
+    /// A map (a symbol in `.maps`).
+    Map,
+    /// A `.text` function, by name (a global function's call).
+    Function,
+    /// `.text` by offset (a static subprogram's call, or data in it).
+    IntoText,
+    Other,
 }
 
 /// One relocation of a section: where, what it points at (a symbol's name,
@@ -216,8 +291,7 @@ struct Relocation {
     offset: u64,
     target: String,
     kind: String,
-    /// The target is a map (a symbol in `.maps`).
-    is_map: bool,
+    points: Points,
 }
 
 /// The code of the bytes `range` of section `section`: the section's name,
@@ -233,8 +307,15 @@ fn program_code(section: &str, data: &[u8], relocations: &[Relocation], range: s
         put(&mut program.code, &(relocation.offset - range.start).to_le_bytes());
         put(&mut program.code, relocation.target.as_bytes());
         put(&mut program.code, relocation.kind.as_bytes());
-        if relocation.is_map {
-            program.maps.insert(relocation.target.clone());
+        match relocation.points {
+            Points::Map => {
+                program.maps.insert(relocation.target.clone());
+            }
+            Points::Function => {
+                program.calls.insert(relocation.target.clone());
+            }
+            Points::IntoText => program.into_text = true,
+            Points::Other => {}
         }
     }
     program
