@@ -1,5 +1,6 @@
 //! What the kernel verifier spends on each program of built endpoint
-//! objects (root needed): loads each object `ROUNDS` times with the
+//! objects (root needed): loads each object `ROUNDS` times (or
+//! `VERIFIER_STATS_ROUNDS`) with the
 //! verifier's statistics on (log level 4) and prints, per program, the
 //! instructions it processed and its verification time (median), and the
 //! whole object's load time (median). Maps are pinned under a throwaway
@@ -17,6 +18,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 21;
+/// The verifier's log level: 4, statistics only. `VERIFIER_STATS_LEVEL=6`
+/// (with `VERIFIER_STATS_LOG=1`, one round) shows the states it walks.
+const LOG_LEVEL: u32 = 4;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 thread_local! {
     static LOG: RefCell<String> = const { RefCell::new(String::new()) };
@@ -51,7 +59,7 @@ fn parse_stats(log: &str) -> BTreeMap<String, (u64, u64)> {
 fn load_once(object: &Path, pins: &Path) -> Result<(Duration, BTreeMap<String, (u64, u64)>), libbpf_rs::Error> {
     let mut open = ObjectBuilder::default().pin_root_path(pins)?.open_file(object)?;
     for mut prog in open.progs_mut() {
-        prog.set_log_level(4);
+        prog.set_log_level(env_or("VERIFIER_STATS_LEVEL", LOG_LEVEL));
     }
     LOG.with(|log| log.borrow_mut().clear());
     let start = Instant::now();
@@ -84,10 +92,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let rounds = env_or("VERIFIER_STATS_ROUNDS", ROUNDS);
     for object in &objects {
         let mut loads = Vec::new();
         let mut per_program: BTreeMap<String, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             match load_once(Path::new(object), pins.path()) {
                 Ok((elapsed, stats)) => {
                     loads.push(elapsed);
@@ -103,7 +112,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        println!("{object}: object load median {:.2} ms (n={ROUNDS})", median(loads).as_secs_f64() * 1e3);
+        println!("{object}: object load median {:.2} ms (n={rounds})", median(loads).as_secs_f64() * 1e3);
         for (name, (insns, times)) in per_program {
             println!("  {name}: processed {} insns, verification median {} us", median(insns), median(times));
         }

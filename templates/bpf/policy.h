@@ -115,19 +115,18 @@ static __always_inline struct policy_value *policy_first(void *table, struct pol
 	return bpf_map_lookup_elem(table, key);
 }
 
-struct decision {
-	struct rule_ref rule;
-	__u8 reason;
-};
+/* A lookup's outcome packed in one scalar, so the lookup can be a function
+ * of its own that returns it: reason in bits 0-7, the rule's counter slot
+ * in bits 8-23, its id in bits 32-63. */
+#define POLICY_RESULT(reason, slot, rule) ((__u64)(reason) | (__u64)(slot) << 8 | (__u64)(rule) << 32)
 
-static __always_inline void policy_lookup_in(void *table, __u32 peer, const struct packet *p, struct decision *d)
+static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 proto, __u16 port)
 {
-	__u16 port = p->policy_port;
 	struct policy_key key = { .identity = peer };
-	struct policy_value *value = policy_first(table, &key, p->proto);
+	struct policy_value *value = policy_first(table, &key, proto);
 	if (!value && peer != 0) {
 		key.identity = 0;
-		value = policy_first(table, &key, p->proto);
+		value = policy_first(table, &key, proto);
 	}
 	if (value && (value->flags & POLICY_SPLIT)) {
 		key.kind = POLICY_KIND_BUCKET256;
@@ -140,69 +139,78 @@ static __always_inline void policy_lookup_in(void *table, __u32 peer, const stru
 		}
 	}
 	if (!value)
-		return;
+		return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 	__u32 count = value->count;
-	struct policy_decision *found = NULL;
-	/* A bounded loop: the verifier walks it, clang may unroll it. */
+	/* A bounded loop: the verifier walks it, clang may unroll it. The
+	 * match is copied out as scalars: a pointer to decision[i] would differ
+	 * per i and keep the verifier's paths after the loop apart. */
+	__u32 rule = 0, slot = 0, action = POLICY_NO_MATCH;
 	for (int i = 0; i < POLICY_INLINE; i++) {
 		if (i >= count || port < value->low[i])
 			break;
 		if (port <= value->high[i]) {
-			found = &value->decision[i];
+			rule = value->decision[i].rule;
+			slot = value->decision[i].slot;
+			action = value->decision[i].action;
 			break;
 		}
 	}
-	if (!found)
-		return;
-	if (found->action == POLICY_ALLOW) {
-		d->rule.id = found->rule;
-		d->rule.slot = found->slot;
-		d->reason = REASON_POLICY_ALLOW;
-	}
+	if (action == POLICY_ALLOW)
+		return POLICY_RESULT(REASON_POLICY_ALLOW, slot, rule);
 #ifdef ENABLE_DENY_RULES
-	if (found->action == POLICY_DENY) {
-		d->rule.id = found->rule;
-		d->rule.slot = found->slot;
-		d->reason = REASON_POLICY_DENY;
-	}
+	if (action == POLICY_DENY)
+		return POLICY_RESULT(REASON_POLICY_DENY, slot, rule);
 #endif
+	return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 }
 
-/* Each table has its own copy of the lookup, so every map lookup call sees
- * one map (the verifier then calls the hash lookup directly). */
-static __always_inline void policy_lookup(void *selector, void *table_a, void *table_b, __u32 peer,
-					  const struct packet *p, struct decision *d)
-{
-	__u32 zero = 0;
-	__u32 *which = bpf_map_lookup_elem(selector, &zero);
-	d->rule.id = 0;
-	d->rule.slot = 0;
-	d->reason = REASON_DEFAULT_DENY;
-	if (!which)
-		return;
-	if (*which)
-		policy_lookup_in(table_b, peer, p, d);
-	else
-		policy_lookup_in(table_a, peer, p, d);
-}
+/* One global (not inlined, not static) function per enforced direction:
+ * the verifier checks a global function once, for any arguments, instead of
+ * once per path that reaches the lookup, and the caller sees its result as
+ * an unknown scalar. It reads the selector, then the table it names; each
+ * table has its own copy of the lookup, so every map lookup call sees one
+ * map (the verifier then calls the hash lookup directly). Arguments and
+ * result are scalars: a global function cannot take a map. */
+#define POLICY_DIRECTION_LOOKUP(name, selector, table_a, table_b)                \
+	__noinline __u64 name(__u32 peer, __u32 proto, __u32 port)                \
+	{                                                                         \
+		__u32 zero = 0;                                                   \
+		__u32 *which = bpf_map_lookup_elem(&selector, &zero);             \
+		if (!which)                                                       \
+			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);          \
+		if (*which)                                                       \
+			return policy_table_lookup(&table_b, peer, proto, port);  \
+		return policy_table_lookup(&table_a, peer, proto, port);          \
+	}
+
+#ifdef ENABLE_INGRESS_POLICY
+POLICY_DIRECTION_LOOKUP(policy_lookup_ingress, ep_pol_in, ep_pol_in_a, ep_pol_in_b)
+#endif
+#ifdef ENABLE_EGRESS_POLICY
+POLICY_DIRECTION_LOOKUP(policy_lookup_egress, ep_pol_eg, ep_pol_eg_a, ep_pol_eg_b)
+#endif
+
+struct decision {
+	struct rule_ref rule;
+	__u8 reason;
+};
 
 /* The decision for a new connection in direction `dir`. */
 static __always_inline void policy_decide(__u8 dir, __u32 peer, const struct packet *p, struct decision *d)
 {
+	__u64 result = POLICY_RESULT(REASON_NOT_ENFORCED, 0, 0);
 	if (dir == DIR_INGRESS) {
 #ifdef ENABLE_INGRESS_POLICY
-		policy_lookup(&ep_pol_in, &ep_pol_in_a, &ep_pol_in_b, peer, p, d);
-		return;
+		result = policy_lookup_ingress(peer, p->proto, p->policy_port);
 #endif
 	} else {
 #ifdef ENABLE_EGRESS_POLICY
-		policy_lookup(&ep_pol_eg, &ep_pol_eg_a, &ep_pol_eg_b, peer, p, d);
-		return;
+		result = policy_lookup_egress(peer, p->proto, p->policy_port);
 #endif
 	}
-	d->rule.id = 0;
-	d->rule.slot = 0;
-	d->reason = REASON_NOT_ENFORCED;
+	d->reason = result & 0xff;
+	d->rule.slot = (result >> 8) & 0xffff;
+	d->rule.id = result >> 32;
 }
 
 #endif

@@ -1,4 +1,4 @@
-//! The datapath's policy lookup (`policy_lookup` in templates/bpf/policy.h)
+//! The datapath's policy lookup (`policy_table_lookup` in templates/bpf/policy.h)
 //! over encoded entries, in Rust: what the kernel decides from a bundle's
 //! entries, without a kernel. It must agree with `DirectionTable::lookup`
 //! on the table the entries were built from (tested below).
