@@ -27,12 +27,13 @@
 //! endpoints/<name>/link_to_ep    tcx link on the veth's egress (ingress policy)
 //! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg
 //!                                (selectors), ep_pol_in_a/_b, ep_pol_eg_a/_b
-//!                                (tables), ep_calls_in, ep_calls_eg, ep_metrics
+//!                                (tables, each with its index `_idx` and rows
+//!                                `_row`), ep_calls_in, ep_calls_eg, ep_metrics
 //! ```
 
 use crate::attach::{AttachError, Attachment, Device};
 use crate::datapath::{Direction, METRICS_MAP};
-use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable, TableRecord};
+use crate::loader::{install_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, StagedTable, TableRecords};
 use crate::seam::{self, PolicyEntry};
 use libbpf_rs::{MapCore, MapHandle};
 use std::path::{Path, PathBuf};
@@ -138,11 +139,11 @@ pub fn load_generation(
     };
     // The policy tables go in with the load (their installs overlap the
     // verifier's work).
-    let records: Vec<(Direction, Vec<TableRecord>)> = Direction::BOTH
+    let records: Vec<(Direction, TableRecords)> = Direction::BOTH
         .into_iter()
         .filter_map(|d| artifact.entries(d).map(|entries| (d, seam::policy_records(entries))))
         .collect();
-    let tables: Vec<(Direction, &[TableRecord])> = records.iter().map(|(d, r)| (*d, r.as_slice())).collect();
+    let tables: Vec<(Direction, &TableRecords)> = records.iter().map(|(d, r)| (*d, r)).collect();
     let filled = LoadedEndpoint::load_with_tables(&spec, &tables).map(|mut loaded| {
         loaded.set_rule_slots(artifact.rule_slots.clone());
         loaded

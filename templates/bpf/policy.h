@@ -16,7 +16,18 @@
  *   POLICY_SPLIT in BUCKET16 entries {peer, proto, port >> 4}. A missing
  *   bucket matches nothing. So a packet costs one hash lookup when its
  *   peer has a table, two when it falls back to `any`, and at most two more
- *   for very long interval lists, whatever the table's size. */
+ *   for very long interval lists, whatever the table's size.
+ *
+ * In front of each hash, an array index finds the PROTOCOL entries of
+ * identities below POLICY_INDEX_IDENTITIES for the five known protocols
+ * without hashing (compiler/src/codegen/policy_index.rs builds it):
+ *   index[identity].row[protocol slot]: POLICY_ROW_NONE no entry (what a
+ *   hash miss says), POLICY_ROW_HASH the entry is in the hash (the rows ran
+ *   out), r: the entry's value is rows[r - 1].
+ * The verifier inlines array lookups; a hash lookup is a call into the
+ * kernel's hash table (~20 ns on a 2-core VM), and a new connection already
+ * pays two (conntrack, ipcache). The hash keeps every entry, so the index
+ * never decides anything the hash would not. */
 #ifndef POLC_POLICY_H
 #define POLC_POLICY_H
 
@@ -65,6 +76,18 @@ struct policy_value {
  * table, old or new, and the program is not reloaded. The runtime waits for
  * an RCU grace period after a flip before it refills the table it left, so
  * no packet still reading that table sees it change. */
+#define POLICY_INDEX_IDENTITIES 1024
+#define POLICY_INDEX_ROWS 128
+#define POLICY_INDEX_SLOTS 8 /* row numbers per value, 5 used */
+#define POLICY_ROW_NONE 0
+#define POLICY_ROW_HASH 0xffff
+
+struct policy_index_value {
+	__u16 row[POLICY_INDEX_SLOTS];
+};
+
+/* A table: the hash, its index and the index's rows (41.6 KiB of arrays:
+ * 1,024 x 16 bytes and 128 x 200 bytes). */
 #define POLICY_TABLE(name)                                      \
 	struct {                                                \
 		__uint(type, BPF_MAP_TYPE_HASH);                \
@@ -73,7 +96,21 @@ struct policy_value {
 		__uint(max_entries, POLICY_MAP_SIZE);           \
 		__uint(map_flags, BPF_F_NO_PREALLOC);           \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
-	} name SEC(".maps")
+	} name SEC(".maps");                                    \
+	struct {                                                \
+		__uint(type, BPF_MAP_TYPE_ARRAY);               \
+		__type(key, __u32);                             \
+		__type(value, struct policy_index_value);       \
+		__uint(max_entries, POLICY_INDEX_IDENTITIES);   \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+	} name##_idx SEC(".maps");                              \
+	struct {                                                \
+		__uint(type, BPF_MAP_TYPE_ARRAY);               \
+		__type(key, __u32);                             \
+		__type(value, struct policy_value);             \
+		__uint(max_entries, POLICY_INDEX_ROWS);         \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+	} name##_row SEC(".maps")
 
 #define POLICY_SELECTOR(name)                                   \
 	struct {                                                \
@@ -95,20 +132,61 @@ POLICY_TABLE(ep_pol_eg_a);
 POLICY_TABLE(ep_pol_eg_b);
 #endif
 
-static __always_inline int policy_known_protocol(__u8 proto)
+/* A known protocol's slot in an index value (KNOWN_PROTOCOLS' order in
+ * compiler/src/codegen/entries.rs); -1 for any other protocol. */
+static __always_inline int policy_protocol_slot(__u8 proto)
 {
-	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 ||
-	       proto == IPPROTO_SCTP;
+	switch (proto) {
+	case IPPROTO_ICMP:
+		return 0;
+	case IPPROTO_TCP:
+		return 1;
+	case IPPROTO_UDP:
+		return 2;
+	case IPPROTO_ICMPV6:
+		return 3;
+	case IPPROTO_SCTP:
+		return 4;
+	default:
+		return -1;
+	}
+}
+
+/* The PROTOCOL entry `key` names: through the table's index when it covers
+ * the identity and protocol (`slot` >= 0), else from the hash. */
+static __always_inline struct policy_value *policy_protocol(void *table, void *index, void *rows,
+							     struct policy_key *key, int slot)
+{
+	if (slot >= 0 && key->identity < POLICY_INDEX_IDENTITIES) {
+		__u32 identity = key->identity;
+		struct policy_index_value *found = bpf_map_lookup_elem(index, &identity);
+		if (found) {
+			__u32 row = found->row[slot & (POLICY_INDEX_SLOTS - 1)];
+			if (row == POLICY_ROW_NONE)
+				return NULL;
+			if (row != POLICY_ROW_HASH) {
+				__u32 at = row - 1;
+				struct policy_value *value = bpf_map_lookup_elem(rows, &at);
+				/* The verifier inlines an array lookup only where its
+				 * call sees one map: this keeps clang from merging the
+				 * call with the hash lookup's below. */
+				asm volatile("" : "+r"(value));
+				return value;
+			}
+		}
+	}
+	return bpf_map_lookup_elem(table, key);
 }
 
 /* The peer's first entry for the packet's protocol: PROTOCOL, else OTHER
  * for an unknown protocol. `key` is left as the entry's key. */
-static __always_inline struct policy_value *policy_first(void *table, struct policy_key *key, __u8 proto)
+static __always_inline struct policy_value *policy_first(void *table, void *index, void *rows, struct policy_key *key,
+							  __u8 proto, int slot)
 {
 	key->proto = proto;
 	key->kind = POLICY_KIND_PROTOCOL;
-	struct policy_value *value = bpf_map_lookup_elem(table, key);
-	if (value || policy_known_protocol(proto))
+	struct policy_value *value = policy_protocol(table, index, rows, key, slot);
+	if (value || slot >= 0)
 		return value;
 	key->proto = 0;
 	key->kind = POLICY_KIND_OTHER;
@@ -120,13 +198,16 @@ static __always_inline struct policy_value *policy_first(void *table, struct pol
  * in bits 8-23, its id in bits 32-63. */
 #define POLICY_RESULT(reason, slot, rule) ((__u64)(reason) | (__u64)(slot) << 8 | (__u64)(rule) << 32)
 
-static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 proto, __u16 port)
+/* `table` with its index and rows (see the top of this file). */
+static __always_inline __u64 policy_table_lookup(void *table, void *index, void *rows, __u32 peer, __u8 proto,
+						 __u16 port)
 {
+	int proto_slot = policy_protocol_slot(proto);
 	struct policy_key key = { .identity = peer };
-	struct policy_value *value = policy_first(table, &key, proto);
+	struct policy_value *value = policy_first(table, index, rows, &key, proto, proto_slot);
 	if (!value && peer != 0) {
 		key.identity = 0;
-		value = policy_first(table, &key, proto);
+		value = policy_first(table, index, rows, &key, proto, proto_slot);
 	}
 	if (value && (value->flags & POLICY_SPLIT)) {
 		key.kind = POLICY_KIND_BUCKET256;
@@ -179,8 +260,10 @@ static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 p
 		if (!which)                                                       \
 			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);          \
 		if (*which)                                                       \
-			return policy_table_lookup(&table_b, peer, proto, port);  \
-		return policy_table_lookup(&table_a, peer, proto, port);          \
+			return policy_table_lookup(&table_b, &table_b##_idx,      \
+						   &table_b##_row, peer, proto, port); \
+		return policy_table_lookup(&table_a, &table_a##_idx, &table_a##_row, \
+					   peer, proto, port);                    \
 	}
 
 #ifdef ENABLE_INGRESS_POLICY
