@@ -17,7 +17,7 @@ mod harness;
 mod packets;
 
 use harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile};
-use packets::{build, PacketSpec, TCP, TCP_SYN, UDP};
+use packets::{build, PacketSpec, TCP, UDP};
 use polc::codegen::header::{BuildOptions, EndpointConstants};
 use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
 use polc::sema::model::RuleId;
@@ -94,20 +94,8 @@ fn main() {
         })
         .collect();
     let to_peer = |peer, proto, dport| {
-        build(&PacketSpec {
-            src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            dst: IpAddr::V4(peer_addr(peer)),
-            proto,
-            sport: 40000,
-            dport,
-            icmp_type: 0,
-            icmp_id: 0,
-            tcp_flags: TCP_SYN,
-            ipv4_options: 0,
-            ipv4_frag: 0,
-            ipv6_ext: Vec::new(),
-            payload: 0,
-        })
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        build(&PacketSpec::opening(src, IpAddr::V4(peer_addr(peer)), proto, 40000, dport))
     };
     let mut arp = packets::ethernet(0x0806);
     arp.extend([0u8; 28]);
