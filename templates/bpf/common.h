@@ -37,6 +37,9 @@ const volatile __u8 lxc_mac[6] = {};
 #define EP_TRACE_LEVEL trace_level
 #endif
 
+/* A global function's pointer argument the caller never passes as NULL. */
+#define __arg_nonnull __attribute__((btf_decl_tag("arg:nonnull")))
+
 #define AF_INET 2
 #define AF_INET6 10
 

@@ -71,14 +71,14 @@ enum ct_state {
 };
 
 /* A packet's conntrack key, built once and used for the lookup and, for a
- * new allowed connection, the entry. `family` is the program's constant, so
- * every branch on it folds away. */
+ * new allowed connection, the entry. Every function here takes `family`,
+ * the program's constant, so every branch on it folds away (the verifier
+ * does not know a byte stored in the tuple: it would walk both families). */
 struct ct_tuple {
 	union {
 		struct ct_key4 v4;
 		struct ct_key6 v6;
 	} key;
-	__u8 family;
 	__u8 flipped;   /* the packet is in non-canonical orientation */
 	__u8 symmetric; /* both orientations are the same tuple */
 };
@@ -93,69 +93,87 @@ static __always_inline __u64 ct_now(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
-/* <0, 0, >0 as the source end sorts before, equal to, after the destination
- * end: addresses in network byte order, then ports. */
-static __always_inline int ct_compare_ends(const struct packet *p, __u8 family)
+/* The tuple's orientation is computed and applied without branches: a
+ * branch on it would give the verifier a known orientation on each path,
+ * paths it then walks apart to the end of the program. */
+
+/* 1 if a < b, for a and b below 2^63: the sign of a - b (the empty asm
+ * keeps clang from turning it back into a compare and a branch). */
+static __always_inline __u64 ct_below(__u64 a, __u64 b)
 {
-	int words = family == AF_INET ? 1 : 4;
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		if (i >= words)
-			break;
-		__u32 s = bpf_ntohl(p->saddr[i]);
-		__u32 d = bpf_ntohl(p->daddr[i]);
-		if (s != d)
-			return s < d ? -1 : 1;
-	}
-	__u16 sport = bpf_ntohs(p->sport);
-	__u16 dport = bpf_ntohs(p->dport);
-	if (sport != dport)
-		return sport < dport ? -1 : 1;
-	return 0;
+	__u64 diff = a - b;
+	asm volatile("" : "+r"(diff));
+	return diff >> 63;
 }
 
-#define CT_FILL_KEY(k, p, t, dir)                                     \
-	do {                                                          \
-		if ((t)->flipped) {                                   \
-			(k)->sport = (p)->dport;                      \
-			(k)->dport = (p)->sport;                      \
-		} else {                                              \
-			(k)->sport = (p)->sport;                      \
-			(k)->dport = (p)->dport;                      \
-		}                                                     \
-		(k)->proto = (p)->proto;                              \
-		(k)->dir = (t)->flipped ? !(dir) : (dir);             \
+/* `x` if `pick` is 0, `y` if it is 1. */
+static __always_inline __u32 ct_pick(__u32 x, __u32 y, __u64 pick)
+{
+	return x ^ ((x ^ y) & -(__u32)pick);
+}
+
+/* Whether the source end sorts after (`*after`) or before (`*before`) the
+ * destination end: addresses in network byte order, then ports. Compared
+ * from the least significant part up, each part deciding where the more
+ * significant ones are equal. */
+static __always_inline void ct_compare_ends(const struct packet *p, __u8 family, __u64 *after, __u64 *before)
+{
+	__u64 s = bpf_ntohs(p->sport), d = bpf_ntohs(p->dport);
+	__u64 gt = ct_below(d, s), lt = ct_below(s, d);
+	int words = family == AF_INET ? 1 : 4;
+#pragma unroll
+	for (int i = 3; i >= 0; i--) {
+		if (i >= words)
+			continue;
+		s = bpf_ntohl(p->saddr[i]);
+		d = bpf_ntohl(p->daddr[i]);
+		__u64 g = ct_below(d, s), l = ct_below(s, d);
+		__u64 equal = (g | l) ^ 1;
+		gt = g | (equal & gt);
+		lt = l | (equal & lt);
+	}
+	*after = gt;
+	*before = lt;
+}
+
+#define CT_FILL_KEY(k, p, flipped, dir)                                  \
+	do {                                                             \
+		(k)->sport = ct_pick((p)->sport, (p)->dport, flipped);    \
+		(k)->dport = ct_pick((p)->dport, (p)->sport, flipped);    \
+		(k)->proto = (p)->proto;                                 \
+		(k)->dir = (dir) ^ (flipped);                            \
 	} while (0)
 
 static __always_inline void ct_tuple_of(struct ct_tuple *t, const struct packet *p, __u8 dir, __u8 family)
 {
-	int order = ct_compare_ends(p, family);
+	__u64 after, before;
+	ct_compare_ends(p, family, &after, &before);
 
-	t->family = family;
-	t->flipped = order > 0;
-	t->symmetric = order == 0;
-	const __u32 *first = t->flipped ? p->daddr : p->saddr;
-	const __u32 *second = t->flipped ? p->saddr : p->daddr;
+	t->flipped = after;
+	t->symmetric = (after | before) ^ 1;
 	/* Zeroed per family: padding is part of the hashed key, and an IPv4
 	 * key is 16 of the union's 40 bytes. */
 	if (family == AF_INET) {
 		__builtin_memset(&t->key.v4, 0, sizeof(t->key.v4));
-		t->key.v4.saddr = first[0];
-		t->key.v4.daddr = second[0];
-		CT_FILL_KEY(&t->key.v4, p, t, dir);
+		t->key.v4.saddr = ct_pick(p->saddr[0], p->daddr[0], after);
+		t->key.v4.daddr = ct_pick(p->daddr[0], p->saddr[0], after);
+		CT_FILL_KEY(&t->key.v4, p, after, dir);
 	} else {
 		__builtin_memset(&t->key.v6, 0, sizeof(t->key.v6));
-		__builtin_memcpy(t->key.v6.saddr, first, sizeof(t->key.v6.saddr));
-		__builtin_memcpy(t->key.v6.daddr, second, sizeof(t->key.v6.daddr));
-		CT_FILL_KEY(&t->key.v6, p, t, dir);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			t->key.v6.saddr[i] = ct_pick(p->saddr[i], p->daddr[i], after);
+			t->key.v6.daddr[i] = ct_pick(p->daddr[i], p->saddr[i], after);
+		}
+		CT_FILL_KEY(&t->key.v6, p, after, dir);
 	}
 }
 
 /* The other policy direction of the same tuple (only a symmetric tuple's
  * reply needs it). */
-static __always_inline void ct_flip_dir(struct ct_tuple *t)
+static __always_inline void ct_flip_dir(struct ct_tuple *t, __u8 family)
 {
-	if (t->family == AF_INET)
+	if (family == AF_INET)
 		t->key.v4.dir = !t->key.v4.dir;
 	else
 		t->key.v6.dir = !t->key.v6.dir;
@@ -179,7 +197,7 @@ static __always_inline void ct_observe(struct ct_entry *entry, const struct pack
 	__u8 flags = entry->flags;
 	if (p->proto == IPPROTO_TCP) {
 		if (p->tcp_flags & TCP_FLAG_FIN)
-			flags |= reply ? CT_FIN_REPLY : CT_FIN_FORWARD;
+			flags |= CT_FIN_FORWARD << reply; /* CT_FIN_REPLY for a reply */
 		if ((p->tcp_flags & TCP_FLAG_RST) || (flags & (CT_FIN_FORWARD | CT_FIN_REPLY)) == (CT_FIN_FORWARD | CT_FIN_REPLY))
 			flags |= CT_CLOSED;
 	}
@@ -192,9 +210,9 @@ static __always_inline void ct_observe(struct ct_entry *entry, const struct pack
 
 /* A live entry for the tuple's key, deleting it if it has expired. The
  * clock is read only when an entry is found (`*now` 0: not read yet). */
-static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u64 *now)
+static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u8 family, __u64 *now)
 {
-	void *map = t->family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
+	void *map = family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
 	struct ct_entry *entry = bpf_map_lookup_elem(map, &t->key);
 	if (!entry)
 		return NULL;
@@ -207,18 +225,19 @@ static __always_inline struct ct_entry *ct_find(struct ct_tuple *t, __u64 *now)
 	return entry;
 }
 
-static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct packet *p, __u64 *now, struct rule_ref *rule)
+static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, __u8 family, const struct packet *p, __u64 *now,
+					       struct rule_ref *rule)
 {
 	int reply;
-	struct ct_entry *entry = ct_find(t, now);
+	struct ct_entry *entry = ct_find(t, family, now);
 	if (entry) {
-		reply = entry->flipped != t->flipped;
+		reply = (entry->flipped ^ t->flipped) & 1;
 	} else {
 		if (!t->symmetric)
 			return CT_NEW;
-		ct_flip_dir(t);
-		entry = ct_find(t, now);
-		ct_flip_dir(t);
+		ct_flip_dir(t, family);
+		entry = ct_find(t, family, now);
+		ct_flip_dir(t, family);
 		if (!entry)
 			return CT_NEW;
 		reply = 1;
@@ -226,13 +245,14 @@ static __always_inline enum ct_state ct_lookup(struct ct_tuple *t, const struct 
 	ct_observe(entry, p, reply, *now);
 	rule->id = entry->rule;
 	rule->slot = entry->slot;
-	return reply ? CT_REPLY : CT_ESTABLISHED;
+	return CT_ESTABLISHED + reply; /* CT_REPLY for a reply */
 }
 
-static __always_inline void ct_create(struct ct_tuple *t, const struct packet *p, __u64 now, const struct rule_ref *rule)
+static __always_inline void ct_create(struct ct_tuple *t, __u8 family, const struct packet *p, __u64 now,
+				      const struct rule_ref *rule)
 {
 	struct ct_entry entry = { .rule = rule->id, .slot = rule->slot, .flipped = t->flipped };
-	void *map = t->family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
+	void *map = family == AF_INET ? (void *)&node_ct4 : (void *)&node_ct6;
 
 	ct_observe(&entry, p, 0, now);
 	bpf_map_update_elem(map, &t->key, &entry, BPF_ANY);

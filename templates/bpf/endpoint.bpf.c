@@ -40,7 +40,55 @@ static __always_inline __u32 peer_identity(const struct packet *p, __u8 dir, __u
 #define TRACKED_PEER(p, dir, family) 0
 #endif
 
-/* Parsed packet -> conntrack -> peer identity -> policy -> verdict.
+/* A packet of a new connection (no conntrack entry, or not tracked): peer
+ * identity -> policy -> a conntrack entry if allowed and tracked -> verdict.
+ * `t` is the packet's conntrack tuple when it is tracked, `now` the clock
+ * if already read (0: not yet). */
+static __always_inline int decide_new(struct packet *p, struct ct_tuple *t, __u64 now, __u8 dir, __u8 family)
+{
+	__u32 peer = peer_identity(p, dir, family);
+	struct decision d;
+	policy_decide(dir, peer, p, &d);
+	if (d.reason < REASON_FIRST_DROP && p->tracked)
+		ct_create(t, family, p, now ? now : ct_now(), &d.rule);
+	return verdict(p, dir, d.reason, &d.rule, peer);
+}
+
+/* decide_new as one global (not inlined, not static) function per
+ * direction and family: the verifier checks a global function once, for any
+ * arguments, instead of once for each of the many paths parsing and
+ * conntrack leave, and the caller sees its result as an unknown scalar.
+ * It holds the policy lookup, the most of the program. A packet of a new
+ * connection pays one BPF-to-BPF call for it; a tracked one none. */
+#define DECIDE_NEW(name, dir, family)                                                                  \
+	__noinline int name(struct packet *p __arg_nonnull, struct ct_tuple *t __arg_nonnull, __u64 now) \
+	{                                                                                              \
+		return decide_new(p, t, now, dir, family);                                             \
+	}
+
+#ifdef ENABLE_IPV4
+DECIDE_NEW(decide_new_v4_ingress, DIR_INGRESS, AF_INET)
+DECIDE_NEW(decide_new_v4_egress, DIR_EGRESS, AF_INET)
+#endif
+#ifdef ENABLE_IPV6
+DECIDE_NEW(decide_new_v6_ingress, DIR_INGRESS, AF_INET6)
+DECIDE_NEW(decide_new_v6_egress, DIR_EGRESS, AF_INET6)
+#endif
+
+static __always_inline int call_decide_new(struct packet *p, struct ct_tuple *t, __u64 now, __u8 dir, __u8 family)
+{
+#ifdef ENABLE_IPV4
+	if (family == AF_INET)
+		return dir == DIR_INGRESS ? decide_new_v4_ingress(p, t, now) : decide_new_v4_egress(p, t, now);
+#endif
+#ifdef ENABLE_IPV6
+	if (family == AF_INET6)
+		return dir == DIR_INGRESS ? decide_new_v6_ingress(p, t, now) : decide_new_v6_egress(p, t, now);
+#endif
+	return TC_ACT_SHOT;
+}
+
+/* Parsed packet -> conntrack -> (new connection) decide_new.
  * `family` is the program's constant. */
 static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 family)
 {
@@ -53,19 +101,13 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 	if (p->tracked) {
 		struct rule_ref rule = {};
 		ct_tuple_of(&tuple, p, dir, family);
-		enum ct_state state = ct_lookup(&tuple, p, &now, &rule);
-		if (state == CT_ESTABLISHED)
-			return verdict(p, dir, REASON_ESTABLISHED, &rule, TRACKED_PEER(p, dir, family));
-		if (state == CT_REPLY)
-			return verdict(p, dir, REASON_REPLY, &rule, TRACKED_PEER(p, dir, family));
+		enum ct_state state = ct_lookup(&tuple, family, p, &now, &rule);
+		/* REASON_REPLY for CT_REPLY, without a branch on which. */
+		if (state != CT_NEW)
+			return verdict(p, dir, REASON_ESTABLISHED + (state - CT_ESTABLISHED), &rule,
+				       TRACKED_PEER(p, dir, family));
 	}
-
-	__u32 peer = peer_identity(p, dir, family);
-	struct decision d;
-	policy_decide(dir, peer, p, &d);
-	if (d.reason < REASON_FIRST_DROP && p->tracked)
-		ct_create(&tuple, p, now ? now : ct_now(), &d.rule);
-	return verdict(p, dir, d.reason, &d.rule, peer);
+	return call_decide_new(p, &tuple, now, dir, family);
 }
 
 static __always_inline int dispatch(struct __sk_buff *skb, void *calls, __u8 dir)

@@ -179,7 +179,10 @@ static __always_inline struct policy_value *policy_protocol(void *table, void *i
 }
 
 /* The peer's first entry for the packet's protocol: PROTOCOL, else OTHER
- * for an unknown protocol. `key` is left as the entry's key. */
+ * for an unknown protocol. `key` is left as the entry's key. `slot` is
+ * policy_protocol_slot(proto) (-1: an unknown protocol), computed once by
+ * the caller: testing the protocol again would give the verifier a known
+ * protocol on each path, and paths it cannot merge. */
 static __always_inline struct policy_value *policy_first(void *table, void *index, void *rows, struct policy_key *key,
 							  __u8 proto, int slot)
 {
@@ -193,9 +196,9 @@ static __always_inline struct policy_value *policy_first(void *table, void *inde
 	return bpf_map_lookup_elem(table, key);
 }
 
-/* A lookup's outcome packed in one scalar, so the lookup can be a function
- * of its own that returns it: reason in bits 0-7, the rule's counter slot
- * in bits 8-23, its id in bits 32-63. */
+/* A lookup's outcome packed in one scalar (no pointer into the table
+ * outlives the lookup): reason in bits 0-7, the rule's counter slot in bits
+ * 8-23, its id in bits 32-63. */
 #define POLICY_RESULT(reason, slot, rule) ((__u64)(reason) | (__u64)(slot) << 8 | (__u64)(rule) << 32)
 
 /* `table` with its index and rows (see the top of this file). */
@@ -245,25 +248,24 @@ static __always_inline __u64 policy_table_lookup(void *table, void *index, void 
 	return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 }
 
-/* One global (not inlined, not static) function per enforced direction:
- * the verifier checks a global function once, for any arguments, instead of
- * once per path that reaches the lookup, and the caller sees its result as
- * an unknown scalar. It reads the selector, then the table it names; each
- * table has its own copy of the lookup, so every map lookup call sees one
- * map (the verifier then calls the hash lookup directly). Arguments and
- * result are scalars: a global function cannot take a map. */
-#define POLICY_DIRECTION_LOOKUP(name, selector, table_a, table_b)                \
-	__noinline __u64 name(__u32 peer, __u32 proto, __u32 port)                \
-	{                                                                         \
-		__u32 zero = 0;                                                   \
-		__u32 *which = bpf_map_lookup_elem(&selector, &zero);             \
-		if (!which)                                                       \
-			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);          \
-		if (*which)                                                       \
-			return policy_table_lookup(&table_b, &table_b##_idx,      \
+/* The lookup of one enforced direction: it reads the selector, then the
+ * table it names; each table has its own copy of the lookup, so every map
+ * lookup call sees one map (the verifier then calls the hash lookup
+ * directly, and inlines the index's array lookups). The result is one
+ * scalar: the caller, decide_new in endpoint.bpf.c, is a global function,
+ * which the verifier checks once. */
+#define POLICY_DIRECTION_LOOKUP(name, selector, table_a, table_b)                  \
+	static __always_inline __u64 name(__u32 peer, __u32 proto, __u32 port)     \
+	{                                                                           \
+		__u32 zero = 0;                                                     \
+		__u32 *which = bpf_map_lookup_elem(&selector, &zero);               \
+		if (!which)                                                         \
+			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);            \
+		if (*which)                                                         \
+			return policy_table_lookup(&table_b, &table_b##_idx,        \
 						   &table_b##_row, peer, proto, port); \
-		return policy_table_lookup(&table_a, &table_a##_idx, &table_a##_row, \
-					   peer, proto, port);                    \
+		return policy_table_lookup(&table_a, &table_a##_idx,                \
+					   &table_a##_row, peer, proto, port);      \
 	}
 
 #ifdef ENABLE_INGRESS_POLICY
