@@ -71,13 +71,15 @@ static __always_inline int should_report(__u8 reason)
 	return EP_TRACE_LEVEL >= TRACE_NEW && (reason == REASON_POLICY_ALLOW || reason == REASON_NOT_ENFORCED);
 }
 
-static __always_inline void report_verdict(const struct packet *p, __u8 dir, __u8 reason, const struct rule_ref *rule, __u32 peer)
+/* A global function: the verifier checks it once, not at each of the
+ * verdicts that report (a verdict that does not report pays no call). */
+__noinline int report_verdict(const struct packet *p __arg_nonnull, __u32 dir, __u32 reason, __u32 rule, __u32 peer)
 {
 	struct verdict_event *ev = bpf_ringbuf_reserve(&node_events, sizeof(*ev), 0);
 	if (!ev)
-		return;
+		return 0;
 	ev->endpoint = EP_ID;
-	ev->rule = rule->id;
+	ev->rule = rule;
 	ev->src_identity = dir == DIR_EGRESS ? EP_IDENTITY : peer;
 	ev->dst_identity = dir == DIR_EGRESS ? peer : EP_IDENTITY;
 	__builtin_memcpy(ev->saddr, p->saddr, sizeof(ev->saddr));
@@ -89,6 +91,7 @@ static __always_inline void report_verdict(const struct packet *p, __u8 dir, __u
 	ev->family = p->family;
 	ev->proto = p->proto;
 	bpf_ringbuf_submit(ev, 0);
+	return 0;
 }
 #endif
 
@@ -101,7 +104,7 @@ static __always_inline int verdict(const struct packet *p, __u8 dir, __u8 reason
 	count_verdict(rule->slot, reason, dir, p->len);
 #ifdef ENABLE_EVENTS
 	if (should_report(reason))
-		report_verdict(p, dir, reason, rule, peer);
+		report_verdict(p, dir, reason, rule->id, peer);
 #endif
 	return reason >= REASON_FIRST_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }
