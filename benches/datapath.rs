@@ -5,7 +5,7 @@
 //!
 //! The headline packet is a new TCP connection the policy denies by default: every
 //! repeat parses, misses conntrack, resolves the peer in the ipcache and
-//! walks the policy trie (an allowed packet would be "established" from
+//! looks up the policy table (an allowed packet would be "established" from
 //! the second repeat on). The ipcache is the same for both endpoints.
 
 // The test support is shared with tests/datapath; the benchmark uses part of it.
@@ -17,7 +17,7 @@ mod harness;
 mod packets;
 
 use harness::{endpoint_addresses, load_case_on, node_config, require_bpf, Case, Compile};
-use packets::{build, PacketSpec, TCP, TCP_SYN};
+use packets::{build, PacketSpec, TCP, UDP};
 use polc::codegen::header::{BuildOptions, EndpointConstants};
 use polc::ir::{Decision, DirectionTable, EndpointPolicy, Identity, L4Table, PeerKey, PortEntry, Resolved};
 use polc::sema::model::RuleId;
@@ -93,29 +93,21 @@ fn main() {
             load_case_on(cache.path(), &node, &case, Compile::Shape, &pins, &options)
         })
         .collect();
-    let tcp_to = |dport| {
-        build(&PacketSpec {
-            src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            dst: IpAddr::V4(peer_addr(0)),
-            proto: TCP,
-            sport: 40000,
-            dport,
-            icmp_type: 0,
-            icmp_id: 0,
-            tcp_flags: TCP_SYN,
-            ipv4_options: 0,
-            ipv4_frag: 0,
-            ipv6_ext: Vec::new(),
-            payload: 0,
-        })
+    let to_peer = |peer, proto, dport| {
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        build(&PacketSpec::opening(src, IpAddr::V4(peer_addr(peer)), proto, 40000, dport))
     };
     let mut arp = packets::ethernet(0x0806);
     arp.extend([0u8; 28]);
     // Peer 0 has a table in both endpoints: port 80 is in none of its
     // intervals (the headline figure), port 1000 is allowed and tracked.
+    // Peer 999 (identity 1255) is past the policy tables' array index (see
+    // templates/bpf/policy.h): its table is found in the hash.
     let workloads = [
-        ("new connection, denied", tcp_to(80), 2),
-        ("established (conntrack hit)", tcp_to(1000), 0),
+        ("new connection, denied", to_peer(0, TCP, 80), 2),
+        ("established (conntrack hit)", to_peer(0, TCP, 1000), 0),
+        ("new UDP flow, denied", to_peer(0, UDP, 80), 2),
+        ("new conn., denied, peer in hash", to_peer(PEERS - 1, TCP, 80), 2),
         ("ARP (entry program + counter)", arp, 0),
     ];
     for (label, packet, expected) in &workloads {

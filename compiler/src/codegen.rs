@@ -20,6 +20,7 @@ pub mod clang;
 pub mod entries;
 pub mod header;
 pub mod lookup_model;
+pub mod policy_index;
 pub mod policy_only;
 
 use std::path::PathBuf;

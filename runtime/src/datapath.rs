@@ -4,6 +4,7 @@
 //! in step.
 
 use polc::codegen::entries::{PolicyEntry, INLINE_INTERVALS};
+use polc::codegen::policy_index::INDEX_SLOTS;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Node-wide maps (pinned once per node) start with this prefix; every other
@@ -83,6 +84,23 @@ impl Direction {
         match self {
             Direction::Ingress => ["ep_pol_in_a", "ep_pol_in_b"],
             Direction::Egress => ["ep_pol_eg_a", "ep_pol_eg_b"],
+        }
+    }
+
+    /// The array index of each of [`Direction::policy_tables`]: by
+    /// identity, the rows of its `protocol` entries.
+    pub fn policy_indexes(self) -> [&'static str; 2] {
+        match self {
+            Direction::Ingress => ["ep_pol_in_a_idx", "ep_pol_in_b_idx"],
+            Direction::Egress => ["ep_pol_eg_a_idx", "ep_pol_eg_b_idx"],
+        }
+    }
+
+    /// The rows (an array of policy values) of each of [`Direction::policy_tables`].
+    pub fn policy_rows(self) -> [&'static str; 2] {
+        match self {
+            Direction::Ingress => ["ep_pol_in_a_row", "ep_pol_in_b_row"],
+            Direction::Egress => ["ep_pol_eg_a_row", "ep_pol_eg_b_row"],
         }
     }
 
@@ -212,6 +230,15 @@ pub fn policy_value(entry: &PolicyEntry) -> Vec<u8> {
         value[at..at + 4].copy_from_slice(&interval.rule.to_ne_bytes());
         value[at + 4..at + 6].copy_from_slice(&interval.slot.to_ne_bytes());
         value[at + 6] = interval.action as u8;
+    }
+    value
+}
+
+/// `struct policy_index_value` (16 bytes): a row number per protocol slot.
+pub fn policy_index_value(rows: &[u16; INDEX_SLOTS]) -> [u8; 2 * INDEX_SLOTS] {
+    let mut value = [0u8; 2 * INDEX_SLOTS];
+    for (bytes, row) in value.chunks_exact_mut(2).zip(rows) {
+        bytes.copy_from_slice(&row.to_ne_bytes());
     }
     value
 }

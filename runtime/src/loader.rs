@@ -12,7 +12,9 @@ use libbpf_rs::{
     AsRawLibbpf, Btf, MapCore, MapFlags, MapHandle, Object, ObjectBuilder, PrintLevel, ProgramInput, RingBuffer,
     RingBufferBuilder,
 };
+use polc::codegen::policy_index::INDEX_IDENTITIES;
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Once;
@@ -196,7 +198,7 @@ impl LoadedEndpoint {
     /// a policy map in the object is an error.
     pub fn load_with_tables(
         spec: &LoadSpec<'_>,
-        tables: &[(Direction, &[TableRecord])],
+        tables: &[(Direction, &TableRecords)],
     ) -> Result<LoadedEndpoint, LoadError> {
         LoadedEndpoint::load_over(spec, tables, None, None)
     }
@@ -213,7 +215,7 @@ impl LoadedEndpoint {
     /// builder says (see [`crate::swap::Artifact::direction_shapes`]).
     pub fn load_over(
         spec: &LoadSpec<'_>,
-        tables: &[(Direction, &[TableRecord])],
+        tables: &[(Direction, &TableRecords)],
         running: Option<&Running>,
         declared: Option<&[String; 2]>,
     ) -> Result<LoadedEndpoint, LoadError> {
@@ -345,11 +347,10 @@ impl LoadedEndpoint {
         if !self.has_map(direction.policy_map()) {
             return Ok(None);
         }
-        let [a, b] = direction.policy_tables();
         Ok(Some(PolicySlot {
             name: direction.policy_map(),
             selector: self.map(direction.policy_map())?,
-            tables: [self.map(a)?, self.map(b)?],
+            tables: table_maps(direction, |name| self.map(name))?,
         }))
     }
 
@@ -486,21 +487,56 @@ impl EndpointMaps for LoadedEndpoint {
 }
 
 impl PolicyTables for LoadedEndpoint {
-    fn replace_table(&self, direction: Direction, records: &[TableRecord]) -> Result<(), LoadError> {
+    fn replace_table(&self, direction: Direction, records: &TableRecords) -> Result<(), LoadError> {
         let slot = self.policy_slot(direction)?.ok_or_else(|| LoadError::NoMap(direction.policy_map().to_string()))?;
         replace_tables(vec![(slot, records)])
     }
 }
 
-/// A policy table entry as bytes: (key, value) in the table's C layout.
+/// A map entry as bytes: (key, value) in the map's C layout.
 pub type TableRecord = (Vec<u8>, Vec<u8>);
+
+/// A policy table's entries in the C layout (`seam::policy_records`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableRecords {
+    /// The hash: every entry.
+    pub hash: Vec<TableRecord>,
+    /// The array index: identity -> row numbers, for the identities whose
+    /// value is not all `ROW_NONE` (the others are left zero).
+    pub index: Vec<TableRecord>,
+    /// The rows the index names: row number - 1 -> policy value.
+    pub rows: Vec<TableRecord>,
+}
+
+/// The maps of one policy table: the hash and the array index in front of
+/// it (see templates/bpf/policy.h).
+struct TableMaps {
+    hash: MapHandle,
+    index: MapHandle,
+    rows: MapHandle,
+}
 
 /// One enforced direction's policy: its selector (`ep_pol_in` or
 /// `ep_pol_eg`, one u32) and the two tables it chooses between.
 pub struct PolicySlot {
     name: &'static str,
     selector: MapHandle,
-    tables: [MapHandle; 2],
+    tables: [TableMaps; 2],
+}
+
+/// The two tables of `direction`, each map opened by `open`.
+fn table_maps(
+    direction: Direction,
+    open: impl Fn(&str) -> Result<MapHandle, LoadError>,
+) -> Result<[TableMaps; 2], LoadError> {
+    let table = |i: usize| -> Result<TableMaps, LoadError> {
+        Ok(TableMaps {
+            hash: open(direction.policy_tables()[i])?,
+            index: open(direction.policy_indexes()[i])?,
+            rows: open(direction.policy_rows()[i])?,
+        })
+    };
+    Ok([table(0)?, table(1)?])
 }
 
 impl PolicySlot {
@@ -511,11 +547,10 @@ impl PolicySlot {
             let path = pins.join(name);
             MapHandle::from_pinned_path(&path).map_err(bpf_error(format!("open `{}`", path.display())))
         };
-        let [a, b] = direction.policy_tables();
         let slot = PolicySlot {
             name: direction.policy_map(),
             selector: open(direction.policy_map())?,
-            tables: [open(a)?, open(b)?],
+            tables: table_maps(direction, open)?,
         };
         // Another process may have flipped it a moment ago.
         quiescence::note_unknown(&slot.selector);
@@ -534,23 +569,42 @@ impl PolicySlot {
 
     /// How many entries a table of this direction holds.
     pub fn capacity(&self) -> u32 {
-        self.tables[0].max_entries()
+        self.tables[0].hash.max_entries()
     }
 
     /// Fills the table the program does not read with exactly `records`
     /// (after waiting until no packet can still be reading it); returns
     /// its index, for [`PolicySlot::install`].
-    pub fn stage(&self, records: &[TableRecord]) -> Result<usize, LoadError> {
+    pub fn stage(&self, records: &TableRecords) -> Result<usize, LoadError> {
         let idle = 1 - self.active()?;
         quiescence::wait(&self.selector);
         let table = &self.tables[idle];
-        let what = || format!("fill the idle table of `{}` ({} entries)", self.name, records.len());
-        let old: Vec<Vec<u8>> = table.keys().collect();
+        let what = || format!("fill the idle table of `{}` ({} entries)", self.name, records.hash.len());
+        let old: Vec<Vec<u8>> = table.hash.keys().collect();
+        // Index values were written only for identities with entries: the
+        // old keys' identities (those the index covers) may be stale.
+        let mut stale: BTreeSet<Vec<u8>> = old
+            .iter()
+            .filter_map(|key| key.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes))
+            .filter(|&identity| identity < INDEX_IDENTITIES)
+            .map(|identity| identity.to_ne_bytes().to_vec())
+            .collect();
         for key in old {
-            table.delete(&key).map_err(bpf_error(what()))?;
+            table.hash.delete(&key).map_err(bpf_error(what()))?;
         }
-        for (key, value) in records {
-            table.update(key, value, MapFlags::ANY).map_err(bpf_error(what()))?;
+        for (key, value) in &records.hash {
+            table.hash.update(key, value, MapFlags::ANY).map_err(bpf_error(what()))?;
+        }
+        for (key, value) in &records.rows {
+            table.rows.update(key, value, MapFlags::ANY).map_err(bpf_error(what()))?;
+        }
+        for (key, value) in &records.index {
+            stale.remove(key);
+            table.index.update(key, value, MapFlags::ANY).map_err(bpf_error(what()))?;
+        }
+        let none = vec![0u8; table.index.value_size() as usize];
+        for key in stale {
+            table.index.update(&key, &none, MapFlags::ANY).map_err(bpf_error(what()))?;
         }
         Ok(idle)
     }
@@ -585,7 +639,7 @@ fn selector_id(selector: &MapHandle) -> u32 {
 
 impl StagedTable {
     /// Stages `records` in `slot`'s idle table (see [`PolicySlot::stage`]).
-    pub fn new(slot: PolicySlot, records: &[TableRecord]) -> Result<StagedTable, LoadError> {
+    pub fn new(slot: PolicySlot, records: &TableRecords) -> Result<StagedTable, LoadError> {
         let id = selector_id(&slot.selector);
         let claimed = STAGED.lock().map(|mut staged| staged.insert(id)).unwrap_or(true);
         if !claimed {
@@ -648,7 +702,7 @@ pub fn restore_tables(staged: &[StagedTable]) -> Result<(), LoadError> {
 /// Replaces the tables of several directions all or nothing: every idle
 /// table is filled first (invisible to the programs), then the selectors are
 /// flipped ([`install_tables`]).
-pub fn replace_tables(changes: Vec<(PolicySlot, &[TableRecord])>) -> Result<(), LoadError> {
+pub fn replace_tables(changes: Vec<(PolicySlot, &TableRecords)>) -> Result<(), LoadError> {
     let staged: Vec<StagedTable> =
         changes.into_iter().map(|(slot, records)| StagedTable::new(slot, records)).collect::<Result<_, _>>()?;
     install_tables(&staged)

@@ -4,7 +4,8 @@
 //! against this trait so it also runs on [`MemoryMaps`] without a kernel.
 
 use crate::datapath;
-use crate::loader::{LoadError, TableRecord};
+use crate::loader::{LoadError, TableRecords};
+use polc::codegen::policy_index::{policy_index, INDEX_ROWS};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -40,12 +41,23 @@ pub use polc::codegen::entries::PolicyEntry;
 pub trait PolicyTables {
     /// Replaces `direction`'s table with one holding exactly `records`.
     /// Fails with [`LoadError::NoMap`] when the direction is not enforced.
-    fn replace_table(&self, direction: datapath::Direction, records: &[TableRecord]) -> Result<(), LoadError>;
+    fn replace_table(&self, direction: datapath::Direction, records: &TableRecords) -> Result<(), LoadError>;
 }
 
-/// A direction's entries as table records in the C layout.
-pub fn policy_records(entries: &[PolicyEntry]) -> Vec<TableRecord> {
-    entries.iter().map(|e| (datapath::policy_key(e).to_vec(), datapath::policy_value(e))).collect()
+/// A direction's entries as table records in the C layout: the hash, and
+/// the array index in front of it (`polc::codegen::policy_index`).
+pub fn policy_records(entries: &[PolicyEntry]) -> TableRecords {
+    let index = policy_index(entries, INDEX_ROWS);
+    let key = |n: u32| n.to_ne_bytes().to_vec();
+    TableRecords {
+        hash: entries.iter().map(|e| (datapath::policy_key(e).to_vec(), datapath::policy_value(e))).collect(),
+        index: index
+            .identities
+            .iter()
+            .map(|(&identity, rows)| (key(identity), datapath::policy_index_value(rows).to_vec()))
+            .collect(),
+        rows: index.rows.iter().zip(0..).map(|(entry, row)| (key(row), datapath::policy_value(entry))).collect(),
+    }
 }
 
 /// Replaces a direction's policy table with `entries`.
@@ -105,14 +117,14 @@ impl EndpointMaps for MemoryMaps {
 }
 
 /// A table replaced in memory: the map named after the direction holds
-/// exactly the new records.
+/// exactly the new hash records (the array index is derived from them).
 impl PolicyTables for MemoryMaps {
-    fn replace_table(&self, direction: datapath::Direction, records: &[TableRecord]) -> Result<(), LoadError> {
+    fn replace_table(&self, direction: datapath::Direction, records: &TableRecords) -> Result<(), LoadError> {
         let map = direction.policy_map();
         self.check(map)?;
         let mut contents = self.contents.borrow_mut();
         contents.retain(|(name, _), _| name != map);
-        for (key, value) in records {
+        for (key, value) in &records.hash {
             contents.insert((map.to_string(), key.clone()), value.clone());
         }
         Ok(())

@@ -38,7 +38,8 @@
 //! endpoints/<name>/link_to_ep    tcx link on the veth's egress (ingress policy)
 //! endpoints/<name>/gen-<N>/      that generation's maps: ep_pol_in, ep_pol_eg
 //!                                (selectors), ep_pol_in_a/_b, ep_pol_eg_a/_b
-//!                                (tables), ep_calls_in, ep_calls_eg, ep_metrics
+//!                                (tables, each with its index `_idx` and rows
+//!                                `_row`), ep_calls_in, ep_calls_eg, ep_metrics
 //!                                (a kept direction's maps are also pinned
 //!                                under the generation it came from, until
 //!                                that one is unpinned at the switch)
@@ -50,7 +51,7 @@
 use crate::attach::{AttachError, Attachment, Device};
 use crate::datapath::{Direction, METRICS_MAP};
 use crate::loader::{
-    install_tables, restore_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, Running, StagedTable, TableRecord,
+    install_tables, restore_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, Running, StagedTable, TableRecords,
 };
 use crate::seam::{self, PolicyEntry};
 use libbpf_rs::{MapCore, MapHandle};
@@ -172,11 +173,11 @@ pub fn load_generation(
     };
     // The policy tables go in with the load (their installs overlap the
     // verifier's work).
-    let records: Vec<(Direction, Vec<TableRecord>)> = Direction::BOTH
+    let records: Vec<(Direction, TableRecords)> = Direction::BOTH
         .into_iter()
         .filter_map(|d| artifact.entries(d).map(|entries| (d, seam::policy_records(entries))))
         .collect();
-    let tables: Vec<(Direction, &[TableRecord])> = records.iter().map(|(d, r)| (*d, r.as_slice())).collect();
+    let tables: Vec<(Direction, &TableRecords)> = records.iter().map(|(d, r)| (*d, r)).collect();
     let declared = artifact.direction_shapes.as_ref();
     let filled = LoadedEndpoint::load_over(&spec, &tables, running, declared).and_then(|mut loaded| {
         loaded.set_rule_slots(artifact.rule_slots.clone());
@@ -194,7 +195,7 @@ pub fn load_generation(
 
 /// Stages the entries of the directions `loaded` kept in their (running)
 /// idle tables.
-fn stage_kept(loaded: &LoadedEndpoint, tables: &[(Direction, &[TableRecord])]) -> Result<Vec<StagedTable>, LoadError> {
+fn stage_kept(loaded: &LoadedEndpoint, tables: &[(Direction, &TableRecords)]) -> Result<Vec<StagedTable>, LoadError> {
     let mut staged = Vec::new();
     for direction in loaded.kept() {
         let slot = loaded.policy_slot(direction)?;

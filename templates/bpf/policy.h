@@ -16,7 +16,18 @@
  *   POLICY_SPLIT in BUCKET16 entries {peer, proto, port >> 4}. A missing
  *   bucket matches nothing. So a packet costs one hash lookup when its
  *   peer has a table, two when it falls back to `any`, and at most two more
- *   for very long interval lists, whatever the table's size. */
+ *   for very long interval lists, whatever the table's size.
+ *
+ * In front of each hash, an array index finds the PROTOCOL entries of
+ * identities below POLICY_INDEX_IDENTITIES for the five known protocols
+ * without hashing (compiler/src/codegen/policy_index.rs builds it):
+ *   index[identity].row[protocol slot]: POLICY_ROW_NONE no entry (what a
+ *   hash miss says), POLICY_ROW_HASH the entry is in the hash (the rows ran
+ *   out), r: the entry's value is rows[r - 1].
+ * The verifier inlines array lookups; a hash lookup is a call into the
+ * kernel's hash table (~20 ns on a 2-core VM), and a new connection already
+ * pays two (conntrack, ipcache). The hash keeps every entry, so the index
+ * never decides anything the hash would not. */
 #ifndef POLC_POLICY_H
 #define POLC_POLICY_H
 
@@ -65,6 +76,18 @@ struct policy_value {
  * table, old or new, and the program is not reloaded. The runtime waits for
  * an RCU grace period after a flip before it refills the table it left, so
  * no packet still reading that table sees it change. */
+#define POLICY_INDEX_IDENTITIES 1024
+#define POLICY_INDEX_ROWS 128
+#define POLICY_INDEX_SLOTS 8 /* row numbers per value, 5 used */
+#define POLICY_ROW_NONE 0
+#define POLICY_ROW_HASH 0xffff
+
+struct policy_index_value {
+	__u16 row[POLICY_INDEX_SLOTS];
+};
+
+/* A table: the hash, its index and the index's rows (41.6 KiB of arrays:
+ * 1,024 x 16 bytes and 128 x 200 bytes). */
 #define POLICY_TABLE(name)                                      \
 	struct {                                                \
 		__uint(type, BPF_MAP_TYPE_HASH);                \
@@ -73,7 +96,21 @@ struct policy_value {
 		__uint(max_entries, POLICY_MAP_SIZE);           \
 		__uint(map_flags, BPF_F_NO_PREALLOC);           \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
-	} name SEC(".maps")
+	} name SEC(".maps");                                    \
+	struct {                                                \
+		__uint(type, BPF_MAP_TYPE_ARRAY);               \
+		__type(key, __u32);                             \
+		__type(value, struct policy_index_value);       \
+		__uint(max_entries, POLICY_INDEX_IDENTITIES);   \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+	} name##_idx SEC(".maps");                              \
+	struct {                                                \
+		__uint(type, BPF_MAP_TYPE_ARRAY);               \
+		__type(key, __u32);                             \
+		__type(value, struct policy_value);             \
+		__uint(max_entries, POLICY_INDEX_ROWS);         \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);            \
+	} name##_row SEC(".maps")
 
 #define POLICY_SELECTOR(name)                                   \
 	struct {                                                \
@@ -95,23 +132,64 @@ POLICY_TABLE(ep_pol_eg_a);
 POLICY_TABLE(ep_pol_eg_b);
 #endif
 
-static __always_inline int policy_known_protocol(__u8 proto)
+/* A known protocol's slot in an index value (KNOWN_PROTOCOLS' order in
+ * compiler/src/codegen/entries.rs); -1 for any other protocol. */
+static __always_inline int policy_protocol_slot(__u8 proto)
 {
-	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 ||
-	       proto == IPPROTO_SCTP;
+	switch (proto) {
+	case IPPROTO_ICMP:
+		return 0;
+	case IPPROTO_TCP:
+		return 1;
+	case IPPROTO_UDP:
+		return 2;
+	case IPPROTO_ICMPV6:
+		return 3;
+	case IPPROTO_SCTP:
+		return 4;
+	default:
+		return -1;
+	}
+}
+
+/* The PROTOCOL entry `key` names: through the table's index when it covers
+ * the identity and protocol (`slot` >= 0), else from the hash. */
+static __always_inline struct policy_value *policy_protocol(void *table, void *index, void *rows,
+							     struct policy_key *key, int slot)
+{
+	if (slot >= 0 && key->identity < POLICY_INDEX_IDENTITIES) {
+		__u32 identity = key->identity;
+		struct policy_index_value *found = bpf_map_lookup_elem(index, &identity);
+		if (found) {
+			__u32 row = found->row[slot & (POLICY_INDEX_SLOTS - 1)];
+			if (row == POLICY_ROW_NONE)
+				return NULL;
+			if (row != POLICY_ROW_HASH) {
+				__u32 at = row - 1;
+				struct policy_value *value = bpf_map_lookup_elem(rows, &at);
+				/* The verifier inlines an array lookup only where its
+				 * call sees one map: this keeps clang from merging the
+				 * call with the hash lookup's below. */
+				asm volatile("" : "+r"(value));
+				return value;
+			}
+		}
+	}
+	return bpf_map_lookup_elem(table, key);
 }
 
 /* The peer's first entry for the packet's protocol: PROTOCOL, else OTHER
- * for an unknown protocol. `key` is left as the entry's key. `known` is
- * policy_known_protocol(proto), computed once by the caller: testing the
- * protocol again would give the verifier a known protocol on each path,
- * and paths it cannot merge. */
-static __always_inline struct policy_value *policy_first(void *table, struct policy_key *key, __u8 proto, int known)
+ * for an unknown protocol. `key` is left as the entry's key. `slot` is
+ * policy_protocol_slot(proto) (-1: an unknown protocol), computed once by
+ * the caller: testing the protocol again would give the verifier a known
+ * protocol on each path, and paths it cannot merge. */
+static __always_inline struct policy_value *policy_first(void *table, void *index, void *rows, struct policy_key *key,
+							  __u8 proto, int slot)
 {
 	key->proto = proto;
 	key->kind = POLICY_KIND_PROTOCOL;
-	struct policy_value *value = bpf_map_lookup_elem(table, key);
-	if (value || known)
+	struct policy_value *value = policy_protocol(table, index, rows, key, slot);
+	if (value || slot >= 0)
 		return value;
 	key->proto = 0;
 	key->kind = POLICY_KIND_OTHER;
@@ -123,25 +201,9 @@ static __always_inline struct policy_value *policy_first(void *table, struct pol
  * 8-23, its id in bits 32-63. */
 #define POLICY_RESULT(reason, slot, rule) ((__u64)(reason) | (__u64)(slot) << 8 | (__u64)(rule) << 32)
 
-static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 proto, __u16 port)
+/* What `value`'s intervals decide for `port` (`value` NULL: no entry). */
+static __always_inline __u64 policy_scan(const struct policy_value *value, __u16 port)
 {
-	struct policy_key key = { .identity = peer };
-	int known = policy_known_protocol(proto);
-	struct policy_value *value = policy_first(table, &key, proto, known);
-	if (!value && peer != 0) {
-		key.identity = 0;
-		value = policy_first(table, &key, proto, known);
-	}
-	if (value && (value->flags & POLICY_SPLIT)) {
-		key.kind = POLICY_KIND_BUCKET256;
-		key.bucket = port >> 8;
-		value = bpf_map_lookup_elem(table, &key);
-		if (value && (value->flags & POLICY_SPLIT)) {
-			key.kind = POLICY_KIND_BUCKET16;
-			key.bucket = port >> 4;
-			value = bpf_map_lookup_elem(table, &key);
-		}
-	}
 	if (!value)
 		return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 	__u32 count = value->count;
@@ -168,11 +230,36 @@ static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 p
 	return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 }
 
+/* `table` with its index and rows (see the top of this file). */
+static __always_inline __u64 policy_table_lookup(void *table, void *index, void *rows, __u32 peer, __u8 proto,
+						 __u16 port)
+{
+	int proto_slot = policy_protocol_slot(proto);
+	struct policy_key key = { .identity = peer };
+	struct policy_value *value = policy_first(table, index, rows, &key, proto, proto_slot);
+	if (!value && peer != 0) {
+		key.identity = 0;
+		value = policy_first(table, index, rows, &key, proto, proto_slot);
+	}
+	if (value && (value->flags & POLICY_SPLIT)) {
+		key.kind = POLICY_KIND_BUCKET256;
+		key.bucket = port >> 8;
+		value = bpf_map_lookup_elem(table, &key);
+		if (value && (value->flags & POLICY_SPLIT)) {
+			key.kind = POLICY_KIND_BUCKET16;
+			key.bucket = port >> 4;
+			value = bpf_map_lookup_elem(table, &key);
+		}
+	}
+	return policy_scan(value, port);
+}
+
 /* The lookup of one enforced direction: it reads the selector, then the
  * table it names; each table has its own copy of the lookup, so every map
  * lookup call sees one map (the verifier then calls the hash lookup
- * directly). The result is one scalar: the caller, decide_new in
- * endpoint.bpf.c, is a global function, which the verifier checks once. */
+ * directly, and inlines the index's array lookups). The result is one
+ * scalar: the caller, decide_new in endpoint.bpf.c, is a global function,
+ * which the verifier checks once. */
 #define POLICY_DIRECTION_LOOKUP(name, selector, table_a, table_b)                  \
 	static __always_inline __u64 name(__u32 peer, __u32 proto, __u32 port)     \
 	{                                                                           \
@@ -181,8 +268,10 @@ static __always_inline __u64 policy_table_lookup(void *table, __u32 peer, __u8 p
 		if (!which)                                                         \
 			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);            \
 		if (*which)                                                         \
-			return policy_table_lookup(&table_b, peer, proto, port);    \
-		return policy_table_lookup(&table_a, peer, proto, port);            \
+			return policy_table_lookup(&table_b, &table_b##_idx,        \
+						   &table_b##_row, peer, proto, port); \
+		return policy_table_lookup(&table_a, &table_a##_idx,                \
+					   &table_a##_row, peer, proto, port);      \
 	}
 
 #ifdef ENABLE_INGRESS_POLICY
@@ -191,6 +280,71 @@ POLICY_DIRECTION_LOOKUP(policy_lookup_ingress, ep_pol_in, ep_pol_in_a, ep_pol_in
 #ifdef ENABLE_EGRESS_POLICY
 POLICY_DIRECTION_LOOKUP(policy_lookup_egress, ep_pol_eg, ep_pol_eg_a, ep_pol_eg_b)
 #endif
+
+/* The index's common cases, decided without the call into decide_new (a
+ * BPF-to-BPF call costs ~9 ns per new connection where every kernel return
+ * is mispredicted, see BENCHMARKS.md): a known protocol and a peer in the
+ * index whose own entry is in the rows and not split (scanned here), or
+ * neither the peer nor `any` has an entry (default deny). 0: not decided
+ * here. */
+static __always_inline __u64 policy_fast_in(void *index, void *rows, __u32 peer, int proto_slot, __u16 port)
+{
+	__u32 identity = peer;
+	struct policy_index_value *found = bpf_map_lookup_elem(index, &identity);
+	if (!found)
+		return 0;
+	__u32 row = found->row[proto_slot & (POLICY_INDEX_SLOTS - 1)];
+	if (row == POLICY_ROW_NONE) {
+		__u32 any = 0;
+		found = bpf_map_lookup_elem(index, &any);
+		if (found && found->row[proto_slot & (POLICY_INDEX_SLOTS - 1)] == POLICY_ROW_NONE)
+			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
+		return 0;
+	}
+	if (row == POLICY_ROW_HASH)
+		return 0;
+	__u32 at = row - 1;
+	struct policy_value *value = bpf_map_lookup_elem(rows, &at);
+	asm volatile("" : "+r"(value)); /* not merged with another map's lookup */
+	if (!value || (value->flags & POLICY_SPLIT))
+		return 0;
+	return policy_scan(value, port);
+}
+
+/* policy_fast_in on the table the selector names, each table in a copy of
+ * its own (every lookup call sees one map, so the verifier inlines it). */
+#define POLICY_FAST(selector, table_a, table_b, peer, proto, port)                                          \
+	({                                                                                                  \
+		__u64 fast = 0;                                                                             \
+		int proto_slot = policy_protocol_slot(proto);                                               \
+		__u32 zero = 0;                                                                             \
+		__u32 *which = bpf_map_lookup_elem(&selector, &zero);                                       \
+		if (which && proto_slot >= 0 && (peer) < POLICY_INDEX_IDENTITIES) {                        \
+			if (*which)                                                                         \
+				fast = policy_fast_in(&table_b##_idx, &table_b##_row, peer, proto_slot, port); \
+			else                                                                                \
+				fast = policy_fast_in(&table_a##_idx, &table_a##_row, peer, proto_slot, port); \
+		}                                                                                           \
+		fast;                                                                                       \
+	})
+
+/* The fast decision for a new connection in direction `dir`, 0 if none
+ * (also when the direction is not enforced). The caller acts only on drops:
+ * an allowed connection goes through decide_new, which creates its
+ * conntrack entry. */
+static __always_inline __u64 policy_fast(__u8 dir, __u32 peer, __u8 proto, __u16 port)
+{
+	if (dir == DIR_INGRESS) {
+#ifdef ENABLE_INGRESS_POLICY
+		return POLICY_FAST(ep_pol_in, ep_pol_in_a, ep_pol_in_b, peer, proto, port);
+#endif
+	} else {
+#ifdef ENABLE_EGRESS_POLICY
+		return POLICY_FAST(ep_pol_eg, ep_pol_eg_a, ep_pol_eg_b, peer, proto, port);
+#endif
+	}
+	return 0;
+}
 
 struct decision {
 	struct rule_ref rule;

@@ -8,6 +8,7 @@
 mod conntrack;
 mod harness;
 mod packets;
+mod policy_index;
 mod policy_sets;
 mod random;
 mod verifier;

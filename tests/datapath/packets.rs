@@ -41,6 +41,25 @@ pub struct PacketSpec {
 }
 
 impl PacketSpec {
+    /// The first packet of a flow: a TCP SYN, or a UDP/SCTP datagram; no
+    /// IP options or extension headers, no payload.
+    pub fn opening(src: IpAddr, dst: IpAddr, proto: u8, sport: u16, dport: u16) -> PacketSpec {
+        PacketSpec {
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            icmp_type: 0,
+            icmp_id: 0,
+            tcp_flags: TCP_SYN,
+            ipv4_options: 0,
+            ipv4_frag: 0,
+            ipv6_ext: Vec::new(),
+            payload: 0,
+        }
+    }
+
     /// The reply to this packet (addresses and ports swapped, echo answered).
     pub fn reply(&self) -> PacketSpec {
         let mut r = self.clone();

@@ -4,19 +4,44 @@
 //! on the table the entries were built from (tested below).
 
 use super::entries::{EntryAction, EntryKind, PolicyEntry, ANY_IDENTITY, INLINE_INTERVALS};
+use super::policy_index::{policy_index, protocol_slot, PolicyIndex, INDEX_IDENTITIES, INDEX_ROWS, ROW_HASH, ROW_NONE};
 use crate::ir::is_known_protocol;
 
 /// The decision and rule id for a packet of `proto` to `port` (destination
 /// port, ICMP type, or 0) from or to `peer`; `None`: no entry decides
 /// (default deny).
 pub fn lookup_encoded(entries: &[PolicyEntry], peer: u32, proto: u8, port: u16) -> Option<(EntryAction, u32)> {
+    lookup_indexed(entries, &policy_index(entries, INDEX_ROWS), peer, proto, port)
+}
+
+/// [`lookup_encoded`] with the table's array index given (built with any
+/// number of rows: the answer must not depend on it).
+pub fn lookup_indexed(
+    entries: &[PolicyEntry],
+    index: &PolicyIndex<'_>,
+    peer: u32,
+    proto: u8,
+    port: u16,
+) -> Option<(EntryAction, u32)> {
     let find = |identity: u32, proto: u8, kind: EntryKind, bucket: u16| {
         entries.iter().find(|e| e.identity == identity && e.proto == proto && e.kind == kind && e.bucket == bucket)
+    };
+    // A `protocol` entry: through the index where it covers the identity
+    // and protocol, else from the hash.
+    let protocol_entry = |identity: u32| match protocol_slot(proto) {
+        Some(slot) if identity < INDEX_IDENTITIES => {
+            match index.identities.get(&identity).map_or(ROW_NONE, |rows| rows[slot]) {
+                ROW_NONE => None,
+                ROW_HASH => find(identity, proto, EntryKind::Protocol, 0),
+                row => index.rows.get(usize::from(row) - 1).copied(),
+            }
+        }
+        _ => find(identity, proto, EntryKind::Protocol, 0),
     };
     // The peer's own entries, or (no entry at all) those of `any`. An
     // unknown protocol the table does not list has the table's `other`.
     let first = |identity: u32| {
-        find(identity, proto, EntryKind::Protocol, 0).or_else(|| {
+        protocol_entry(identity).or_else(|| {
             if is_known_protocol(proto) {
                 None
             } else {
@@ -50,6 +75,7 @@ pub fn lookup_encoded(entries: &[PolicyEntry], peer: u32, proto: u8, port: u16) 
 mod tests {
     use super::*;
     use crate::codegen::entries::{direction_entries, enforced_table, KNOWN_PROTOCOLS};
+    use crate::codegen::policy_index::policy_index;
     use crate::ir::{Decision, DirectionTable, Identity, L4Table, PeerKey, PortEntry, TableVerdict};
     use crate::sema::model::RuleId;
     use crate::syntax::ast::Action;
@@ -98,7 +124,9 @@ mod tests {
     }
 
     fn direction_table() -> impl Strategy<Value = DirectionTable> {
-        let key = prop_oneof![Just(PeerKey::Any), (256u32..260).prop_map(|i| PeerKey::Identity(Identity(i)))];
+        // Identities below and above the array index's range.
+        let identity = prop_oneof![256u32..260, INDEX_IDENTITIES..INDEX_IDENTITIES + 2];
+        let key = prop_oneof![Just(PeerKey::Any), identity.prop_map(|i| PeerKey::Identity(Identity(i)))];
         proptest::collection::btree_map(key, l4_table(), 0..4).prop_map(|tables| DirectionTable {
             enforced: true,
             enforced_by: vec![],
@@ -126,12 +154,16 @@ mod tests {
             prop_assert!(e.intervals.windows(2).all(|w| w[0].high < w[1].low), "sorted, disjoint: {e:?}");
         }
         let ports = probe_ports(table);
-        for peer in [0, 2, 256, 257, 258, 259, 300] {
-            for proto in PROTOCOLS {
-                for &port in &ports {
-                    let expected = table.lookup(Identity(peer), proto, port);
-                    let got = verdict(lookup_encoded(&entries, peer, proto, port));
-                    prop_assert_eq!(got, expected, "peer {} proto {} port {}", peer, proto, port);
+        // No rows (every indexed entry in the hash), some, and all.
+        for rows in [0, 1, 3, INDEX_ROWS] {
+            let index = policy_index(&entries, rows);
+            for peer in [0, 2, 256, 257, 258, 259, 300, INDEX_IDENTITIES, INDEX_IDENTITIES + 1] {
+                for proto in PROTOCOLS {
+                    for &port in &ports {
+                        let expected = table.lookup(Identity(peer), proto, port);
+                        let got = verdict(lookup_indexed(&entries, &index, peer, proto, port));
+                        prop_assert_eq!(got, expected, "rows {} peer {} proto {} port {}", rows, peer, proto, port);
+                    }
                 }
             }
         }
