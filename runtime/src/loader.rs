@@ -1035,21 +1035,36 @@ mod counter_tests {
         if !crate::netlab::require_kernel("a_direction_is_staged_once_at_a_time") {
             return;
         }
+        let table = |name: &str| TableMaps {
+            hash: create_map(MapType::Hash, name, 4, 8),
+            index: create_map(MapType::Array, name, 4, 8),
+            rows: create_map(MapType::Array, name, 4, 8),
+        };
         let slot = || PolicySlot {
             name: "ep_pol_in",
             selector: create_map(MapType::Array, "polc_test_sel", 4, 1),
-            tables: [create_map(MapType::Hash, "polc_test_a", 4, 8), create_map(MapType::Hash, "polc_test_b", 4, 8)],
+            tables: [table("polc_test_a"), table("polc_test_b")],
         };
         let one = slot();
+        // Another handle on the same maps (as a later change opens them from the pins).
+        let reopen = |map: &MapHandle| {
+            let id = map.info().map(|i| i.info.id).unwrap_or_else(|e| panic!("{e}"));
+            MapHandle::from_map_id(id).unwrap_or_else(|e| panic!("{e}"))
+        };
         let again = |slot: &PolicySlot| PolicySlot {
             name: slot.name,
-            selector: MapHandle::from_map_id(selector_id(&slot.selector)).unwrap_or_else(|e| panic!("{e}")),
-            tables: [0, 1].map(|i| {
-                let id = slot.tables[i].info().map(|i| i.info.id).unwrap_or_else(|e| panic!("{e}"));
-                MapHandle::from_map_id(id).unwrap_or_else(|e| panic!("{e}"))
+            selector: reopen(&slot.selector),
+            tables: [0, 1].map(|i| TableMaps {
+                hash: reopen(&slot.tables[i].hash),
+                index: reopen(&slot.tables[i].index),
+                rows: reopen(&slot.tables[i].rows),
             }),
         };
-        let records = vec![(1u32.to_ne_bytes().to_vec(), 7u32.to_ne_bytes().to_vec())];
+        let records = TableRecords {
+            hash: vec![(1u32.to_ne_bytes().to_vec(), 7u32.to_ne_bytes().to_vec())],
+            index: Vec::new(),
+            rows: Vec::new(),
+        };
         let first = StagedTable::new(again(&one), &records).unwrap_or_else(|e| panic!("{e}"));
         match StagedTable::new(again(&one), &records) {
             Err(LoadError::AlreadyStaged("ep_pol_in")) => {}
