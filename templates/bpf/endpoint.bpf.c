@@ -40,13 +40,13 @@ static __always_inline __u32 peer_identity(const struct packet *p, __u8 dir, __u
 #define TRACKED_PEER(p, dir, family) 0
 #endif
 
-/* A packet of a new connection (no conntrack entry, or not tracked), the
- * peer's identity known: policy -> a conntrack entry if allowed and tracked
- * -> verdict. `t` is the packet's conntrack tuple when it is tracked, `now`
- * the clock if already read (0: not yet). */
-static __always_inline int decide_new(struct packet *p, struct ct_tuple *t, __u64 now, __u32 peer, __u8 dir,
-				      __u8 family)
+/* A packet of a new connection (no conntrack entry, or not tracked): peer
+ * identity -> policy -> a conntrack entry if allowed and tracked -> verdict.
+ * `t` is the packet's conntrack tuple when it is tracked, `now` the clock
+ * if already read (0: not yet). */
+static __always_inline int decide_new(struct packet *p, struct ct_tuple *t, __u64 now, __u8 dir, __u8 family)
 {
+	__u32 peer = peer_identity(p, dir, family);
 	struct decision d;
 	policy_decide(dir, peer, p, &d);
 	if (d.reason < REASON_FIRST_DROP && p->tracked)
@@ -59,13 +59,11 @@ static __always_inline int decide_new(struct packet *p, struct ct_tuple *t, __u6
  * arguments, instead of once for each of the many paths parsing and
  * conntrack leave, and the caller sees its result as an unknown scalar.
  * It holds the policy lookup, the most of the program. A packet of a new
- * connection pays one BPF-to-BPF call for it, except a drop the policy
- * index decides before the call (policy_fast); a tracked one none. */
-#define DECIDE_NEW(name, dir, family)                                                               \
-	__noinline int name(struct packet *p __arg_nonnull, struct ct_tuple *t __arg_nonnull, __u64 now, \
-			    __u32 peer)                                                               \
-	{                                                                                           \
-		return decide_new(p, t, now, peer, dir, family);                                    \
+ * connection pays one BPF-to-BPF call for it; a tracked one none. */
+#define DECIDE_NEW(name, dir, family)                                                                  \
+	__noinline int name(struct packet *p __arg_nonnull, struct ct_tuple *t __arg_nonnull, __u64 now) \
+	{                                                                                              \
+		return decide_new(p, t, now, dir, family);                                             \
 	}
 
 #ifdef ENABLE_IPV4
@@ -77,18 +75,15 @@ DECIDE_NEW(decide_new_v6_ingress, DIR_INGRESS, AF_INET6)
 DECIDE_NEW(decide_new_v6_egress, DIR_EGRESS, AF_INET6)
 #endif
 
-static __always_inline int call_decide_new(struct packet *p, struct ct_tuple *t, __u64 now, __u32 peer, __u8 dir,
-					   __u8 family)
+static __always_inline int call_decide_new(struct packet *p, struct ct_tuple *t, __u64 now, __u8 dir, __u8 family)
 {
 #ifdef ENABLE_IPV4
 	if (family == AF_INET)
-		return dir == DIR_INGRESS ? decide_new_v4_ingress(p, t, now, peer)
-					  : decide_new_v4_egress(p, t, now, peer);
+		return dir == DIR_INGRESS ? decide_new_v4_ingress(p, t, now) : decide_new_v4_egress(p, t, now);
 #endif
 #ifdef ENABLE_IPV6
 	if (family == AF_INET6)
-		return dir == DIR_INGRESS ? decide_new_v6_ingress(p, t, now, peer)
-					  : decide_new_v6_egress(p, t, now, peer);
+		return dir == DIR_INGRESS ? decide_new_v6_ingress(p, t, now) : decide_new_v6_egress(p, t, now);
 #endif
 	return TC_ACT_SHOT;
 }
@@ -112,15 +107,7 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 			return verdict(p, dir, REASON_ESTABLISHED + (state - CT_ESTABLISHED), &rule,
 				       TRACKED_PEER(p, dir, family));
 	}
-	/* The peer, then the policy index's common cases inline (a drop is
-	 * decided here without the call; see policy_fast in policy.h). */
-	__u32 peer = peer_identity(p, dir, family);
-	__u64 fast = policy_fast(dir, peer, p->proto, p->policy_port);
-	if (fast && (fast & 0xff) >= REASON_FIRST_DROP) {
-		struct rule_ref rule = { .id = fast >> 32, .slot = (fast >> 8) & 0xffff };
-		return verdict(p, dir, fast & 0xff, &rule, peer);
-	}
-	return call_decide_new(p, &tuple, now, peer, dir, family);
+	return call_decide_new(p, &tuple, now, dir, family);
 }
 
 static __always_inline int dispatch(struct __sk_buff *skb, void *calls, __u8 dir)

@@ -201,9 +201,27 @@ static __always_inline struct policy_value *policy_first(void *table, void *inde
  * 8-23, its id in bits 32-63. */
 #define POLICY_RESULT(reason, slot, rule) ((__u64)(reason) | (__u64)(slot) << 8 | (__u64)(rule) << 32)
 
-/* What `value`'s intervals decide for `port` (`value` NULL: no entry). */
-static __always_inline __u64 policy_scan(const struct policy_value *value, __u16 port)
+/* `table` with its index and rows (see the top of this file). */
+static __always_inline __u64 policy_table_lookup(void *table, void *index, void *rows, __u32 peer, __u8 proto,
+						 __u16 port)
 {
+	int proto_slot = policy_protocol_slot(proto);
+	struct policy_key key = { .identity = peer };
+	struct policy_value *value = policy_first(table, index, rows, &key, proto, proto_slot);
+	if (!value && peer != 0) {
+		key.identity = 0;
+		value = policy_first(table, index, rows, &key, proto, proto_slot);
+	}
+	if (value && (value->flags & POLICY_SPLIT)) {
+		key.kind = POLICY_KIND_BUCKET256;
+		key.bucket = port >> 8;
+		value = bpf_map_lookup_elem(table, &key);
+		if (value && (value->flags & POLICY_SPLIT)) {
+			key.kind = POLICY_KIND_BUCKET16;
+			key.bucket = port >> 4;
+			value = bpf_map_lookup_elem(table, &key);
+		}
+	}
 	if (!value)
 		return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 	__u32 count = value->count;
@@ -228,30 +246,6 @@ static __always_inline __u64 policy_scan(const struct policy_value *value, __u16
 		return POLICY_RESULT(REASON_POLICY_DENY, slot, rule);
 #endif
 	return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
-}
-
-/* `table` with its index and rows (see the top of this file). */
-static __always_inline __u64 policy_table_lookup(void *table, void *index, void *rows, __u32 peer, __u8 proto,
-						 __u16 port)
-{
-	int proto_slot = policy_protocol_slot(proto);
-	struct policy_key key = { .identity = peer };
-	struct policy_value *value = policy_first(table, index, rows, &key, proto, proto_slot);
-	if (!value && peer != 0) {
-		key.identity = 0;
-		value = policy_first(table, index, rows, &key, proto, proto_slot);
-	}
-	if (value && (value->flags & POLICY_SPLIT)) {
-		key.kind = POLICY_KIND_BUCKET256;
-		key.bucket = port >> 8;
-		value = bpf_map_lookup_elem(table, &key);
-		if (value && (value->flags & POLICY_SPLIT)) {
-			key.kind = POLICY_KIND_BUCKET16;
-			key.bucket = port >> 4;
-			value = bpf_map_lookup_elem(table, &key);
-		}
-	}
-	return policy_scan(value, port);
 }
 
 /* The lookup of one enforced direction: it reads the selector, then the
@@ -280,71 +274,6 @@ POLICY_DIRECTION_LOOKUP(policy_lookup_ingress, ep_pol_in, ep_pol_in_a, ep_pol_in
 #ifdef ENABLE_EGRESS_POLICY
 POLICY_DIRECTION_LOOKUP(policy_lookup_egress, ep_pol_eg, ep_pol_eg_a, ep_pol_eg_b)
 #endif
-
-/* The index's common cases, decided without the call into decide_new (a
- * BPF-to-BPF call costs ~9 ns per new connection where every kernel return
- * is mispredicted, see BENCHMARKS.md): a known protocol and a peer in the
- * index whose own entry is in the rows and not split (scanned here), or
- * neither the peer nor `any` has an entry (default deny). 0: not decided
- * here. */
-static __always_inline __u64 policy_fast_in(void *index, void *rows, __u32 peer, int proto_slot, __u16 port)
-{
-	__u32 identity = peer;
-	struct policy_index_value *found = bpf_map_lookup_elem(index, &identity);
-	if (!found)
-		return 0;
-	__u32 row = found->row[proto_slot & (POLICY_INDEX_SLOTS - 1)];
-	if (row == POLICY_ROW_NONE) {
-		__u32 any = 0;
-		found = bpf_map_lookup_elem(index, &any);
-		if (found && found->row[proto_slot & (POLICY_INDEX_SLOTS - 1)] == POLICY_ROW_NONE)
-			return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
-		return 0;
-	}
-	if (row == POLICY_ROW_HASH)
-		return 0;
-	__u32 at = row - 1;
-	struct policy_value *value = bpf_map_lookup_elem(rows, &at);
-	asm volatile("" : "+r"(value)); /* not merged with another map's lookup */
-	if (!value || (value->flags & POLICY_SPLIT))
-		return 0;
-	return policy_scan(value, port);
-}
-
-/* policy_fast_in on the table the selector names, each table in a copy of
- * its own (every lookup call sees one map, so the verifier inlines it). */
-#define POLICY_FAST(selector, table_a, table_b, peer, proto, port)                                          \
-	({                                                                                                  \
-		__u64 fast = 0;                                                                             \
-		int proto_slot = policy_protocol_slot(proto);                                               \
-		__u32 zero = 0;                                                                             \
-		__u32 *which = bpf_map_lookup_elem(&selector, &zero);                                       \
-		if (which && proto_slot >= 0 && (peer) < POLICY_INDEX_IDENTITIES) {                        \
-			if (*which)                                                                         \
-				fast = policy_fast_in(&table_b##_idx, &table_b##_row, peer, proto_slot, port); \
-			else                                                                                \
-				fast = policy_fast_in(&table_a##_idx, &table_a##_row, peer, proto_slot, port); \
-		}                                                                                           \
-		fast;                                                                                       \
-	})
-
-/* The fast decision for a new connection in direction `dir`, 0 if none
- * (also when the direction is not enforced). The caller acts only on drops:
- * an allowed connection goes through decide_new, which creates its
- * conntrack entry. */
-static __always_inline __u64 policy_fast(__u8 dir, __u32 peer, __u8 proto, __u16 port)
-{
-	if (dir == DIR_INGRESS) {
-#ifdef ENABLE_INGRESS_POLICY
-		return POLICY_FAST(ep_pol_in, ep_pol_in_a, ep_pol_in_b, peer, proto, port);
-#endif
-	} else {
-#ifdef ENABLE_EGRESS_POLICY
-		return POLICY_FAST(ep_pol_eg, ep_pol_eg_a, ep_pol_eg_b, peer, proto, port);
-#endif
-	}
-	return 0;
-}
 
 struct decision {
 	struct rule_ref rule;
