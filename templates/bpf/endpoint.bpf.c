@@ -88,6 +88,10 @@ static __always_inline int call_decide_new(struct packet *p, struct ct_tuple *t,
 	return TC_ACT_SHOT;
 }
 
+/* decide maps a conntrack state to its reason by offset. */
+_Static_assert(REASON_REPLY - REASON_ESTABLISHED == CT_REPLY - CT_ESTABLISHED,
+	       "REASON_ESTABLISHED/REASON_REPLY must follow CT_ESTABLISHED/CT_REPLY");
+
 /* Parsed packet -> conntrack -> (new connection) decide_new.
  * `family` is the program's constant. */
 static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 family)
