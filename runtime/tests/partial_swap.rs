@@ -279,6 +279,9 @@ fn polcd_adopts_an_endpoint_after_a_one_direction_swap() {
     assert_eq!(app1_now.loaded_directions, Some(vec!["ingress".to_string()]), "{app1_now:?}");
     assert_eq!(app1_now.last_swap.as_deref(), Some("program"));
     assert_eq!(ids(&dir)[1], egress_1, "egress kept");
+    let text = String::from_utf8_lossy(&support::polcd_cli(&state, &["status"]).stdout).into_owned();
+    let app1_line = text.lines().find(|l| l.starts_with("app1 ")).unwrap_or_default();
+    assert!(app1_line.contains("program (ingress)"), "polcd status names the loaded direction:\n{text}");
     check_vb(&node, &set);
 
     polcd.kill();

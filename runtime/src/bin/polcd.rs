@@ -302,12 +302,12 @@ fn print_status(status: &AgentStatus) {
 
 fn print_endpoints(endpoints: &[EndpointStatus]) {
     println!(
-        "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  error",
-        "endpoint", "identity", "state", "iface", "gen", "version", "program"
+        "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  {:<24}  error",
+        "endpoint", "identity", "state", "iface", "gen", "version", "program", "last swap"
     );
     for e in endpoints {
         println!(
-            "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  {}",
+            "{:<12} {:<8} {:<20} {:<14} {:>4} {:>7}  {:<16}  {:<24}  {}",
             e.name,
             e.identity,
             e.state,
@@ -315,7 +315,18 @@ fn print_endpoints(endpoints: &[EndpointStatus]) {
             e.generation,
             e.policy_version,
             e.program.as_deref().unwrap_or("-"),
+            last_swap(e),
             e.last_error.as_deref().unwrap_or("")
         );
+    }
+}
+
+/// `tables`, or `program (ingress, egress)` with the directions the last
+/// program swap loaded (the others were kept), or `-`.
+fn last_swap(e: &EndpointStatus) -> String {
+    match (e.last_swap.as_deref(), &e.loaded_directions) {
+        (Some("program"), Some(loaded)) => format!("program ({})", loaded.join(", ")),
+        (Some(kind), _) => kind.to_string(),
+        (None, _) => "-".to_string(),
     }
 }
