@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{count, policy_dir, receiver, resolve_dir, send, Node};
+use support::{count, receiver, send, two_versions, TwoVersions};
 
 const SWAPS: usize = 200;
 const ALLOWED_PORT: u16 = 5000;
@@ -31,12 +31,7 @@ fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {
     if !require_kernel("swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied") {
         return;
     }
-    let (dir1, dir2) = (policy_dir(V1), policy_dir(V2));
-    let (set1, resolved1) = resolve_dir(dir1.path());
-    let (set2, resolved2) = resolve_dir(dir2.path());
-    let mut node = Node::new("hotswap", &set1);
-    node.enforce_all(&set1, &resolved1);
-    let versions: [Artifact; 2] = [node.artifact(&set1, &resolved1, "app1"), node.artifact(&set2, &resolved2, "app1")];
+    let TwoVersions { mut node, set: set1, versions } = two_versions("hotswap", V1, V2);
     assert_ne!(versions[0].object, versions[1].object, "the versions have different code shapes");
 
     let app1 = set1.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));

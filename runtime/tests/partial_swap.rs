@@ -19,7 +19,7 @@ use polc_runtime::swap::Artifact;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
-use support::{all_enforcing, policy_dir, resolve_dir, wait_for, Flow, Flows, Node, Polcd};
+use support::{all_enforcing, policy_dir, resolve_dir, two_versions, wait_for, Flow, Flows, Node, Polcd, TwoVersions};
 
 const T: Duration = Duration::from_millis(400);
 const FLOW_PORT: u16 = 5000;
@@ -158,12 +158,7 @@ fn a_one_direction_swap_whose_link_update_fails_changes_nothing() {
     if !require_kernel("a_one_direction_swap_whose_link_update_fails_changes_nothing") {
         return;
     }
-    let (dir_a, dir_b) = (policy_dir(VA), policy_dir(VB));
-    let (set_a, resolved_a) = resolve_dir(dir_a.path());
-    let (set_b, resolved_b) = resolve_dir(dir_b.path());
-    let mut node = Node::new("partfail", &set_a);
-    node.enforce_all(&set_a, &resolved_a);
-    let vb = node.artifact(&set_b, &resolved_b, "app1");
+    let TwoVersions { mut node, set: set_a, versions: [_, vb] } = two_versions("partfail", VA, VB);
     let dir = node.endpoint_dir("app1");
     let [_, egress] = ids(&dir);
     // The ingress link (the only one the swap updates) is detached behind
@@ -196,12 +191,7 @@ fn with_both_directions_enforced_a_change_of_one_keeps_the_other() {
     if !require_kernel("with_both_directions_enforced_a_change_of_one_keeps_the_other") {
         return;
     }
-    let (dir_c, dir_d) = (policy_dir(VC), policy_dir(VD));
-    let (set_c, resolved_c) = resolve_dir(dir_c.path());
-    let (set_d, resolved_d) = resolve_dir(dir_d.path());
-    let mut node = Node::new("partboth", &set_c);
-    node.enforce_all(&set_c, &resolved_c);
-    let (vc, vd) = (node.artifact(&set_c, &resolved_c, "app1"), node.artifact(&set_d, &resolved_d, "app1"));
+    let TwoVersions { mut node, set: set_c, versions: [vc, vd] } = two_versions("partboth", VC, VD);
     let dir = node.endpoint_dir("app1");
     let check_vc = |node: &Node| {
         assert!(reaches(node, &set_c, "app2", "app1", 80) && !reaches(node, &set_c, "app3", "app1", 80), "VC in");

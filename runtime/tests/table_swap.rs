@@ -14,7 +14,7 @@ use polc_runtime::seam::PolicyEntry;
 use polc_runtime::swap::{Artifact, Enforced, SwapError};
 use std::net::IpAddr;
 use std::time::Duration;
-use support::{policy_dir, program_ids, resolve_dir, Node};
+use support::{program_ids, two_versions, Node, TwoVersions};
 
 /// Both versions have the same code shape (allow rules only); v1 allows
 /// tcp/80 from app2, v2 tcp/8080 instead.
@@ -26,12 +26,7 @@ fn table_swaps_change_verdicts_without_a_program_swap() {
     if !require_kernel("table_swaps_change_verdicts_without_a_program_swap") {
         return;
     }
-    let (dir1, dir2) = (policy_dir(V1), policy_dir(V2));
-    let (set1, resolved1) = resolve_dir(dir1.path());
-    let (set2, resolved2) = resolve_dir(dir2.path());
-    let mut node = Node::new("tableswap", &set1);
-    node.enforce_all(&set1, &resolved1);
-    let versions: [Artifact; 2] = [node.artifact(&set1, &resolved1, "app1"), node.artifact(&set2, &resolved2, "app1")];
+    let TwoVersions { mut node, set: set1, versions } = two_versions("tableswap", V1, V2);
     assert_eq!(versions[0].object, versions[1].object, "one code shape");
 
     let app1 = set1.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));

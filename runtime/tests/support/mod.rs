@@ -163,6 +163,26 @@ impl Node {
     }
 }
 
+/// A lab enforcing policy `first` (with the l3-l4-rule endpoints, see
+/// [`policy_dir`]), and app1's artifact under `first` and under `second`:
+/// a node ready to swap app1 between two policy versions.
+pub struct TwoVersions {
+    pub node: Node,
+    /// The policy set of `first`.
+    pub set: PolicySet,
+    pub versions: [Artifact; 2],
+}
+
+pub fn two_versions(test: &str, first: &str, second: &str) -> TwoVersions {
+    let (dir1, dir2) = (policy_dir(first), policy_dir(second));
+    let (set, resolved1) = resolve_dir(dir1.path());
+    let (set2, resolved2) = resolve_dir(dir2.path());
+    let mut node = Node::new(test, &set);
+    node.enforce_all(&set, &resolved1);
+    let versions = [node.artifact(&set, &resolved1, "app1"), node.artifact(&set2, &resolved2, "app1")];
+    TwoVersions { node, set, versions }
+}
+
 /// A receiver with a large buffer (no loss of our own making), counting
 /// datagrams with a valid sequence number.
 pub fn receiver(ns: &str, addr: IpAddr, port: u16) -> UdpSocket {
