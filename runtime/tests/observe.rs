@@ -4,7 +4,7 @@
 //! deciding endpoint, the identities, the reason and the rule's name and
 //! line (and the time from the packet to the event is printed); filters
 //! select; `polcd stats` counts exactly the packets sent, across a
-//! generation swap; the Prometheus endpoint is scraped over HTTP and parsed.
+//! generation swap and a restart of polcd; the Prometheus endpoint is scraped over HTTP and parsed.
 //! Needs root (skipped with a reason otherwise; a failure under CI=true).
 
 #![allow(clippy::panic)]
@@ -341,6 +341,29 @@ fn stats_and_metrics_count_the_packets_sent() {
     assert_eq!(rule(&last, "no-app3")["packets"].as_u64(), Some(35), "{last}");
     assert_eq!(rule(&last, "app2-dns")["packets"].as_u64(), Some(0), "{last}");
     println!("scraped {} samples; status {:?}", samples.len(), status(&state).map(|s| s.policy_version));
+
+    // polcd is killed and started again: it adopts app1's generation, then
+    // loads its own; the counts go on from where they were, and count on.
+    let mut polcd = polcd;
+    polcd.kill();
+    let polcd = start_polcd(&policies, &state, &node, &[]);
+    wait_for(&state, &polcd, "all endpoints enforcing after the restart", all_enforcing);
+    let restarted = stats(&state);
+    for name in ["app2-web", "no-app3", "app2-dns"] {
+        assert_eq!(rule(&restarted, name)["packets"], rule(&last, name)["packets"], "`{name}`: {restarted}");
+        assert_eq!(rule(&restarted, name)["bytes"], rule(&last, name)["bytes"], "`{name}`: {restarted}");
+    }
+    let denied = |stats: &Value| endpoint(stats, "app1")["ingress"]["reasons"]["policy-deny"]["packets"].as_u64();
+    assert_eq!(denied(&restarted), Some(35), "{restarted}");
+    send_datagrams(&ns("app2"), SocketAddr::new(app1, 5001), 10);
+    send_datagrams(&ns("app3"), SocketAddr::new(app1, 5002), 5);
+    let counting = stats(&state);
+    assert_eq!(rule(&counting, "app2-web")["packets"].as_u64(), Some(90), "{counting}");
+    assert_eq!(denied(&counting), Some(40), "{counting}");
+    drop(polcd);
+    let reset = polcd_cli(&state, &["reset"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    assert!(!state.join(polc_runtime::agent::stats::COUNTERS_FILE).exists(), "reset removes the saved counters");
 }
 
 #[test]

@@ -35,7 +35,7 @@ use super::daemon::{
 use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::slot::{Described, Slot};
-use super::stats::{Counters, Stats};
+use super::stats::{Counters, Stats, COUNTERS_FILE};
 use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
 use crate::swap::{load_generation, Enforced, Generation};
@@ -157,6 +157,7 @@ impl BundleAgent {
         let api = read_api_endpoints(&config.state);
         let read = read_bundle(&config, &api, &BTreeMap::new()).map_err(AgentError::Policy)?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
+        let counters = Counters::persisted(&config.state.join(COUNTERS_FILE));
         let mut agent = BundleAgent {
             config,
             node,
@@ -170,7 +171,7 @@ impl BundleAgent {
             policy_only: read.policy_only,
             api,
             ids: BTreeMap::new(),
-            counters: Counters::default(),
+            counters,
         };
         let known: BTreeSet<String> = attached_names(&read.bundle).into_iter().collect();
         for (name, enforced) in agent.pins().adopt(&known) {

@@ -18,7 +18,7 @@ use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::read::PolicyReader;
 use super::slot::{Constants, Described, Slot, SwapKind};
-use super::stats::{Counters, Stats};
+use super::stats::{Counters, Stats, COUNTERS_FILE};
 use crate::attach::{AttachMode, Device};
 use crate::loader::{LoadError, Running};
 use crate::parallel::map_on_threads;
@@ -282,6 +282,7 @@ impl Agent {
         let options = BuildOptions { trace_level: config.observe.trace_level, ..BuildOptions::default() };
         let builder = NodeBuilder::new(&config.state.join("cache"), NodeConfig::default(), options)?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
+        let counters = Counters::persisted(&config.state.join(COUNTERS_FILE));
         let mut agent = Agent {
             config,
             reader,
@@ -297,7 +298,7 @@ impl Agent {
             last_error: None,
             ipcache_synced: false,
             rules,
-            counters: Counters::default(),
+            counters,
             saved_lock: String::new(),
         };
         agent.adopt();

@@ -3,6 +3,7 @@
 
 use super::api::{socket_path, SOCKET};
 use super::daemon::{StateFile, API_ENDPOINTS_FILE, IDENTITIES_FILE, STATE_FILE};
+use super::stats::COUNTERS_FILE;
 use crate::attach::Attachment;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ pub fn reset(state: &Path) -> Result<Removed, ResetError> {
         }
     }
     let _ = std::fs::remove_dir_all(&recorded.pin_root);
-    for file in [SOCKET, STATE_FILE, API_ENDPOINTS_FILE, IDENTITIES_FILE] {
+    for file in [SOCKET, STATE_FILE, API_ENDPOINTS_FILE, IDENTITIES_FILE, COUNTERS_FILE] {
         let _ = std::fs::remove_file(state.join(file));
     }
     let _ = std::fs::remove_dir_all(state.join("cache"));

@@ -9,8 +9,15 @@
 //! array alive after its pins are gone) and adds them to what it carries.
 //! Rules are carried by (policy, rule name), not by number: numbers are
 //! assigned in source order and move when rules are added above. Counters
-//! start at zero when polcd starts (a restarted polcd does not know the
-//! previous one's counts) and go with an endpoint that is removed.
+//! go with an endpoint that is removed.
+//!
+//! A restarted polcd goes on counting from where the previous one was
+//! ([`Counters::persisted`]): after every change that moves an endpoint to
+//! another array or mapping, what is carried and which array (kernel map id)
+//! counts under which mapping are saved in `STATE/counters.json`; the running
+//! arrays are pinned with their generation, so a new polcd reopens them by id
+//! and adds what they hold. What a generation replaced in the moment before
+//! a `kill -9` (after the switch, before the save) counted is lost with it.
 
 use super::catalog::{Catalog, RuleInfo};
 use crate::datapath::{Direction, Reason, METRICS_MAP};
@@ -18,6 +25,10 @@ use crate::loader::{read_metrics, LoadedEndpoint};
 use libbpf_rs::{MapCore, MapHandle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The file in polcd's state directory that keeps the counters across restarts.
+pub const COUNTERS_FILE: &str = "counters.json";
 
 /// Packets and bytes (bytes: the length of the packet as the program saw
 /// it, Ethernet header included).
@@ -159,13 +170,149 @@ pub struct Counters {
     endpoints: BTreeMap<String, EndpointCounters>,
     /// The last known location of every rule seen (for rules since removed).
     seen: BTreeMap<RuleName, RuleInfo>,
+    /// Where they are saved for the next polcd (`None`: not saved).
+    file: Option<PathBuf>,
 }
 
 fn map_id(map: &MapHandle) -> Option<u32> {
     map.info().ok().map(|info| info.info.id)
 }
 
+/// One tally entry as saved: the rule by name, the reason by number.
+#[derive(Serialize, Deserialize)]
+struct SavedCount {
+    policy: Option<String>,
+    rule: Option<String>,
+    reason: u8,
+    ingress: bool,
+    packets: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedLive {
+    map_id: u32,
+    rule_slots: Vec<u32>,
+    /// Rule number -> (policy, rule name).
+    rules: Vec<(u32, String, String)>,
+    baseline: Vec<SavedCount>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SavedEndpoint {
+    carried: Vec<SavedCount>,
+    live: Option<SavedLive>,
+}
+
+/// `STATE/counters.json`.
+#[derive(Serialize, Deserialize, Default)]
+struct SavedCounters {
+    endpoints: BTreeMap<String, SavedEndpoint>,
+    seen: Vec<RuleInfo>,
+}
+
+fn save_tally(tally: &Tally) -> Vec<SavedCount> {
+    tally
+        .iter()
+        .map(|((rule, reason, direction), count)| SavedCount {
+            policy: rule.as_ref().map(|r| r.policy.clone()),
+            rule: rule.as_ref().map(|r| r.name.clone()),
+            reason: *reason as u8,
+            ingress: *direction == Direction::Ingress,
+            packets: count.packets,
+            bytes: count.bytes,
+        })
+        .collect()
+}
+
+fn restore_tally(saved: &[SavedCount]) -> Tally {
+    let mut tally = Tally::new();
+    for count in saved {
+        let Some(reason) = Reason::from_u8(count.reason) else { continue };
+        let rule = count.policy.clone().zip(count.rule.clone()).map(|(policy, name)| RuleName { policy, name });
+        let direction = if count.ingress { Direction::Ingress } else { Direction::Egress };
+        tally.entry((rule, reason, direction)).or_default().add(Count { packets: count.packets, bytes: count.bytes });
+    }
+    tally
+}
+
+impl Live {
+    fn save(&self) -> SavedLive {
+        SavedLive {
+            map_id: self.map_id,
+            rule_slots: self.rule_slots.clone(),
+            rules: self.rules.iter().map(|(id, r)| (*id, r.policy.clone(), r.name.clone())).collect(),
+            baseline: save_tally(&self.baseline),
+        }
+    }
+
+    /// The array a previous polcd followed, if it still exists (its
+    /// generation still pinned or running).
+    fn restore(saved: &SavedLive) -> Option<Live> {
+        let metrics = MapHandle::from_map_id(saved.map_id).ok()?;
+        // Map ids are not reused soon, but check it is a counter array.
+        if !metrics.name().to_string_lossy().starts_with(METRICS_MAP) {
+            return None;
+        }
+        Some(Live {
+            map_id: saved.map_id,
+            metrics,
+            rule_slots: saved.rule_slots.clone(),
+            rules: saved
+                .rules
+                .iter()
+                .map(|(id, policy, name)| (*id, RuleName { policy: policy.clone(), name: name.clone() }))
+                .collect(),
+            baseline: restore_tally(&saved.baseline),
+        })
+    }
+}
+
 impl Counters {
+    /// Counters saved in `file` after every change, starting from what a
+    /// previous polcd saved there (nothing if it is missing or unreadable).
+    pub fn persisted(file: &Path) -> Counters {
+        let mut counters = Counters { file: Some(file.to_path_buf()), ..Counters::default() };
+        let Ok(text) = std::fs::read_to_string(file) else { return counters };
+        let Ok(saved) = serde_json::from_str::<SavedCounters>(&text) else {
+            super::daemon::log(&format!("ignoring unreadable counters in `{}`", file.display()));
+            return counters;
+        };
+        for (name, endpoint) in saved.endpoints {
+            let live = endpoint.live.as_ref().and_then(Live::restore);
+            if live.is_none() && endpoint.live.is_some() {
+                super::daemon::log(&format!("`{name}`: the counter array counting before the restart is gone"));
+            }
+            counters.endpoints.insert(name, EndpointCounters { live, carried: restore_tally(&endpoint.carried) });
+        }
+        counters.seen = saved.seen.into_iter().map(|info| (RuleName::of(&info), info)).collect();
+        counters
+    }
+
+    /// Writes what a restarted polcd needs (a temporary file renamed over
+    /// the last one, so a crash leaves one or the other).
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let saved = SavedCounters {
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(name, e)| {
+                    let endpoint =
+                        SavedEndpoint { carried: save_tally(&e.carried), live: e.live.as_ref().map(Live::save) };
+                    (name.clone(), endpoint)
+                })
+                .collect(),
+            seen: self.seen.values().cloned().collect(),
+        };
+        let text = serde_json::to_string(&saved).unwrap_or_default();
+        let temporary = file.with_extension("json.tmp");
+        let written = std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, file));
+        if let Err(e) = written {
+            super::daemon::log(&format!("cannot save counters in `{}`: {e}", file.display()));
+        }
+    }
+
     /// Follows each endpoint to the generation it runs now (`None`: not
     /// loaded by this polcd, e.g. adopted and not yet swapped), folding the
     /// final counts of the one it ran before. Endpoints not listed are
@@ -175,17 +322,24 @@ impl Counters {
         running: impl IntoIterator<Item = (&'a str, Option<&'a LoadedEndpoint>)>,
         catalog: &Catalog,
     ) {
+        let mut changed = false;
         for info in catalog.rules.values() {
-            self.seen.insert(RuleName::of(info), info.clone());
+            changed |= self.seen.insert(RuleName::of(info), info.clone()).as_ref() != Some(info);
         }
         let mut listed = Vec::new();
         for (name, loaded) in running {
             listed.push(name.to_string());
+            let entry = self.endpoints.entry(name.to_string()).or_default();
+            if loaded.is_none() && entry.live.is_some() {
+                // Not (or no longer) run by a generation of this polcd: the
+                // array it follows (an adopted one, say) counts on, and its
+                // final values are read when a generation of ours replaces it.
+                continue;
+            }
             let current = loaded.and_then(|l| l.map(METRICS_MAP).ok()).and_then(|m| Some((map_id(&m)?, m)));
             let slots: Vec<u32> = loaded.map(|l| l.rule_slots().to_vec()).unwrap_or_default();
             let rules: BTreeMap<u32, RuleName> =
                 slots.iter().filter_map(|id| catalog.rule(*id).map(|info| (*id, RuleName::of(info)))).collect();
-            let entry = self.endpoints.entry(name.to_string()).or_default();
             let same_map = entry.live.as_ref().map(|l| l.map_id) == current.as_ref().map(|(id, _)| *id);
             // A table-only swap keeps the array (same map) but may map its
             // slots to other rules.
@@ -193,6 +347,7 @@ impl Counters {
             if same_map && (entry.live.is_none() || same_mapping) {
                 continue;
             }
+            changed = true;
             if let Some(old) = entry.live.take() {
                 old.read(&mut entry.carried);
             }
@@ -206,7 +361,12 @@ impl Counters {
                 entry.live = Some(live);
             }
         }
+        let before = self.endpoints.len();
         self.endpoints.retain(|name, _| listed.contains(name));
+        changed |= self.endpoints.len() != before;
+        if changed {
+            self.save();
+        }
     }
 
     /// The counts now: what was carried plus the running generations'.
