@@ -13,11 +13,13 @@
 //! - [`reset`]: removing everything polcd made.
 //! - [`catalog`], [`monitor`], [`stats`], [`metrics`]: naming what the
 //!   kernel reports; the event stream, the counters, Prometheus.
+//! - [`counter_slots`]: each rule keeps its counter slot across versions.
 
 pub mod api;
 pub mod build;
 pub mod bundled;
 pub mod catalog;
+pub mod counter_slots;
 pub mod daemon;
 pub mod metrics;
 pub mod monitor;

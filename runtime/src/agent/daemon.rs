@@ -13,12 +13,13 @@
 use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
 use super::catalog::{Catalog, RuleInfo};
+use super::counter_slots::keep_slots;
 use super::monitor::Observe;
 use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::read::PolicyReader;
 use super::slot::{Constants, Described, Slot, SwapKind};
-use super::stats::{Counters, Stats, COUNTERS_FILE};
+use super::stats::{Counters, RuleName, Stats, COUNTERS_FILE};
 use crate::attach::{AttachMode, Device};
 use crate::loader::{LoadError, Running};
 use crate::parallel::map_on_threads;
@@ -470,6 +471,12 @@ impl Agent {
     /// first failure is the change's error.
     fn build(&mut self, names: &[String]) -> Result<Vec<Built>, String> {
         let mut built = Vec::new();
+        let rule_names: BTreeMap<u32, RuleName> = self
+            .resolver
+            .set()
+            .rules()
+            .map(|rule| (rule.id.0, RuleName { policy: rule.policy.clone(), name: rule.name.clone() }))
+            .collect();
         for name in names {
             let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
             let Some(device) = self.device(&def) else { continue };
@@ -480,7 +487,10 @@ impl Agent {
             let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
             let id = self.id_of(name);
             match self.builder.endpoint(&policy, &def, id) {
-                Ok(artifact) => built.push(Built { name: name.clone(), artifact, device, pending }),
+                Ok(mut artifact) => {
+                    keep_slots(&mut artifact, &self.counters.running_slots(name), |id| rule_names.get(&id).cloned());
+                    built.push(Built { name: name.clone(), artifact, device, pending })
+                }
                 Err(e) if pending => self.pending_failed(name, &e.to_string()),
                 Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
             }

@@ -100,13 +100,13 @@ pub struct Stats {
 
 /// A rule across policy versions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct RuleName {
-    policy: String,
-    name: String,
+pub struct RuleName {
+    pub policy: String,
+    pub name: String,
 }
 
 impl RuleName {
-    fn of(info: &RuleInfo) -> RuleName {
+    pub fn of(info: &RuleInfo) -> RuleName {
         RuleName { policy: info.policy.clone(), name: info.name.clone() }
     }
 }
@@ -287,6 +287,14 @@ impl Counters {
         }
         counters.seen = saved.seen.into_iter().map(|info| (RuleName::of(&info), info)).collect();
         counters
+    }
+
+    /// The slot each rule counts in, in the array `endpoint` runs now (as
+    /// this polcd last followed it; empty when it knows none).
+    pub fn running_slots(&self, endpoint: &str) -> BTreeMap<RuleName, u16> {
+        let Some(live) = self.endpoints.get(endpoint).and_then(|e| e.live.as_ref()) else { return BTreeMap::new() };
+        let slots = live.rule_slots.iter().enumerate();
+        slots.filter_map(|(i, id)| Some((live.rules.get(id)?.clone(), u16::try_from(i + 1).ok()?))).collect()
     }
 
     /// Writes what a restarted polcd needs (a temporary file renamed over
