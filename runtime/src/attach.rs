@@ -421,6 +421,31 @@ fn program_by_id(id: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The kernel ids of the maps the loaded program with id `id` uses (empty
+/// when it cannot be asked).
+pub(crate) fn program_map_ids(id: u32) -> Vec<u32> {
+    let Ok(program) = program_by_id(id) else { return Vec::new() };
+    let info_of = |ids: &mut [u32]| {
+        // SAFETY: a zeroed plain struct; `map_ids` points at `ids`, which
+        // outlives the call and holds `nr_map_ids` entries.
+        let mut info: libbpf_rs::libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        info.nr_map_ids = ids.len() as u32;
+        info.map_ids = ids.as_mut_ptr() as u64;
+        let mut len = std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_prog_info>() as u32;
+        let rc = unsafe { libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(program.as_raw_fd(), &mut info, &mut len) };
+        (rc == 0).then_some(info.nr_map_ids as usize)
+    };
+    let Some(count) = info_of(&mut []) else { return Vec::new() };
+    let mut ids = vec![0u32; count];
+    match info_of(&mut ids) {
+        Some(now) => {
+            ids.truncate(now.min(count));
+            ids
+        }
+        None => Vec::new(),
+    }
+}
+
 /// libbpf's convention: 0, or a negative errno.
 fn errno_result(rc: i32) -> std::io::Result<()> {
     if rc == 0 {

@@ -182,6 +182,36 @@ fn a_one_direction_swap_whose_link_update_fails_changes_nothing() {
     assert!(reaches(&node, &set_a, "app1", "app3", 8080), "egress still passes");
 }
 
+/// A process killed between loading a generation (ingress only, egress
+/// kept) and switching to it leaves that generation pinned, not running:
+/// adoption finds the generation the links run (by the maps their programs
+/// use), and a table swap of the adopted endpoint changes what is enforced.
+#[test]
+fn adoption_finds_the_running_generation_past_one_loaded_and_not_switched_to() {
+    if !require_kernel("adoption_finds_the_running_generation_past_one_loaded_and_not_switched_to") {
+        return;
+    }
+    let TwoVersions { node, set, versions: [_, vb] } = two_versions("partcrash", VA, VB);
+    let dir = node.endpoint_dir("app1");
+    let node_pins = node.pins.node_maps();
+    let enforced = node.enforced.get("app1").unwrap_or_else(|| panic!("app1"));
+    let running = enforced.running();
+    let next = polc_runtime::swap::load_generation(&vb, &node_pins, &dir, 2, running.as_ref())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.loaded.loaded(), [Direction::Ingress], "ingress loaded, egress kept");
+    drop(next);
+    assert_eq!(gen_dirs(&dir), vec!["gen-1".to_string(), "gen-2".to_string()]);
+
+    let mut adopted = polc_runtime::swap::Enforced::adopt(&node_pins, &dir, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(adopted.generation(), 1, "the links run generation 1, not the newest pinned");
+    let va2_dir = policy_dir(VA2);
+    let (set2, resolved2) = resolve_dir(va2_dir.path());
+    let va2 = node.artifact(&set2, &resolved2, "app1");
+    adopted.swap_tables(&va2).unwrap_or_else(|e| panic!("{e}"));
+    assert!(reaches(&node, &set, "app3", "app1", 9090), "VA2 enforces: app3 on 9090");
+    assert!(!reaches(&node, &set, "app3", "app1", 8080), "VA2 enforces: not on 8080");
+}
+
 /// With both directions enforced, a change of the ingress code shape keeps
 /// the egress programs (same features, same maps: the builder's word, since
 /// clang lays them out differently) and installs the egress table change
