@@ -164,3 +164,53 @@ fn polcd_specializes_a_policy_only_bundle_to_endpoints_added_at_run_time() {
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
     assert!(reaches("app2"), "nothing enforces after reset");
 }
+
+fn identity(status: &AgentStatus, name: &str) -> u32 {
+    status.endpoints.iter().find(|e| e.name == name).map_or(0, |e| e.identity)
+}
+
+/// Label sets the bundle's lock does not have are numbered by polcd in
+/// sorted order: an endpoint added later whose labels sort first must not
+/// take the number of one already running, and a restarted polcd gives the
+/// same numbers (`STATE/identities.lock`). The endpoints wait for their
+/// devices (none is made): the numbers are the specialization's.
+#[test]
+fn api_endpoints_keep_their_identity_numbers_across_adds_and_restarts() {
+    if !require_kernel("api_endpoints_keep_their_identity_numbers_across_adds_and_restarts") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (out, cache, state) = (work.path().join("bundle"), work.path().join("cache"), work.path().join("state"));
+    build_policy_only_bundle(work.path(), GUARD, &out, &cache);
+    let set = full_set(work.path(), "full", GUARD);
+    let node = Node::new("bundle-ids", &set);
+    let polcd = Polcd::start_bundle(&out, &state, node.lab.node_ns(), node.pins.path());
+    wait_for(&state, &polcd, "polcd to answer", |_| true);
+    let add_waiting = |name: &str, address: &str| {
+        let labels = format!("id={name}");
+        let iface = format!("pn{}{name}", std::process::id() % 100_000);
+        let added =
+            polcd_cli(&state, &["endpoint", "add", name, "--iface", &iface, "--ipv4", address, "--labels", &labels]);
+        assert!(added.status.success(), "add {name}: {}", String::from_utf8_lossy(&added.stderr));
+    };
+    add_waiting("zeta", "10.200.9.2");
+    let first = wait_for(&state, &polcd, "zeta added", |s| s.endpoints.len() == 1);
+    let zeta = identity(&first, "zeta");
+    assert!(zeta >= 256, "{first:#?}");
+    add_waiting("alpha", "10.200.9.1");
+    let second = wait_for(&state, &polcd, "alpha added", |s| s.endpoints.len() == 2);
+    assert_eq!(identity(&second, "zeta"), zeta, "zeta keeps its number: {second:#?}");
+    let alpha = identity(&second, "alpha");
+    assert!(alpha >= 256 && alpha != zeta, "{second:#?}");
+
+    let mut polcd = polcd;
+    polcd.kill();
+    let polcd = Polcd::start_bundle(&out, &state, node.lab.node_ns(), node.pins.path());
+    let restarted = wait_for(&state, &polcd, "the restart", |s| s.endpoints.len() == 2);
+    assert_eq!((identity(&restarted, "zeta"), identity(&restarted, "alpha")), (zeta, alpha), "{restarted:#?}");
+    println!("zeta {zeta}, alpha {alpha}: kept across an add that sorts first and a restart");
+    drop(polcd);
+    let reset = polcd_cli(&state, &["reset"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    assert!(!state.join("identities.lock").exists(), "reset removes the saved numbers");
+}

@@ -308,6 +308,11 @@ impl PolicyOnly {
         &self.manifest.rules
     }
 
+    /// The bundle's identity lock.
+    pub fn lock(&self) -> &IdentityLock {
+        &self.lock
+    }
+
     /// Specializes to `inventory`, each endpoint numbered on the node by
     /// `number(index, name)`.
     pub fn specialize(
@@ -315,10 +320,24 @@ impl PolicyOnly {
         inventory: &Inventory,
         number: impl Fn(usize, &str) -> u32,
     ) -> Result<Specialized, SpecializeError> {
+        self.specialize_with_lock(inventory, &self.lock, number)
+    }
+
+    /// [`PolicyOnly::specialize`], resolving with `lock` instead of the
+    /// bundle's: a node agent passes the bundle's lock extended with the
+    /// numbers it gave out before ([`IdentityLock::extended_with`]), so an
+    /// endpoint added later does not renumber the label sets already
+    /// running (new sets are numbered in sorted order).
+    pub fn specialize_with_lock(
+        &self,
+        inventory: &Inventory,
+        lock: &IdentityLock,
+        number: impl Fn(usize, &str) -> u32,
+    ) -> Result<Specialized, SpecializeError> {
         let manifest = &self.manifest;
         let mut set = self.set.clone();
         set.inventory = inventory.clone();
-        let (resolved, lock) = resolve::resolve(&set, &self.lock, &ResolveConfig::default())?;
+        let (resolved, lock) = resolve::resolve(&set, lock, &ResolveConfig::default())?;
 
         let options = BundleOptions { build: manifest.build, node: manifest.node, ..BundleOptions::default() };
         let mut objects = BTreeMap::new();

@@ -30,8 +30,8 @@ use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::catalog::Catalog;
 use super::counter_slots::keep_slots;
 use super::daemon::{
-    check_new_endpoint, log, now_ms, prepare, read_api_endpoints, with_api_endpoints, write_json, AgentError, Config,
-    API_ENDPOINTS_FILE,
+    check_new_endpoint, log, now_ms, prepare, read_api_endpoints, read_saved_lock, save_identity_lock,
+    with_api_endpoints, write_json, AgentError, Config, API_ENDPOINTS_FILE,
 };
 use super::node::NodeMaps;
 use super::pins::PinRoot;
@@ -41,6 +41,7 @@ use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::policy_only::{self, PolicyOnly};
+use polc::resolve::IdentityLock;
 use polc::sema::model::{Inventory, PolicySet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -64,6 +65,11 @@ pub struct BundleAgent {
     /// Endpoint numbers on the node (LXC_ID) given to API endpoints, kept
     /// across changes.
     ids: BTreeMap<String, u32>,
+    /// The identity numbers given out with a policy-only bundle (its lock
+    /// plus the label sets of the API's endpoints), kept across changes and
+    /// saved in `STATE/identities.lock`, and the text last saved.
+    lock: IdentityLock,
+    saved_lock: String,
     counters: Counters,
 }
 
@@ -75,30 +81,38 @@ struct Read {
     text: String,
     policy_only: bool,
     ids: BTreeMap<String, u32>,
+    /// The identity numbers of the specialization (policy-only).
+    lock: Option<IdentityLock>,
 }
 
 /// Reads the bundle in `config.policies`; a policy-only one is specialized
-/// to the `api` endpoints, numbered as `ids` says (new ones get free numbers).
+/// to the `api` endpoints, numbered as `ids` says (new ones get free
+/// numbers), their label sets keeping the identities `given` has (where the
+/// bundle's lock does not say otherwise).
 fn read_bundle(
     config: &Config,
     api: &BTreeMap<String, EndpointSpec>,
     ids: &BTreeMap<String, u32>,
+    given: &IdentityLock,
 ) -> Result<Read, String> {
     let dir = &config.policies;
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     match Bundle::from_text(dir, &text) {
-        Ok(bundle) => Ok(Read { bundle, text, policy_only: false, ids: BTreeMap::new() }),
+        Ok(bundle) => Ok(Read { bundle, text, policy_only: false, ids: BTreeMap::new(), lock: None }),
         Err(crate::bundle::BundleError::PolicyOnly(_)) => {
             let inventory = api_inventory(api)?;
             let ids = numbers(&inventory, ids);
             let number = |_: usize, name: &str| ids.get(name).copied().unwrap_or(u32::MAX);
             let specialized = PolicyOnly::open(dir)
-                .and_then(|bundle| bundle.specialize(&inventory, number))
+                .and_then(|bundle| {
+                    let lock = bundle.lock().clone().extended_with(given);
+                    bundle.specialize_with_lock(&inventory, &lock, number)
+                })
                 .map_err(|e| specialize_error(&e))?;
             let text = specialized.manifest().to_json();
             let bundle = Bundle::from_text(dir, &text).map_err(|e| e.to_string())?;
-            Ok(Read { bundle, text, policy_only: true, ids })
+            Ok(Read { bundle, text, policy_only: true, ids, lock: Some(specialized.lock) })
         }
         Err(e) => Err(e.to_string()),
     }
@@ -156,7 +170,8 @@ impl BundleAgent {
     pub fn start(config: Config) -> Result<BundleAgent, AgentError> {
         prepare(&config)?;
         let api = read_api_endpoints(&config.state);
-        let read = read_bundle(&config, &api, &BTreeMap::new()).map_err(AgentError::Policy)?;
+        let lock = read_saved_lock(&config.state);
+        let read = read_bundle(&config, &api, &BTreeMap::new(), &lock).map_err(AgentError::Policy)?;
         let node = NodeMaps::new(&config.pin_root.join("node"));
         let counters = Counters::persisted(&config.state.join(COUNTERS_FILE));
         let mut agent = BundleAgent {
@@ -172,6 +187,8 @@ impl BundleAgent {
             policy_only: read.policy_only,
             api,
             ids: BTreeMap::new(),
+            saved_lock: lock.render(),
+            lock,
             counters,
         };
         let known: BTreeSet<String> = attached_names(&read.bundle).into_iter().collect();
@@ -198,7 +215,7 @@ impl BundleAgent {
     /// device exists), syncs the ipcache, switches; removes endpoints the
     /// bundle no longer has. All or nothing up to the switch.
     fn apply(&mut self, read: Read) -> Result<(), String> {
-        let Read { bundle, text, policy_only, ids } = read;
+        let Read { bundle, text, policy_only, ids, lock } = read;
         let started = Instant::now();
         let entries = entries_by_name(&text);
         let version = self.policy_version + 1;
@@ -294,12 +311,19 @@ impl BundleAgent {
         self.applied = entries;
         self.policy_only = policy_only;
         self.ids = ids;
+        if let Some(lock) = lock {
+            let text = lock.render();
+            if text != self.saved_lock && save_identity_lock(&self.config.state, &text) {
+                self.saved_lock = text;
+            }
+            self.lock = lock;
+        }
         Ok(())
     }
 
     /// Something in the bundle directory changed: apply the manifest if it did.
     pub fn reload(&mut self) {
-        let result = read_bundle(&self.config, &self.api, &self.ids).and_then(|read| {
+        let result = read_bundle(&self.config, &self.api, &self.ids, &self.lock).and_then(|read| {
             if read.text == self.text {
                 return Ok(());
             }
@@ -337,6 +361,7 @@ impl BundleAgent {
                 text: self.text.clone(),
                 policy_only: self.policy_only,
                 ids: self.ids.clone(),
+                lock: None,
             };
             if let Err(e) = self.apply(read) {
                 log(&e);
@@ -379,7 +404,7 @@ impl BundleAgent {
     /// Specializes the policy-only bundle to `api` and applies it, all or
     /// nothing; on success `api` is kept (and written to `endpoints.json`).
     fn api_change(&mut self, api: BTreeMap<String, EndpointSpec>) -> Response {
-        let applied = read_bundle(&self.config, &api, &self.ids).and_then(|read| {
+        let applied = read_bundle(&self.config, &api, &self.ids, &self.lock).and_then(|read| {
             if !read.policy_only {
                 return Err("the bundle directory now holds a full bundle: its endpoints come from the manifest".into());
             }

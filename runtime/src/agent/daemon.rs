@@ -132,15 +132,36 @@ fn read_lock(config: &Config) -> Result<IdentityLock, String> {
         Ok(text) => IdentityLock::parse(&text).map_err(|e| format!("`{}`: {e}", polc::resolve::LOCK_FILE))?,
         Err(_) => IdentityLock::default(),
     };
-    let saved_path = config.state.join(IDENTITIES_FILE);
-    let saved = match std::fs::read_to_string(&saved_path) {
+    Ok(set_lock.extended_with(&read_saved_lock(&config.state)))
+}
+
+/// The identity numbers a previous polcd saved in `STATE/identities.lock`
+/// (none when it is missing; an unreadable one is logged and ignored).
+pub(super) fn read_saved_lock(state: &Path) -> IdentityLock {
+    let saved_path = state.join(IDENTITIES_FILE);
+    match std::fs::read_to_string(&saved_path) {
         Ok(text) => IdentityLock::parse(&text).unwrap_or_else(|e| {
             log(&format!("ignoring `{}`: {e}", saved_path.display()));
             IdentityLock::default()
         }),
         Err(_) => IdentityLock::default(),
-    };
-    Ok(set_lock.extended_with(&saved))
+    }
+}
+
+/// Writes `text` (a rendered lock) to `STATE/identities.lock`, whole or not
+/// at all (a new file renamed over the old). A failure is logged and says
+/// `false`: enforcement does not depend on it, only the numbers a restarted
+/// polcd would give.
+pub(super) fn save_identity_lock(state: &Path, text: &str) -> bool {
+    let path = state.join(IDENTITIES_FILE);
+    let partial = path.with_extension("lock.new");
+    match std::fs::write(&partial, text).and_then(|()| std::fs::rename(&partial, &path)) {
+        Ok(()) => true,
+        Err(e) => {
+            log(&format!("cannot save the identity numbers to `{}`: {e}", path.display()));
+            false
+        }
+    }
 }
 
 /// The file set with the API's endpoints added to its inventory.
@@ -679,19 +700,11 @@ impl Agent {
     }
 
     /// Writes the resolver's lock to `STATE/identities.lock` when it changed
-    /// (whole or not at all: a new file renamed over the old). A failure is
-    /// logged: enforcement does not depend on it, only the numbers a
-    /// restarted polcd would give.
+    /// (see [`save_identity_lock`]).
     fn save_lock(&mut self) {
         let text = self.resolver.lock().render();
-        if text == self.saved_lock {
-            return;
-        }
-        let path = self.config.state.join(IDENTITIES_FILE);
-        let partial = path.with_extension("lock.new");
-        match std::fs::write(&partial, &text).and_then(|()| std::fs::rename(&partial, &path)) {
-            Ok(()) => self.saved_lock = text,
-            Err(e) => log(&format!("cannot save the identity numbers to `{}`: {e}", path.display())),
+        if text != self.saved_lock && save_identity_lock(&self.config.state, &text) {
+            self.saved_lock = text;
         }
     }
 
