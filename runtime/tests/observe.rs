@@ -26,12 +26,20 @@ const T: Duration = Duration::from_millis(400);
 /// app1 takes web traffic from app2 and nothing from app3.
 const GUARD: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  ingress {\n    allow app2-web: from {id=app2} on tcp/80, udp/5001\n    deny no-app3: from {id=app3}\n  }\n}\n";
 
-/// The same, with one more rule (app1 is regenerated: a generation swap).
-const GUARD_V2: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  ingress {\n    allow app2-web: from {id=app2} on tcp/80, udp/5001\n    deny no-app3: from {id=app3}\n    allow app2-dns: from {id=app2} on udp/53\n  }\n}\n";
-
-/// The same rules, the new one first: rule numbers move, the counter array
-/// keeps its size (app1's tables are swapped, its programs stay).
-const GUARD_V3: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  ingress {\n    allow app2-dns: from {id=app2} on udp/53\n    allow app2-web: from {id=app2} on tcp/80, udp/5001\n    deny no-app3: from {id=app3}\n  }\n}\n";
+/// The same with eight more rules (`app2-dns` and seven extras): ten, more
+/// than the smallest counter array (8 slots: slot 0 and 7 rules) holds, so
+/// app1 gets a new array (a generation swap).
+/// With `dns_first`, `app2-dns` is written first: rule numbers move, the
+/// array keeps its size (app1's tables are swapped, its programs stay).
+fn guard_v2(dns_first: bool) -> String {
+    let dns = "    allow app2-dns: from {id=app2} on udp/53\n";
+    let more: String =
+        (1..=7).map(|n| format!("    allow app2-extra{n}: from {{id=app2}} on udp/{}\n", 6000 + n)).collect();
+    let (before, after) = if dns_first { (dns, "") } else { ("", dns) };
+    format!(
+        "# app1's guard\npolicy guard-app1 {{\n  select {{id=app1}}\n  ingress {{\n{before}    allow app2-web: from {{id=app2}} on tcp/80, udp/5001\n    deny no-app3: from {{id=app3}}\n{after}{more}  }}\n}}\n"
+    )
+}
 
 /// 1-based line of the first line of `text` containing `needle`.
 fn line_of(text: &str, needle: &str) -> u64 {
@@ -297,7 +305,7 @@ fn stats_and_metrics_count_the_packets_sent() {
 
     // A change regenerates app1 (generation 2, a new counter array): the
     // counts carry on.
-    std::fs::write(policies.join("guard.pol"), GUARD_V2).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(policies.join("guard.pol"), guard_v2(false)).unwrap_or_else(|e| panic!("{e}"));
     let swapped = wait_for(&state, &polcd, "version 2", |s| s.policy_version == 2);
     let generation = swapped.endpoints.iter().find(|e| e.name == "app1").map_or(0, |e| e.generation);
     assert_eq!(generation, 2, "{swapped:#?}");
@@ -312,7 +320,7 @@ fn stats_and_metrics_count_the_packets_sent() {
 
     // Prometheus, over HTTP.
     let (samples, documented) = scrape(&metrics);
-    let rule_line = line_of(GUARD_V2, "allow app2-web");
+    let rule_line = line_of(&guard_v2(false), "allow app2-web");
     let file = policies.join("guard.pol").display().to_string();
     let web_sample = format!(
         "polc_rule_packets_total{{rule=\"app2-web\",policy=\"guard-app1\",policy_file=\"{file}\",line=\"{rule_line}\",action=\"allow\",direction=\"ingress\"}}"
@@ -340,7 +348,7 @@ fn stats_and_metrics_count_the_packets_sent() {
     // counter slot of the rule that allowed it, and the rule keeps its slot).
     let web = SocketAddr::new(app1, 5001);
     send_datagrams_from(&ns("app2"), 40001, web, 5);
-    std::fs::write(policies.join("guard.pol"), GUARD_V3).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(policies.join("guard.pol"), guard_v2(true)).unwrap_or_else(|e| panic!("{e}"));
     let renumbered = wait_for(&state, &polcd, "version 3", |s| s.policy_version == 3);
     let app1_status = renumbered.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
     assert_eq!((app1_status.generation, app1_status.last_swap.as_deref()), (2, Some("tables")), "{renumbered:#?}");

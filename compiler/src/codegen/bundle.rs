@@ -430,8 +430,17 @@ pub(crate) fn compile_all(
 /// Counters per slot: one per verdict reason and direction (templates/bpf/events.h).
 const COUNTERS_PER_SLOT: u32 = 13 * 2;
 
+/// The fewest counter slots an array has (slot 0 and 7 rules).
+const MIN_COUNTER_SLOTS: u32 = 8;
+
+/// The size of an endpoint's counter array for `rules` counted rules (slot
+/// 0 counts verdicts of no rule): slots rounded up to a power of two, so a
+/// rule added later usually fits the running array and the change stays a
+/// table swap (a larger array is a new object load). At most twice the
+/// memory of an exact fit.
 pub fn metrics_entries(rules: usize) -> u32 {
-    (rules as u32 + 1) * COUNTERS_PER_SLOT
+    let slots = (rules as u32 + 1).next_power_of_two().max(MIN_COUNTER_SLOTS);
+    slots * COUNTERS_PER_SLOT
 }
 
 pub(crate) fn write(path: &Path, contents: &str) -> Result<(), CodegenError> {
