@@ -132,24 +132,18 @@ POLICY_TABLE(ep_pol_eg_a);
 POLICY_TABLE(ep_pol_eg_b);
 #endif
 
-/* A known protocol's slot in an index value (KNOWN_PROTOCOLS' order in
- * compiler/src/codegen/entries.rs); -1 for any other protocol. */
+/* A known protocol's slot in an index value plus one (KNOWN_PROTOCOLS' order
+ * in compiler/src/codegen/entries.rs), 0 for any other protocol. A table
+ * read, not a switch: a switch gives the verifier a known slot on each of
+ * its six paths, and it would walk the index and hash lookups once per path. */
+static const __u8 POLICY_PROTOCOL_SLOT[256] = {
+	[IPPROTO_ICMP] = 1, [IPPROTO_TCP] = 2, [IPPROTO_UDP] = 3, [IPPROTO_ICMPV6] = 4, [IPPROTO_SCTP] = 5,
+};
+
+/* The slot, -1 for any other protocol. */
 static __always_inline int policy_protocol_slot(__u8 proto)
 {
-	switch (proto) {
-	case IPPROTO_ICMP:
-		return 0;
-	case IPPROTO_TCP:
-		return 1;
-	case IPPROTO_UDP:
-		return 2;
-	case IPPROTO_ICMPV6:
-		return 3;
-	case IPPROTO_SCTP:
-		return 4;
-	default:
-		return -1;
-	}
+	return (int)POLICY_PROTOCOL_SLOT[proto] - 1;
 }
 
 /* The PROTOCOL entry `key` names: through the table's index when it covers
