@@ -94,7 +94,14 @@ struct rule_ref {
 };
 
 /* What the parser extracted; everything later reads only this. Addresses
- * are in network order, IPv4 in addr[0] with the rest zero. */
+ * are in network order, IPv4 in addr[0] with the rest zero.
+ *
+ * The layout matters to the verifier: on the stack, it keeps a value
+ * written at the start of an 8-byte slot (offsets 0, 8, .., 40 here) and
+ * forgets one written elsewhere. The bytes later code branches on
+ * (`tracked`, `tcp_flags`) are kept off those offsets, so a constant one
+ * parser path wrote (tcp_flags 0 for UDP) does not keep that path apart from
+ * the others to the end of the program (see `decide` in endpoint.bpf.c). */
 struct packet {
 	__u32 saddr[4];
 	__u32 daddr[4];
@@ -103,11 +110,28 @@ struct packet {
 	__u16 policy_port; /* host order: destination port, or the ICMP type */
 	__u8 family;
 	__u8 proto;
-	__u8 tcp_flags;
+	__u8 pad[2];       /* offset 40: a slot start */
 	__u8 tracked;      /* takes part in connection tracking */
-	__u8 pad[2];
+	__u8 tcp_flags;
 	__u32 len;
 };
+
+/* `value`, as an unknown number to the verifier (and to clang): stored
+ * and read back past a barrier. The verifier keeps a value written to the
+ * stack only at the start of an 8-byte slot, or a zero: `at` is neither
+ * (stored plus one). For a value that differs between paths that do the
+ * same thing next: each known value would have the verifier walk the rest
+ * once more. */
+static __always_inline __u32 forget_u32(__u32 value)
+{
+	struct {
+		__u32 slot_start;
+		__u32 at;
+	} __attribute__((aligned(8))) box;
+	box.at = value + 1;
+	asm volatile("" : : "r"(&box) : "memory");
+	return box.at - 1;
+}
 
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
