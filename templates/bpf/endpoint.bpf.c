@@ -98,11 +98,12 @@ static __always_inline int decide(struct packet *p, int parsed, __u8 dir, __u8 f
 {
 	if (parsed != PARSE_OK)
 		return verdict(p, dir, parsed, &NO_RULE, 0);
-	/* From here on the packet is read from `*p`, not from the registers
-	 * each parser path left (a known protocol, zero ports, ...): the paths
+	/* The bytes conntrack branches on are read again from `*p` (the empty
+	 * asm says they may have changed), not taken from the registers each
+	 * parser path left (a known protocol, TCP flags 0 for UDP): the paths
 	 * the parser told apart then look the same to the verifier, which walks
 	 * what follows once for all of them instead of once per protocol. */
-	asm volatile("" : : "r"(p) : "memory");
+	asm volatile("" : "+m"(p->proto), "+m"(p->tracked), "+m"(p->tcp_flags));
 
 	struct ct_tuple tuple;
 	/* Read when needed: an entry found, or one to create. */
