@@ -116,6 +116,23 @@ struct packet {
 	__u32 len;
 };
 
+/* `value`, as an unknown number to the verifier (and to clang): stored
+ * and read back past a barrier. The verifier keeps a value written to the
+ * stack only at the start of an 8-byte slot, or a zero: `at` is neither
+ * (stored plus one). For a value that differs between paths that do the
+ * same thing next: each known value would have the verifier walk the rest
+ * once more. */
+static __always_inline __u32 forget_u32(__u32 value)
+{
+	struct {
+		__u32 slot_start;
+		__u32 at;
+	} __attribute__((aligned(8))) box;
+	box.at = value + 1;
+	asm volatile("" : : "r"(&box) : "memory");
+	return box.at - 1;
+}
+
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04

@@ -219,18 +219,35 @@ static __always_inline __u64 policy_table_lookup(void *table, void *index, void 
 	if (!value)
 		return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
 	__u32 count = value->count;
-	/* A bounded loop: the verifier walks it, clang may unroll it. The
-	 * match is copied out as scalars: a pointer to decision[i] would differ
-	 * per i and keep the verifier's paths after the loop apart. */
+	/* A port below the first interval (a denied port, often) is decided
+	 * without the scan below, which costs such a port a few ns more. */
+	if (count == 0 || port < value->low[0])
+		return POLICY_RESULT(REASON_DEFAULT_DENY, 0, 0);
+	/* The first interval that ends at or above the port: the intervals are
+	 * sorted and disjoint, so it is the only one that can hold the port. A
+	 * bounded loop, which the verifier walks once per interval: it only
+	 * finds `i`, with one comparison per interval. */
+	__u32 i;
+	for (i = 0; i < POLICY_INLINE; i++) {
+		if (i >= count || port <= value->high[i])
+			break;
+	}
+	/* `i` is a different constant on each of the loop's exits, and so is
+	 * `count` (the loop's `i >= count` tells it): `i` forgotten and the
+	 * count read again, the rest is walked once for all of them. */
+	i = forget_u32(i);
+	count = value->count;
 	__u32 rule = 0, slot = 0, action = POLICY_NO_MATCH;
-	for (int i = 0; i < POLICY_INLINE; i++) {
-		if (i >= count || port < value->low[i])
-			break;
-		if (port <= value->high[i]) {
-			rule = value->decision[i].rule;
-			slot = value->decision[i].slot;
-			action = value->decision[i].action;
-			break;
+	if (i < count && i < POLICY_INLINE) {
+		/* The mask bounds the index for the verifier; the empty asm keeps
+		 * clang from dropping it as redundant. */
+		__u32 at = i;
+		asm volatile("" : "+r"(at));
+		at &= POLICY_INLINE - 1;
+		if (value->low[at] <= port) {
+			rule = value->decision[at].rule;
+			slot = value->decision[at].slot;
+			action = value->decision[at].action;
 		}
 	}
 	if (action == POLICY_ALLOW)

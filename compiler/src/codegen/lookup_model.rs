@@ -60,14 +60,15 @@ pub fn lookup_indexed(
             entry = find(entry.identity, entry.proto, EntryKind::Bucket16, port >> 4)?;
         }
     }
-    // The datapath's bounded scan: sorted intervals, stop at the first that
-    // starts beyond the port.
+    // The datapath's bounded scan: the first interval that ends at or above
+    // the port (sorted, disjoint intervals: the only one that can hold it)
+    // decides if it starts at or below the port.
     entry
         .intervals
         .iter()
         .take(INLINE_INTERVALS)
-        .take_while(|i| i.low <= port)
         .find(|i| port <= i.high)
+        .filter(|i| i.low <= port)
         .map(|i| (i.action, i.rule))
 }
 
