@@ -363,12 +363,14 @@ const REASONS_DENSE: [Reason; 13] = [
 
 impl MetricsKey {
     /// The counter at `index` of `ep_metrics`: (slot * 13 + reason) * 2 +
-    /// direction; `rule_slots[s - 1]` is the rule of slot `s`.
+    /// direction; `rule_slots[s - 1]` is the rule of slot `s`. A slot no
+    /// rule has (0 in `rule_slots`, or past its end: a removed rule's
+    /// connections still count there) counts for no rule.
     pub fn from_index(index: u32, rule_slots: &[u32]) -> Option<MetricsKey> {
         let direction = Direction::from_u8((index % 2) as u8)?;
         let reason = *REASONS_DENSE.get(((index / 2) % 13) as usize)?;
         let slot = (index / 26) as usize;
-        let rule = if slot == 0 { 0 } else { *rule_slots.get(slot - 1)? };
+        let rule = if slot == 0 { 0 } else { rule_slots.get(slot - 1).copied().unwrap_or(0) };
         Some(MetricsKey { rule, reason, direction })
     }
 }
@@ -427,7 +429,11 @@ mod tests {
             MetricsKey::from_index((2 * 13 + 6) * 2 + 1, &slots),
             key(40, Reason::PolicyDeny, Direction::Egress)
         );
-        assert_eq!(MetricsKey::from_index(3 * 26, &slots), None, "no slot 3");
+        assert_eq!(
+            MetricsKey::from_index(3 * 26, &slots),
+            key(0, Reason::PolicyAllow, Direction::Ingress),
+            "no slot 3"
+        );
     }
 
     #[test]

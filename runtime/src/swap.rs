@@ -152,19 +152,22 @@ fn pinned_generations(dir: &Path) -> Vec<u64> {
 /// leaves that generation pinned and not running, so the newest is not
 /// always the one. Each direction's prog array and policy selector are the
 /// running ones in a kept direction and fresh in a loaded one: the
-/// generation with the fewest of them that no running program uses (the
-/// newest of those) is the running one. 0 when none is pinned.
+/// generation with the most of them that the running programs use, then
+/// the fewest they do not use, then the newest, is taken (a kill between
+/// the two link updates of a switch leaves a tie: the newest). 0 when none
+/// is pinned.
 fn running_generation(dir: &Path, program_ids: &[u32]) -> u64 {
     let used: Vec<u32> = program_ids.iter().flat_map(|id| crate::attach::program_map_ids(*id)).collect();
-    let unused = |number: u64| {
+    let score = |number: u64| {
         let maps = Direction::BOTH.iter().flat_map(|d| [d.prog_array(), d.policy_map()]);
-        maps.filter_map(|name| MapHandle::from_pinned_path(generation_dir(dir, number).join(name)).ok())
+        let ids: Vec<u32> = maps
+            .filter_map(|name| MapHandle::from_pinned_path(generation_dir(dir, number).join(name)).ok())
             .filter_map(|handle| handle.info().ok().map(|info| info.info.id))
-            .filter(|id| !used.contains(id))
-            .count()
+            .collect();
+        let in_use = ids.iter().filter(|id| used.contains(id)).count();
+        (in_use, std::cmp::Reverse(ids.len() - in_use), number)
     };
-    let pinned = pinned_generations(dir);
-    pinned.iter().rev().min_by_key(|number| unused(**number)).copied().unwrap_or(0)
+    pinned_generations(dir).into_iter().max_by_key(|number| score(*number)).unwrap_or(0)
 }
 
 /// Loads `artifact` as generation `number` under `dir` and fills its maps
@@ -276,7 +279,10 @@ impl Enforced {
     /// (`netns`: where its device is, for tc filters).
     pub fn adopt(node_pins: &Path, dir: &Path, netns: Option<&str>) -> Result<Enforced, SwapError> {
         let attachment = Attachment::adopt(dir, netns)?;
-        let program_ids: Vec<u32> = attachment.program_ids()?.into_iter().map(|(_, id)| id).collect();
+        // Asking may fail (a tc filter whose device is gone): then no
+        // program says, and the newest pinned generation is taken.
+        let program_ids: Vec<u32> =
+            attachment.program_ids().unwrap_or_default().into_iter().map(|(_, id)| id).collect();
         let generation = running_generation(dir, &program_ids);
         Ok(Enforced {
             dir: dir.to_path_buf(),

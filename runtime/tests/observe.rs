@@ -27,8 +27,8 @@ const T: Duration = Duration::from_millis(400);
 const GUARD: &str = "# app1's guard\npolicy guard-app1 {\n  select {id=app1}\n  ingress {\n    allow app2-web: from {id=app2} on tcp/80, udp/5001\n    deny no-app3: from {id=app3}\n  }\n}\n";
 
 /// The same with eight more rules (`app2-dns` and seven extras): ten, more
-/// than the smallest counter array (8 slots: slot 0 and 7 rules) holds, so
-/// app1 gets a new array (a generation swap).
+/// than app1's counter array (4 slots: slot 0 and 3 rules) holds, so app1
+/// gets a new array (a generation swap).
 /// With `dns_first`, `app2-dns` is written first: rule numbers move, the
 /// array keeps its size (app1's tables are swapped, its programs stay).
 fn guard_v2(dns_first: bool) -> String {
@@ -361,22 +361,29 @@ fn stats_and_metrics_count_the_packets_sent() {
     println!("scraped {} samples; status {:?}", samples.len(), status(&state).map(|s| s.policy_version));
 
     // polcd is killed and started again: it adopts app1's generation, then
-    // loads its own; the counts go on from where they were, and count on.
+    // loads its own; the counts go on from where they were, and count on,
+    // a connection opened before the restart included (its rule keeps its
+    // counter slot: polc alone would number `app2-dns` first now).
+    send_datagrams_from(&ns("app2"), 40002, web, 5);
+    let before_kill = stats(&state);
+    assert_eq!(rule(&before_kill, "app2-web")["packets"].as_u64(), Some(95), "{before_kill}");
     let mut polcd = polcd;
     polcd.kill();
     let polcd = start_polcd(&policies, &state, &node, &[]);
     wait_for(&state, &polcd, "all endpoints enforcing after the restart", all_enforcing);
     let restarted = stats(&state);
     for name in ["app2-web", "no-app3", "app2-dns"] {
-        assert_eq!(rule(&restarted, name)["packets"], rule(&last, name)["packets"], "`{name}`: {restarted}");
-        assert_eq!(rule(&restarted, name)["bytes"], rule(&last, name)["bytes"], "`{name}`: {restarted}");
+        assert_eq!(rule(&restarted, name)["packets"], rule(&before_kill, name)["packets"], "`{name}`: {restarted}");
+        assert_eq!(rule(&restarted, name)["bytes"], rule(&before_kill, name)["bytes"], "`{name}`: {restarted}");
     }
     let denied = |stats: &Value| endpoint(stats, "app1")["ingress"]["reasons"]["policy-deny"]["packets"].as_u64();
     assert_eq!(denied(&restarted), Some(35), "{restarted}");
-    send_datagrams(&ns("app2"), SocketAddr::new(app1, 5001), 10);
+    send_datagrams_from(&ns("app2"), 40002, web, 5);
+    send_datagrams(&ns("app2"), web, 10);
     send_datagrams(&ns("app3"), SocketAddr::new(app1, 5002), 5);
     let counting = stats(&state);
-    assert_eq!(rule(&counting, "app2-web")["packets"].as_u64(), Some(100), "{counting}");
+    assert_eq!(rule(&counting, "app2-web")["packets"].as_u64(), Some(110), "{counting}");
+    assert_eq!(rule(&counting, "app2-dns")["packets"].as_u64(), Some(0), "{counting}");
     assert_eq!(denied(&counting), Some(40), "{counting}");
     drop(polcd);
     let reset = polcd_cli(&state, &["reset"]);

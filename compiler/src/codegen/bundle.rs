@@ -428,16 +428,17 @@ pub(crate) fn compile_all(
 }
 
 /// Counters per slot: one per verdict reason and direction (templates/bpf/events.h).
-const COUNTERS_PER_SLOT: u32 = 13 * 2;
+pub const COUNTERS_PER_SLOT: u32 = 13 * 2;
 
-/// The fewest counter slots an array has (slot 0 and 7 rules).
-const MIN_COUNTER_SLOTS: u32 = 8;
+/// The fewest counter slots an array has (slot 0 and 3 rules).
+const MIN_COUNTER_SLOTS: u32 = 4;
 
 /// The size of an endpoint's counter array for `rules` counted rules (slot
-/// 0 counts verdicts of no rule): slots rounded up to a power of two, so a
-/// rule added later usually fits the running array and the change stays a
-/// table swap (a larger array is a new object load). At most twice the
-/// memory of an exact fit.
+/// 0 counts verdicts of no rule): slots rounded up to a power of two, at
+/// least 4, so a rule added later usually fits the running array and the
+/// change stays a table swap (a larger array is a new object load). At most
+/// twice the memory of an exact fit from 2 rules on (4 slots: 1.6 KiB per
+/// possible CPU).
 pub fn metrics_entries(rules: usize) -> u32 {
     let slots = (rules as u32 + 1).next_power_of_two().max(MIN_COUNTER_SLOTS);
     slots * COUNTERS_PER_SLOT

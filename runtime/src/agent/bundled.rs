@@ -28,7 +28,7 @@
 
 use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::catalog::Catalog;
-use super::counter_slots::keep_slots;
+use super::counter_slots::{keep_slots, RuleNames};
 use super::daemon::{
     check_new_endpoint, log, now_ms, prepare, read_api_endpoints, read_saved_lock, save_identity_lock,
     with_api_endpoints, write_json, AgentError, Config, API_ENDPOINTS_FILE,
@@ -36,7 +36,7 @@ use super::daemon::{
 use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::slot::{Described, Slot};
-use super::stats::{Counters, RuleName, Stats, COUNTERS_FILE};
+use super::stats::{Counters, Runs, Stats, COUNTERS_FILE};
 use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
 use crate::swap::{load_generation, Enforced, Generation};
@@ -219,8 +219,8 @@ impl BundleAgent {
         let started = Instant::now();
         let entries = entries_by_name(&text);
         let version = self.policy_version + 1;
-        let rule_names: BTreeMap<u32, RuleName> =
-            bundle.manifest.rules.iter().map(|rule| (rule.id, RuleName::of(rule))).collect();
+        let rule_names =
+            RuleNames::new(bundle.manifest.rules.iter().map(|r| (r.id, r.policy.as_str(), r.name.as_str())));
         let mut prepared: Vec<(String, Generation, Device)> = Vec::new();
         let discard =
             |prepared: Vec<(String, Generation, Device)>| prepared.into_iter().for_each(|(_, g, _)| g.discard());
@@ -244,7 +244,7 @@ impl BundleAgent {
                 self.pins().set_aside(name);
             }
             let loaded = bundle.artifact(name).map_err(|e| e.to_string()).and_then(|mut artifact| {
-                keep_slots(&mut artifact, &self.counters.running_slots(name), |id| rule_names.get(&id).cloned());
+                keep_slots(&mut artifact, &self.counters.running_slots(name), |id| rule_names.name(id));
                 load_generation(&artifact, &self.pins().node(), &self.pins().endpoint(name), number, running.as_ref())
                     .map_err(|e| e.to_string())
             });
@@ -428,8 +428,7 @@ impl BundleAgent {
 
     /// Follows the counters to the generations running now.
     pub fn follow_counters(&mut self, catalog: &Catalog) {
-        let running =
-            self.slots.iter().map(|(name, slot)| (name.as_str(), slot.enforced.as_ref().and_then(Enforced::current)));
+        let running = self.slots.iter().map(|(name, slot)| (name.as_str(), Runs::of(slot.enforced.as_ref())));
         self.counters.follow(running, catalog);
     }
 

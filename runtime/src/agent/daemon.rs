@@ -13,13 +13,13 @@
 use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};
 use super::catalog::{Catalog, RuleInfo};
-use super::counter_slots::keep_slots;
+use super::counter_slots::{keep_slots, RuleNames};
 use super::monitor::Observe;
 use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::read::PolicyReader;
 use super::slot::{Constants, Described, Slot, SwapKind};
-use super::stats::{Counters, RuleName, Stats, COUNTERS_FILE};
+use super::stats::{Counters, Runs, Stats, COUNTERS_FILE};
 use crate::attach::{AttachMode, Device};
 use crate::loader::{LoadError, Running};
 use crate::parallel::map_on_threads;
@@ -492,12 +492,6 @@ impl Agent {
     /// first failure is the change's error.
     fn build(&mut self, names: &[String]) -> Result<Vec<Built>, String> {
         let mut built = Vec::new();
-        let rule_names: BTreeMap<u32, RuleName> = self
-            .resolver
-            .set()
-            .rules()
-            .map(|rule| (rule.id.0, RuleName { policy: rule.policy.clone(), name: rule.name.clone() }))
-            .collect();
         for name in names {
             let Some(def) = self.resolver.set().inventory.endpoint(name).cloned() else { continue };
             let Some(device) = self.device(&def) else { continue };
@@ -508,12 +502,18 @@ impl Agent {
             let Some(policy) = self.resolver.resolved().endpoint(name).cloned() else { continue };
             let id = self.id_of(name);
             match self.builder.endpoint(&policy, &def, id) {
-                Ok(mut artifact) => {
-                    keep_slots(&mut artifact, &self.counters.running_slots(name), |id| rule_names.get(&id).cloned());
-                    built.push(Built { name: name.clone(), artifact, device, pending })
-                }
+                Ok(artifact) => built.push(Built { name: name.clone(), artifact, device, pending }),
                 Err(e) if pending => self.pending_failed(name, &e.to_string()),
                 Err(e) => return Err(self.endpoint_failed(name, &e.to_string())),
+            }
+        }
+        // Each rule keeps the counter slot it counts in now.
+        let running: Vec<_> = built.iter().map(|b| self.counters.running_slots(&b.name)).collect();
+        if running.iter().any(|slots| !slots.is_empty()) {
+            let rules = self.resolver.set().rules().map(|r| (r.id.0, r.policy.as_str(), r.name.as_str()));
+            let names = RuleNames::new(rules);
+            for (built, running) in built.iter_mut().zip(&running) {
+                keep_slots(&mut built.artifact, running, |id| names.name(id));
             }
         }
         Ok(built)
@@ -848,8 +848,7 @@ impl Agent {
     /// Follows the counters to the generations running now (after every
     /// event the agent handled: see [`Counters::follow`]).
     pub fn follow_counters(&mut self, catalog: &Catalog) {
-        let running =
-            self.slots.iter().map(|(name, slot)| (name.as_str(), slot.enforced.as_ref().and_then(Enforced::current)));
+        let running = self.slots.iter().map(|(name, slot)| (name.as_str(), Runs::of(slot.enforced.as_ref())));
         self.counters.follow(running, catalog);
     }
 

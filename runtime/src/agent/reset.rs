@@ -53,6 +53,10 @@ pub fn reset(state: &Path) -> Result<Removed, ResetError> {
     for file in [SOCKET, STATE_FILE, API_ENDPOINTS_FILE, IDENTITIES_FILE, COUNTERS_FILE] {
         let _ = std::fs::remove_file(state.join(file));
     }
+    // What a write killed before its rename left.
+    for partial in ["identities.lock.new", "counters.json.tmp"] {
+        let _ = std::fs::remove_file(state.join(partial));
+    }
     let _ = std::fs::remove_dir_all(state.join("cache"));
     Ok(removed)
 }

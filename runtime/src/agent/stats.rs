@@ -22,7 +22,9 @@
 use super::catalog::{Catalog, RuleInfo};
 use crate::datapath::{Direction, Reason, METRICS_MAP};
 use crate::loader::{read_metrics, LoadedEndpoint};
+use crate::swap::Enforced;
 use libbpf_rs::{MapCore, MapHandle};
+use polc::codegen::bundle::COUNTERS_PER_SLOT;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,6 +166,26 @@ struct EndpointCounters {
     carried: Tally,
 }
 
+/// What an endpoint runs, for [`Counters::follow`].
+#[derive(Clone, Copy)]
+pub enum Runs<'a> {
+    /// A generation this polcd loaded.
+    Loaded(&'a LoadedEndpoint),
+    /// Programs a previous polcd loaded, adopted and not yet replaced.
+    Adopted,
+    /// Nothing (not enforced, or its device went away).
+    Nothing,
+}
+
+impl<'a> Runs<'a> {
+    pub fn of(enforced: Option<&'a Enforced>) -> Runs<'a> {
+        match enforced {
+            None => Runs::Nothing,
+            Some(enforced) => enforced.current().map_or(Runs::Adopted, Runs::Loaded),
+        }
+    }
+}
+
 /// The counters of every enforced endpoint, across generation swaps.
 #[derive(Default)]
 pub struct Counters {
@@ -207,8 +229,15 @@ struct SavedEndpoint {
 /// `STATE/counters.json`.
 #[derive(Serialize, Deserialize, Default)]
 struct SavedCounters {
+    /// The kernel's boot id when saved: map ids mean nothing after a reboot.
+    #[serde(default)]
+    boot_id: String,
     endpoints: BTreeMap<String, SavedEndpoint>,
     seen: Vec<RuleInfo>,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string()
 }
 
 fn save_tally(tally: &Tally) -> Vec<SavedCount> {
@@ -250,8 +279,11 @@ impl Live {
     /// generation still pinned or running).
     fn restore(saved: &SavedLive) -> Option<Live> {
         let metrics = MapHandle::from_map_id(saved.map_id).ok()?;
-        // Map ids are not reused soon, but check it is a counter array.
-        if !metrics.name().to_string_lossy().starts_with(METRICS_MAP) {
+        // Map ids are not reused soon (and the boot is the same), but check
+        // it is a counter array with the saved slots.
+        let slots = u32::try_from(saved.rule_slots.len() + 1).ok()?;
+        let named = metrics.name().to_string_lossy().starts_with(METRICS_MAP);
+        if !named || metrics.max_entries() < slots * COUNTERS_PER_SLOT {
             return None;
         }
         Some(Live {
@@ -278,8 +310,9 @@ impl Counters {
             super::daemon::log(&format!("ignoring unreadable counters in `{}`", file.display()));
             return counters;
         };
+        let same_boot = saved.boot_id == boot_id();
         for (name, endpoint) in saved.endpoints {
-            let live = endpoint.live.as_ref().and_then(Live::restore);
+            let live = endpoint.live.as_ref().filter(|_| same_boot).and_then(Live::restore);
             if live.is_none() && endpoint.live.is_some() {
                 super::daemon::log(&format!("`{name}`: the counter array counting before the restart is gone"));
             }
@@ -302,6 +335,7 @@ impl Counters {
     fn save(&self) {
         let Some(file) = &self.file else { return };
         let saved = SavedCounters {
+            boot_id: boot_id(),
             endpoints: self
                 .endpoints
                 .iter()
@@ -321,29 +355,25 @@ impl Counters {
         }
     }
 
-    /// Follows each endpoint to the generation it runs now (`None`: not
-    /// loaded by this polcd, e.g. adopted and not yet swapped), folding the
+    /// Follows each endpoint to the generation it runs now, folding the
     /// final counts of the one it ran before. Endpoints not listed are
     /// forgotten. Call after every change, before the next one.
-    pub fn follow<'a>(
-        &mut self,
-        running: impl IntoIterator<Item = (&'a str, Option<&'a LoadedEndpoint>)>,
-        catalog: &Catalog,
-    ) {
+    pub fn follow<'a>(&mut self, running: impl IntoIterator<Item = (&'a str, Runs<'a>)>, catalog: &Catalog) {
         let mut changed = false;
         for info in catalog.rules.values() {
             changed |= self.seen.insert(RuleName::of(info), info.clone()).as_ref() != Some(info);
         }
         let mut listed = Vec::new();
-        for (name, loaded) in running {
+        for (name, runs) in running {
             listed.push(name.to_string());
             let entry = self.endpoints.entry(name.to_string()).or_default();
-            if loaded.is_none() && entry.live.is_some() {
-                // Not (or no longer) run by a generation of this polcd: the
-                // array it follows (an adopted one, say) counts on, and its
-                // final values are read when a generation of ours replaces it.
-                continue;
-            }
+            let loaded = match runs {
+                // The array restored for it counts on; its final values are
+                // read when a generation of this polcd replaces it.
+                Runs::Adopted if entry.live.is_some() => continue,
+                Runs::Loaded(loaded) => Some(loaded),
+                Runs::Adopted | Runs::Nothing => None,
+            };
             let current = loaded.and_then(|l| l.map(METRICS_MAP).ok()).and_then(|m| Some((map_id(&m)?, m)));
             let slots: Vec<u32> = loaded.map(|l| l.rule_slots().to_vec()).unwrap_or_default();
             let rules: BTreeMap<u32, RuleName> =
