@@ -38,6 +38,7 @@ use super::slot::{Described, Slot};
 use super::stats::{Counters, Stats};
 use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
+use crate::loader::all_cpus;
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::policy_only::{self, PolicyOnly};
 use polc::sema::model::{Inventory, PolicySet};
@@ -223,8 +224,9 @@ impl BundleAgent {
                 self.pins().set_aside(name);
             }
             let loaded = bundle.artifact(name).map_err(|e| e.to_string()).and_then(|artifact| {
-                load_generation(&artifact, &self.pins().node(), &self.pins().endpoint(name), number, running.as_ref())
-                    .map_err(|e| e.to_string())
+                let (node, dir) = (self.pins().node(), self.pins().endpoint(name));
+                // One endpoint at a time: each load has every CPU.
+                load_generation(&artifact, &node, &dir, number, running.as_ref(), all_cpus()).map_err(|e| e.to_string())
             });
             match loaded {
                 Ok(generation) => prepared.push((name.clone(), generation, device)),
