@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// Where polc pins: one directory per node, a `node/` directory for
 /// node-wide maps and one `endpoints/<id>/` directory per endpoint.
@@ -924,12 +924,13 @@ fn load_object(spec: &LoadSpec<'_>, open: libbpf_rs::OpenObject) -> Result<Objec
 /// Loads `open` with the programs of `groups[0]` and, at the same time on
 /// other threads, one more object per other group with that group's
 /// programs. The maps are created (and pinned, `.rodata` written and
-/// frozen) first, by `open` alone (`bpf_object__prepare`); the other objects
-/// reuse every one of them, the internal ones (`.rodata`, `.bss`) included:
-/// libbpf neither creates nor fills a reused map, so every program sees the
-/// constants `open` was given. On failure every object is closed and the
-/// per-endpoint pins this load made are removed (the node maps were pinned
-/// before: see [`node_maps_pinned`]).
+/// frozen) first, by `open` alone (`bpf_object__prepare`), while the other
+/// threads open their objects; these then reuse every one of the maps, the
+/// internal ones (`.rodata`, `.bss`) included: libbpf neither creates nor
+/// fills a reused map, so every program sees the constants `open` was
+/// given. On failure every object is closed and the per-endpoint pins this
+/// load made are removed (the node maps were pinned before: see
+/// [`node_maps_pinned`]).
 fn load_split(
     spec: &LoadSpec<'_>,
     mut open: libbpf_rs::OpenObject,
@@ -948,31 +949,46 @@ fn load_split(
         .map(|name| spec.endpoint_pins.join(name))
         .filter(|pin| !pin.exists())
         .collect();
-    // SAFETY: `open` is an opened, not yet loaded object; prepare leaves it
-    // ready for `bpf_object__load` (which then loads its programs only).
-    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_object__prepare(open.as_libbpf_object().as_ptr()) };
-    if rc != 0 {
-        return Err(load_error(spec)(libbpf_rs::Error::from_raw_os_error(-rc)));
-    }
-    // Our own descriptors: `open`'s are closed if its load fails while the
-    // other threads are still reusing them.
-    let maps = map_descriptors(&open)?;
+    // The maps, as our own descriptors (`open`'s are closed if its load
+    // fails while other threads still reuse them); unset if they could not
+    // be made.
+    let maps: OnceLock<Vec<Option<OwnedFd>>> = OnceLock::new();
     let (first, rest) = std::thread::scope(|scope| {
-        let threads: Vec<_> =
-            groups[1..].iter().map(|group| scope.spawn(|| load_programs(spec, group, &maps))).collect();
-        let first = load_object(spec, open);
-        let rest: Vec<Result<Object, LoadError>> = threads
+        let (ready, threads): (Vec<_>, Vec<_>) = groups[1..]
+            .iter()
+            .map(|group| {
+                let (ready, made) = std::sync::mpsc::channel::<()>();
+                let maps = &maps;
+                let wait = move || made.recv().ok().and_then(|()| maps.get().map(Vec::as_slice));
+                (ready, scope.spawn(move || load_programs(spec, group, wait)))
+            })
+            .unzip();
+        let first = prepare(spec, &mut open).and_then(|()| {
+            let _ = maps.set(map_descriptors(&open)?);
+            for ready in &ready {
+                // A thread that could not open its object is gone: it failed already.
+                let _ = ready.send(());
+            }
+            load_object(spec, open)
+        });
+        // Threads still waiting learn that no map was made.
+        drop(ready);
+        let rest: Vec<Option<Result<Object, LoadError>>> = threads
             .into_iter()
             .map(|thread| {
                 thread.join().unwrap_or_else(|_| {
                     let panicked = std::io::Error::other("the loading thread panicked");
-                    Err(load_error(spec)(panicked.into()))
+                    Some(Err(load_error(spec)(panicked.into())))
                 })
             })
             .collect();
         (first, rest)
     });
-    let loaded = first.and_then(|first| Ok((first, rest.into_iter().collect::<Result<Vec<_>, _>>()?)));
+    let loaded = first.and_then(|first| {
+        // With the maps made, every thread loaded (or tried to).
+        let rest: Result<Vec<Object>, LoadError> = rest.into_iter().flatten().collect();
+        Ok((first, rest?))
+    });
     if loaded.is_err() {
         // Every object is closed by now: the pins are the maps' last users.
         for pin in new_pins {
@@ -980,6 +996,18 @@ fn load_split(
         }
     }
     loaded
+}
+
+/// Creates (or reuses) `open`'s maps, pins them, writes and freezes
+/// `.rodata`: everything of a load but the programs.
+fn prepare(spec: &LoadSpec<'_>, open: &mut libbpf_rs::OpenObject) -> Result<(), LoadError> {
+    // SAFETY: `open` is an opened, not yet loaded object; prepare leaves it
+    // ready for `bpf_object__load` (which then loads its programs only).
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_object__prepare(open.as_libbpf_object().as_ptr()) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(load_error(spec)(libbpf_rs::Error::from_raw_os_error(-rc))),
+    }
 }
 
 /// A descriptor of each of `open`'s maps, in the object's order, after
@@ -1001,19 +1029,34 @@ fn map_descriptors(open: &libbpf_rs::OpenObject) -> Result<Vec<Option<OwnedFd>>,
 }
 
 /// Opens `spec`'s object again and loads the programs of `group` from it
-/// (on the calling thread) with `maps` as its maps, map for map.
-fn load_programs(spec: &LoadSpec<'_>, group: &[String], maps: &[Option<OwnedFd>]) -> Result<Object, LoadError> {
+/// (on the calling thread) with the maps `wait` gives as its maps, map for
+/// map; `None` (not loaded) when `wait` gives none.
+fn load_programs<'m>(
+    spec: &LoadSpec<'_>,
+    group: &[String],
+    wait: impl FnOnce() -> Option<&'m [Option<OwnedFd>]>,
+) -> Option<Result<Object, LoadError>> {
     let _ = take_log_tail(0);
-    let mut open = ObjectBuilder::default()
+    let opened = ObjectBuilder::default()
         .open_file(spec.object)
-        .map_err(|source| LoadError::Open { path: spec.object.to_path_buf(), source })?;
+        .map_err(|source| LoadError::Open { path: spec.object.to_path_buf(), source });
+    let mut open = match opened {
+        Ok(open) => open,
+        Err(e) => return Some(Err(e)),
+    };
     for mut program in open.progs_mut() {
         let wanted = group.iter().any(|name| program.name().to_string_lossy() == name.as_str());
         program.set_autoload(wanted);
     }
+    let maps = wait()?;
+    Some(reuse_maps(&mut open, maps).and_then(|()| load_object(spec, open)))
+}
+
+/// Makes `open` use `maps`, map for map, unpinned (the first object pinned
+/// them).
+fn reuse_maps(open: &mut libbpf_rs::OpenObject, maps: &[Option<OwnedFd>]) -> Result<(), LoadError> {
     for (mut map, fd) in open.maps_mut().zip(maps) {
         let name = map.name().to_string_lossy().into_owned();
-        // The object's own pin paths would pin (or reuse) elsewhere.
         // SAFETY: a map of an opened object; a null path clears its pin path.
         let rc =
             unsafe { libbpf_rs::libbpf_sys::bpf_map__set_pin_path(map.as_libbpf_object().as_ptr(), std::ptr::null()) };
@@ -1025,7 +1068,7 @@ fn load_programs(spec: &LoadSpec<'_>, group: &[String], maps: &[Option<OwnedFd>]
             None => map.set_autocreate(false).map_err(bpf_error(format!("skip `{name}`")))?,
         }
     }
-    load_object(spec, open)
+    Ok(())
 }
 
 /// What each direction's programs would be made of if `spec` were loaded
