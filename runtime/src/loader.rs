@@ -896,8 +896,9 @@ fn program_groups(programs: Vec<String>, threads: usize) -> Vec<Vec<String>> {
 
 /// Whether every node-wide map of `open` is pinned already, so a load
 /// creates per-endpoint maps only. [`load_split`] undoes a failed load by
-/// unpinning the maps it created; a node map may meanwhile be reused by
-/// another endpoint's load, so the first load on a node is not split.
+/// unpinning the maps it created, but a node map it created may meanwhile
+/// be in use by another endpoint's load: the first load on a node is not
+/// split (libbpf then undoes a failure itself, as for any unsplit load).
 fn node_maps_pinned(spec: &LoadSpec<'_>, open: &libbpf_rs::OpenObject) -> bool {
     open.maps()
         .map(|m| m.name().to_string_lossy().into_owned())
@@ -905,6 +906,8 @@ fn node_maps_pinned(spec: &LoadSpec<'_>, open: &libbpf_rs::OpenObject) -> bool {
         .all(|name| spec.node_pins.join(name).exists())
 }
 
+/// A load of `spec` the kernel refused, with the end of libbpf's log on
+/// this thread.
 fn load_error<'s>(spec: &'s LoadSpec<'_>) -> impl FnOnce(libbpf_rs::Error) -> LoadError + 's {
     |source| LoadError::Load {
         endpoint: spec.endpoint.to_string(),

@@ -137,3 +137,42 @@ fn a_rejection_on_one_of_two_loading_threads_leaves_no_pin() {
         assert_rejected(&object, 2, &format!("verifier-split-{case}"));
     }
 }
+
+/// A split load whose maps cannot be made (an array of 0 entries): the
+/// threads waiting for them to load their programs are released, and the
+/// error is the map's.
+#[test]
+fn a_map_the_kernel_refuses_fails_a_split_load_before_its_programs() {
+    if !require_bpf("a_map_the_kernel_refuses_fails_a_split_load_before_its_programs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // Not the datapath's names: the object has no prog array for tail calls.
+    let programs = [COUNTING.replace("NAME", "one"), COUNTING.replace("NAME", "two")];
+    let object = compile(dir.path(), "good", &format!("{SEEN_MAP}{}{}", programs[0], programs[1]));
+    let pins =
+        PinDir::create(&format!("test-{}-verifier-split-map", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
+    let map_sizes = [("ep_seen".to_string(), 0)];
+    let spec = LoadSpec {
+        endpoint: "payments",
+        object: &object,
+        constants: &[],
+        map_sizes: &map_sizes,
+        node_pins: pins.node_maps(),
+        endpoint_pins: pins.endpoint_maps(1),
+        program_threads: 2,
+    };
+    match LoadedEndpoint::load(&spec) {
+        Err(err @ LoadError::Load { .. }) => {
+            let message = err.to_string();
+            assert!(message.contains("map 'ep_seen'"), "the map's error is shown:\n{message}");
+        }
+        Err(other) => panic!("expected a load error, got {other}"),
+        Ok(_) => panic!("an array of 0 entries was created"),
+    }
+    assert!(!pins.endpoint_maps(1).join("ep_seen").exists(), "nothing pinned");
+    // The same object with its maps loads on two threads.
+    let spec = LoadSpec { map_sizes: &[], ..spec };
+    let loaded = LoadedEndpoint::load(&spec).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.program_loads(), 2);
+}
