@@ -25,6 +25,7 @@ mod support;
 use polc_runtime::agent::daemon::Agent;
 use polc_runtime::attach::link_pin;
 use polc_runtime::datapath::Direction;
+use polc_runtime::loader::all_cpus;
 use polc_runtime::netlab::{require_kernel, EndpointSpec, Lab};
 use polc_runtime::swap::{load_generation, Artifact};
 use std::net::Ipv4Addr;
@@ -63,7 +64,7 @@ fn program_swaps(node: &mut Node, versions: &[Artifact; 2], keep: bool) -> [Vec<
         let start = Instant::now();
         let running = if keep { enforced.running() } else { None };
         let (dir, number) = (enforced.dir(), enforced.next_generation());
-        let next = load_generation(&versions[(i + 1) % 2], &node_pins, dir, number, running.as_ref())
+        let next = load_generation(&versions[(i + 1) % 2], &node_pins, dir, number, running.as_ref(), all_cpus())
             .unwrap_or_else(|e| panic!("{e}"));
         let expected = if keep { vec![Direction::Ingress] } else { Direction::BOTH.to_vec() };
         assert_eq!(next.loaded.loaded(), expected.as_slice(), "directions loaded");

@@ -170,6 +170,7 @@ impl Bundle {
             map_sizes: &map_sizes,
             node_pins: pins.node_maps(),
             endpoint_pins: pins.endpoint_maps(endpoint.constants.id),
+            program_threads: crate::loader::all_cpus(),
         };
         let mut loaded = LoadedEndpoint::load(&spec)?;
         loaded.set_rule_slots(endpoint.rule_slots.clone());

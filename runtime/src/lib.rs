@@ -6,7 +6,8 @@
 //! - [`datapath`]: the binary interface of the BPF datapath (map keys and
 //!   values, verdict reasons, events), shared with `templates/bpf/`.
 //! - [`loader`]: loading an endpoint object with libbpf-rs: pins, `.rodata`
-//!   constants, tail calls, maps, BPF_PROG_TEST_RUN, events, counters.
+//!   constants, tail calls, maps, BPF_PROG_TEST_RUN, events, counters; a load's
+//!   programs verified on several threads.
 //! - [`seam`]: the kernel seam trait over a loaded endpoint's maps, with an
 //!   in-memory stand-in, and the map-filling logic written against it.
 //! - [`bundle`]: reading a build's output and loading an endpoint from it.

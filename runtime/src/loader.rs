@@ -15,9 +15,10 @@ use libbpf_rs::{
 use polc::codegen::policy_index::INDEX_IDENTITIES;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// Where polc pins: one directory per node, a `node/` directory for
 /// node-wide maps and one `endpoints/<id>/` directory per endpoint.
@@ -135,6 +136,17 @@ pub struct LoadSpec<'a> {
     pub map_sizes: &'a [(String, u32)],
     pub node_pins: PathBuf,
     pub endpoint_pins: PathBuf,
+    /// On how many threads the kernel verifies the programs this load
+    /// loads (see [`LoadedEndpoint::load_over`]): 1 verifies them one after
+    /// the other, in one `bpf_object__load`.
+    pub program_threads: usize,
+}
+
+/// [`LoadSpec::program_threads`] for a load that runs alone: one thread per
+/// CPU. Loads that already run side by side (one per CPU) gain nothing from
+/// it: give those 1.
+pub fn all_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 thread_local! {
@@ -169,8 +181,17 @@ fn take_log_tail(lines: usize) -> String {
 /// directions: their programs are not loaded again (they keep running from
 /// the links), and the maps they use are the running ones, pinned again
 /// under the new pin directory, so the object still has every map.
+///
+/// Its programs may be verified on several threads at once: the kernel
+/// verifies one `bpf_object__load`'s programs one after the other, so the
+/// load is split over several objects opened from the same file, each with
+/// some of the programs and every map the first one's ([`load_split`]).
 pub struct LoadedEndpoint {
+    /// The object with the maps (and some or all of the loaded programs).
     object: Object,
+    /// The objects that loaded the other programs, on other threads, using
+    /// `object`'s maps.
+    program_objects: Vec<Object>,
     /// The directions whose programs this object loaded.
     loaded: Vec<Direction>,
     /// What each direction's programs are made of ([`Direction::BOTH`] order).
@@ -219,7 +240,6 @@ impl LoadedEndpoint {
         running: Option<&Running>,
         declared: Option<&[String; 2]>,
     ) -> Result<LoadedEndpoint, LoadError> {
-        let path = spec.object.to_path_buf();
         capture_libbpf_messages();
         let _ = take_log_tail(0);
         let mut open = open_object(spec, true)?;
@@ -249,14 +269,17 @@ impl LoadedEndpoint {
             }
         }
 
-        let object = open.load().map_err(|source| LoadError::Load {
-            endpoint: spec.endpoint.to_string(),
-            path: path.clone(),
-            source,
-            log: take_log_tail(40),
-        })?;
+        let programs: Vec<String> =
+            open.progs().filter(|p| p.autoload()).map(|p| p.name().to_string_lossy().into_owned()).collect();
+        let groups = program_groups(programs, spec.program_threads);
+        let (object, program_objects) = if groups.len() > 1 && node_maps_pinned(spec, &open) {
+            load_split(spec, open, &groups)?
+        } else {
+            (load_object(spec, open)?, Vec::new())
+        };
         let loaded_directions = Direction::BOTH.into_iter().filter(|d| !kept.contains(d)).collect();
-        let mut loaded = LoadedEndpoint { object, loaded: loaded_directions, shapes, rule_slots: Vec::new() };
+        let mut loaded =
+            LoadedEndpoint { object, program_objects, loaded: loaded_directions, shapes, rule_slots: Vec::new() };
         if let Ok(counters) = loaded.map(datapath::METRICS_MAP) {
             let entries = counters.max_entries();
             loaded.shapes.iter_mut().flatten().for_each(|shape| shape.set_counter_entries(entries));
@@ -268,6 +291,12 @@ impl LoadedEndpoint {
             replace_tables(vec![(slot, records)])?;
         }
         Ok(loaded)
+    }
+
+    /// How many objects loaded this load's programs, each on a thread of
+    /// its own (1 unless [`LoadSpec::program_threads`] split the load).
+    pub fn program_loads(&self) -> usize {
+        1 + self.program_objects.len()
     }
 
     /// The directions whose programs this object loaded.
@@ -290,7 +319,7 @@ impl LoadedEndpoint {
     /// array is the running one, already filled).
     fn fill_tail_calls(&self) -> Result<(), LoadError> {
         for (array, slot, target) in datapath::TAIL_CALLS {
-            let Some(prog) = self.object.progs().find(|p| p.name() == target && p.autoload()) else {
+            let Some(prog) = self.loaded_program(target) else {
                 // The address family is not enabled in this code shape, or
                 // the direction was kept.
                 continue;
@@ -312,10 +341,21 @@ impl LoadedEndpoint {
     /// One of the programs this object loaded, e.g. to attach it (not one
     /// of a kept direction: that one runs from the links).
     pub fn program(&self, name: &str) -> Result<libbpf_rs::Program<'_>, LoadError> {
-        self.object
-            .progs()
+        self.objects()
+            .flat_map(Object::progs)
             .find(|p| p.name() == name && p.autoload())
             .ok_or_else(|| LoadError::NoProgram(name.to_string()))
+    }
+
+    /// The objects of this load: the one with the maps first. Each has every
+    /// program, and loaded some of them (those it autoloads).
+    fn objects(&self) -> impl Iterator<Item = &Object> {
+        std::iter::once(&self.object).chain(&self.program_objects)
+    }
+
+    /// `name` in the object that loaded it.
+    fn loaded_program(&self, name: &str) -> Option<libbpf_rs::ProgramMut<'_>> {
+        self.objects().flat_map(Object::progs_mut).find(|p| p.name() == name && p.autoload())
     }
 
     /// Runs `program` once on `packet` (BPF_PROG_TEST_RUN); the tc action.
@@ -331,11 +371,7 @@ impl LoadedEndpoint {
         packet: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), LoadError> {
-        let prog = self
-            .object
-            .progs_mut()
-            .find(|p| p.name() == program && p.autoload())
-            .ok_or_else(|| LoadError::NoProgram(program.to_string()))?;
+        let prog = self.loaded_program(program).ok_or_else(|| LoadError::NoProgram(program.to_string()))?;
         let input = ProgramInput { data_in: Some(packet), repeat, ..Default::default() };
         let output = prog.test_run(input).map_err(bpf_error(format!("test run of `{program}`")))?;
         Ok((output.return_value, output.duration))
@@ -842,6 +878,200 @@ fn open_object(spec: &LoadSpec<'_>, pin: bool) -> Result<libbpf_rs::OpenObject, 
         }
     }
     Ok(open)
+}
+
+/// `programs` dealt round-robin into `threads` groups (fewer when there are
+/// fewer programs; one group, maybe empty, at least). The object has each
+/// direction's entry program and its IPv6 tail program next to each other
+/// (one section per attach point), so they land in different groups: the
+/// two halves of a direction's verifier work, about the same size.
+fn program_groups(programs: Vec<String>, threads: usize) -> Vec<Vec<String>> {
+    let count = threads.clamp(1, programs.len().max(1));
+    let mut groups: Vec<Vec<String>> = (0..count).map(|_| Vec::new()).collect();
+    for (i, program) in programs.into_iter().enumerate() {
+        groups[i % count].push(program);
+    }
+    groups
+}
+
+/// Whether every node-wide map of `open` is pinned already, so a load
+/// creates per-endpoint maps only. [`load_split`] undoes a failed load by
+/// unpinning the maps it created, but a node map it created may meanwhile
+/// be in use by another endpoint's load: the first load on a node is not
+/// split (libbpf then undoes a failure itself, as for any unsplit load).
+fn node_maps_pinned(spec: &LoadSpec<'_>, open: &libbpf_rs::OpenObject) -> bool {
+    open.maps()
+        .map(|m| m.name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(NODE_MAP_PREFIX))
+        .all(|name| spec.node_pins.join(name).exists())
+}
+
+/// A load of `spec` the kernel refused, with the end of libbpf's log on
+/// this thread.
+fn load_error<'s>(spec: &'s LoadSpec<'_>) -> impl FnOnce(libbpf_rs::Error) -> LoadError + 's {
+    |source| LoadError::Load {
+        endpoint: spec.endpoint.to_string(),
+        path: spec.object.to_path_buf(),
+        source,
+        log: take_log_tail(40),
+    }
+}
+
+/// Loads `open` on this thread: creates (or reuses) its maps, then verifies
+/// its autoloaded programs one after the other. On failure libbpf unpins
+/// the maps it pinned.
+fn load_object(spec: &LoadSpec<'_>, open: libbpf_rs::OpenObject) -> Result<Object, LoadError> {
+    open.load().map_err(load_error(spec))
+}
+
+/// Loads `open` with the programs of `groups[0]` and, at the same time on
+/// other threads, one more object per other group with that group's
+/// programs. The maps are created (and pinned, `.rodata` written and
+/// frozen) first, by `open` alone (`bpf_object__prepare`), while the other
+/// threads open their objects; these then reuse every one of the maps, the
+/// internal ones (`.rodata`, `.bss`) included: libbpf neither creates nor
+/// fills a reused map, so every program sees the constants `open` was
+/// given. On failure every object is closed and the per-endpoint pins this
+/// load made are removed (the node maps were pinned before: see
+/// [`node_maps_pinned`]).
+fn load_split(
+    spec: &LoadSpec<'_>,
+    mut open: libbpf_rs::OpenObject,
+    groups: &[Vec<String>],
+) -> Result<(Object, Vec<Object>), LoadError> {
+    let others: Vec<&String> = groups[1..].iter().flatten().collect();
+    for mut program in open.progs_mut() {
+        if others.iter().any(|name| program.name().to_string_lossy() == name.as_str()) {
+            program.set_autoload(false);
+        }
+    }
+    let new_pins: Vec<PathBuf> = open
+        .maps()
+        .map(|m| m.name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with(NODE_MAP_PREFIX) && !name.contains('.'))
+        .map(|name| spec.endpoint_pins.join(name))
+        .filter(|pin| !pin.exists())
+        .collect();
+    // The maps, as our own descriptors (`open`'s are closed if its load
+    // fails while other threads still reuse them); unset if they could not
+    // be made.
+    let maps: OnceLock<Vec<Option<OwnedFd>>> = OnceLock::new();
+    let (first, rest) = std::thread::scope(|scope| {
+        let (ready, threads): (Vec<_>, Vec<_>) = groups[1..]
+            .iter()
+            .map(|group| {
+                let (ready, made) = std::sync::mpsc::channel::<()>();
+                let maps = &maps;
+                let wait = move || made.recv().ok().and_then(|()| maps.get().map(Vec::as_slice));
+                (ready, scope.spawn(move || load_programs(spec, group, wait)))
+            })
+            .unzip();
+        let first = prepare(spec, &mut open).and_then(|()| {
+            let _ = maps.set(map_descriptors(&open)?);
+            for ready in &ready {
+                // A thread that could not open its object is gone: it failed already.
+                let _ = ready.send(());
+            }
+            load_object(spec, open)
+        });
+        // Threads still waiting learn that no map was made.
+        drop(ready);
+        let rest: Vec<Option<Result<Object, LoadError>>> = threads
+            .into_iter()
+            .map(|thread| {
+                thread.join().unwrap_or_else(|_| {
+                    let panicked = std::io::Error::other("the loading thread panicked");
+                    Some(Err(load_error(spec)(panicked.into())))
+                })
+            })
+            .collect();
+        (first, rest)
+    });
+    let loaded = first.and_then(|first| {
+        // With the maps made, every thread loaded (or tried to).
+        let rest: Result<Vec<Object>, LoadError> = rest.into_iter().flatten().collect();
+        Ok((first, rest?))
+    });
+    if loaded.is_err() {
+        // Every object is closed by now: the pins are the maps' last users.
+        for pin in new_pins {
+            let _ = std::fs::remove_file(pin);
+        }
+    }
+    loaded
+}
+
+/// Creates (or reuses) `open`'s maps, pins them, writes and freezes
+/// `.rodata`: everything of a load but the programs.
+fn prepare(spec: &LoadSpec<'_>, open: &mut libbpf_rs::OpenObject) -> Result<(), LoadError> {
+    // SAFETY: `open` is an opened, not yet loaded object; prepare leaves it
+    // ready for `bpf_object__load` (which then loads its programs only).
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_object__prepare(open.as_libbpf_object().as_ptr()) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(load_error(spec)(libbpf_rs::Error::from_raw_os_error(-rc))),
+    }
+}
+
+/// A descriptor of each of `open`'s maps, in the object's order, after
+/// `bpf_object__prepare` (`None`: a map libbpf did not create).
+fn map_descriptors(open: &libbpf_rs::OpenObject) -> Result<Vec<Option<OwnedFd>>, LoadError> {
+    open.maps()
+        .map(|map| {
+            // SAFETY: a map of a live object; libbpf returns its fd or < 0.
+            let fd = unsafe { libbpf_rs::libbpf_sys::bpf_map__fd(map.as_libbpf_object().as_ptr()) };
+            if fd < 0 {
+                return Ok(None);
+            }
+            // SAFETY: the fd is open while `open` lives; we duplicate it.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let name = map.name().to_string_lossy().into_owned();
+            fd.try_clone_to_owned().map(Some).map_err(|e| bpf_error(format!("duplicate `{name}`"))(e.into()))
+        })
+        .collect()
+}
+
+/// Opens `spec`'s object again and loads the programs of `group` from it
+/// (on the calling thread) with the maps `wait` gives as its maps, map for
+/// map; `None` (not loaded) when `wait` gives none.
+fn load_programs<'m>(
+    spec: &LoadSpec<'_>,
+    group: &[String],
+    wait: impl FnOnce() -> Option<&'m [Option<OwnedFd>]>,
+) -> Option<Result<Object, LoadError>> {
+    let _ = take_log_tail(0);
+    let opened = ObjectBuilder::default()
+        .open_file(spec.object)
+        .map_err(|source| LoadError::Open { path: spec.object.to_path_buf(), source });
+    let mut open = match opened {
+        Ok(open) => open,
+        Err(e) => return Some(Err(e)),
+    };
+    for mut program in open.progs_mut() {
+        let wanted = group.iter().any(|name| program.name().to_string_lossy() == name.as_str());
+        program.set_autoload(wanted);
+    }
+    let maps = wait()?;
+    Some(reuse_maps(&mut open, maps).and_then(|()| load_object(spec, open)))
+}
+
+/// Makes `open` use `maps`, map for map, unpinned (the first object pinned
+/// them).
+fn reuse_maps(open: &mut libbpf_rs::OpenObject, maps: &[Option<OwnedFd>]) -> Result<(), LoadError> {
+    for (mut map, fd) in open.maps_mut().zip(maps) {
+        let name = map.name().to_string_lossy().into_owned();
+        // SAFETY: a map of an opened object; a null path clears its pin path.
+        let rc =
+            unsafe { libbpf_rs::libbpf_sys::bpf_map__set_pin_path(map.as_libbpf_object().as_ptr(), std::ptr::null()) };
+        if rc != 0 {
+            return Err(bpf_error(format!("clear the pin path of `{name}`"))(libbpf_rs::Error::from_raw_os_error(-rc)));
+        }
+        match fd {
+            Some(fd) => map.reuse_fd(fd.as_fd()).map_err(bpf_error(format!("reuse `{name}`")))?,
+            None => map.set_autocreate(false).map_err(bpf_error(format!("skip `{name}`")))?,
+        }
+    }
+    Ok(())
 }
 
 /// What each direction's programs would be made of if `spec` were loaded

@@ -32,6 +32,7 @@
 use crate::datapath::{Direction, METRICS_MAP};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SymbolKind};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 /// A map as the kernel creates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +161,7 @@ impl ObjectCode {
 /// (writable global data, an object that does not parse).
 pub fn direction_shapes(elf: &[u8], maps: &OpenMaps) -> [Option<DirectionShape>; 2] {
     let writable = maps.internal.iter().any(|(name, _)| name.contains(".data") || name.contains(".bss"));
-    let Some(object) = (!writable).then(|| read_code(elf)).flatten() else { return [None, None] };
+    let Some(object) = (!writable).then(|| object_code(elf)).flatten() else { return [None, None] };
     let rodata: Vec<(String, Vec<u8>)> =
         maps.internal.iter().filter(|(name, _)| name.contains(".rodata")).cloned().collect();
     Direction::BOTH.map(|direction| {
@@ -200,6 +201,36 @@ pub fn direction_shapes(elf: &[u8], maps: &OpenMaps) -> [Option<DirectionShape>;
         }
         Some(DirectionShape { code: bytes, maps: defs, rodata: rodata.clone(), features: None })
     })
+}
+
+/// How many objects' code [`object_code`] remembers.
+const REMEMBERED: usize = 8;
+
+/// The code of the objects read last, with their bytes, most recent first.
+static RECENT: Mutex<Vec<(Vec<u8>, Arc<ObjectCode>)>> = Mutex::new(Vec::new());
+
+/// [`read_code`] of `elf`, remembered for the next object with the same
+/// bytes: code-shape changes load the same few cached objects again and
+/// again (each endpoint of a shape, each swap back), and reading an
+/// object's code (parsing the ELF, sorting out each program's relocations)
+/// is ~0.5 ms, most of [`direction_shapes`]; comparing bytes takes
+/// microseconds.
+fn object_code(elf: &[u8]) -> Option<Arc<ObjectCode>> {
+    if let Ok(mut recent) = RECENT.lock() {
+        if let Some(at) = recent.iter().position(|(bytes, _)| bytes.as_slice() == elf) {
+            let hit = recent.remove(at);
+            let code = Arc::clone(&hit.1);
+            recent.insert(0, hit);
+            return Some(code);
+        }
+    }
+    // Read without the lock: loads on other threads may meanwhile find theirs.
+    let code = Arc::new(read_code(elf)?);
+    if let Ok(mut recent) = RECENT.lock() {
+        recent.insert(0, (elf.to_vec(), Arc::clone(&code)));
+        recent.truncate(REMEMBERED);
+    }
+    Some(code)
 }
 
 /// Appends `data` with its length, so that concatenations cannot collide.

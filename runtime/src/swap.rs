@@ -51,7 +51,8 @@
 use crate::attach::{AttachError, Attachment, Device};
 use crate::datapath::{Direction, METRICS_MAP};
 use crate::loader::{
-    install_tables, restore_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, Running, StagedTable, TableRecords,
+    all_cpus, install_tables, restore_tables, LoadError, LoadSpec, LoadedEndpoint, PolicySlot, Running, StagedTable,
+    TableRecords,
 };
 use crate::seam::{self, PolicyEntry};
 use libbpf_rs::{MapCore, MapHandle};
@@ -175,13 +176,16 @@ fn running_generation(dir: &Path, program_ids: &[u32]) -> u64 {
 /// [`Enforced::running`]), the directions whose programs would not change
 /// are kept, not loaded: their new entries are staged in the running
 /// tables' idle halves, installed by [`Enforced::switch_to`]. On failure,
-/// nothing of it is left pinned.
+/// nothing of it is left pinned. `program_threads`: see
+/// [`LoadSpec::program_threads`] ([`crate::loader::all_cpus`] for a load
+/// that runs alone).
 pub fn load_generation(
     artifact: &Artifact,
     node_pins: &Path,
     dir: &Path,
     number: u64,
     running: Option<&Running>,
+    program_threads: usize,
 ) -> Result<Generation, SwapError> {
     let pins = generation_dir(dir, number);
     // A leftover of a crashed attempt would be reused by name: start clean.
@@ -193,6 +197,7 @@ pub fn load_generation(
         map_sizes: &artifact.map_sizes,
         node_pins: node_pins.to_path_buf(),
         endpoint_pins: pins.clone(),
+        program_threads,
     };
     // The policy tables go in with the load (their installs overlap the
     // verifier's work).
@@ -248,7 +253,7 @@ impl Enforced {
     /// Loads `artifact`, fills it and attaches it to `device`; everything is
     /// pinned under `dir` (node maps under `node_pins`).
     pub fn start(artifact: &Artifact, device: &Device, node_pins: &Path, dir: &Path) -> Result<Enforced, SwapError> {
-        let generation = load_generation(artifact, node_pins, dir, 1, None)?;
+        let generation = load_generation(artifact, node_pins, dir, 1, None, all_cpus())?;
         Enforced::attach(generation, device, node_pins, dir)
     }
 
@@ -345,7 +350,8 @@ impl Enforced {
     /// the links to it. On error the running generation stays.
     pub fn swap(&mut self, artifact: &Artifact) -> Result<(), SwapError> {
         let running = self.running();
-        let next = load_generation(artifact, &self.node_pins, &self.dir, self.next_generation(), running.as_ref())?;
+        let number = self.next_generation();
+        let next = load_generation(artifact, &self.node_pins, &self.dir, number, running.as_ref(), all_cpus())?;
         self.switch_to(next)
     }
 

@@ -8,6 +8,7 @@ mod support;
 
 use polc_runtime::attach::{link_pin, Attachment};
 use polc_runtime::datapath::Direction;
+use polc_runtime::loader::all_cpus;
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::swap::{load_generation, Enforced};
 use std::net::IpAddr;
@@ -28,8 +29,9 @@ fn a_link_that_cannot_be_pinned_leaves_nothing_attached() {
     let node = Node::new("pinfail", &set);
     let app1 = set.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
     let artifact = node.artifact(&set, &resolved, "app1");
-    let generation = load_generation(&artifact, &node.pins.node_maps(), &node.endpoint_dir("app1"), 1, None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let generation =
+        load_generation(&artifact, &node.pins.node_maps(), &node.endpoint_dir("app1"), 1, None, all_cpus())
+            .unwrap_or_else(|e| panic!("{e}"));
     // A pin directory so deep that `link_to_ep` (pinned first) fits in
     // PATH_MAX and `link_from_ep` (two bytes longer) does not.
     let mut deep = node.pins.path().join("deep");
@@ -77,7 +79,7 @@ fn a_swap_that_fails_half_way_keeps_both_directions_on_the_old_programs() {
     let enforced: &mut Enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1"));
     // A generation of both directions (the same artifact over the running
     // one would keep both and switch no link).
-    let next = load_generation(&artifact, &node_pins, &dir, enforced.next_generation(), None)
+    let next = load_generation(&artifact, &node_pins, &dir, enforced.next_generation(), None, all_cpus())
         .unwrap_or_else(|e| panic!("{e}"));
     let error = enforced.switch_to(next).err().unwrap_or_else(|| panic!("a swap into a detached link succeeded"));
     println!("refused: {error}");

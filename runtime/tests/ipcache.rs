@@ -11,6 +11,7 @@ use polc::codegen::header::BuildOptions;
 use polc_runtime::agent::build::NodeBuilder;
 use polc_runtime::agent::node::{IpcacheEntry, NodeMaps};
 use polc_runtime::datapath;
+use polc_runtime::loader::all_cpus;
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::swap::load_generation;
 use std::collections::BTreeMap;
@@ -53,8 +54,9 @@ fn an_ipcache_sync_that_overflows_changes_nothing() {
     let def = set.inventory.endpoint("app1").unwrap_or_else(|| panic!("app1"));
     let policy = resolved.endpoint("app1").unwrap_or_else(|| panic!("app1"));
     let artifact = builder.endpoint(policy, def, 1).unwrap_or_else(|e| panic!("{e}"));
-    let generation = load_generation(&artifact, &node.pins.node_maps(), &node.endpoint_dir("app1"), 1, None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let generation =
+        load_generation(&artifact, &node.pins.node_maps(), &node.endpoint_dir("app1"), 1, None, all_cpus())
+            .unwrap_or_else(|e| panic!("{e}"));
     let maps = NodeMaps::new(&node.pins.node_maps());
 
     maps.sync_ipcache(&[host(1, 100), host(2, 101)]).unwrap_or_else(|e| panic!("{e}"));

@@ -196,7 +196,7 @@ fn adoption_finds_the_running_generation_past_one_loaded_and_not_switched_to() {
     let node_pins = node.pins.node_maps();
     let enforced = node.enforced.get("app1").unwrap_or_else(|| panic!("app1"));
     let running = enforced.running();
-    let next = polc_runtime::swap::load_generation(&vb, &node_pins, &dir, 2, running.as_ref())
+    let next = polc_runtime::swap::load_generation(&vb, &node_pins, &dir, 2, running.as_ref(), 1)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(next.loaded.loaded(), [Direction::Ingress], "ingress loaded, egress kept");
     drop(next);

@@ -39,6 +39,7 @@ use super::slot::{Described, Slot};
 use super::stats::{Counters, Runs, Stats, COUNTERS_FILE};
 use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
+use crate::loader::all_cpus;
 use crate::swap::{load_generation, Enforced, Generation};
 use polc::codegen::policy_only::{self, PolicyOnly};
 use polc::resolve::IdentityLock;
@@ -245,8 +246,9 @@ impl BundleAgent {
             }
             let loaded = bundle.artifact(name).map_err(|e| e.to_string()).and_then(|mut artifact| {
                 keep_slots(&mut artifact, &self.counters.running_slots(name), |id| rule_names.name(id));
-                load_generation(&artifact, &self.pins().node(), &self.pins().endpoint(name), number, running.as_ref())
-                    .map_err(|e| e.to_string())
+                let (node, dir) = (self.pins().node(), self.pins().endpoint(name));
+                // One endpoint at a time: each load has every CPU.
+                load_generation(&artifact, &node, &dir, number, running.as_ref(), all_cpus()).map_err(|e| e.to_string())
             });
             match loaded {
                 Ok(generation) => prepared.push((name.clone(), generation, device)),

@@ -21,7 +21,7 @@ use super::read::PolicyReader;
 use super::slot::{Constants, Described, Slot, SwapKind};
 use super::stats::{Counters, Runs, Stats, COUNTERS_FILE};
 use crate::attach::{AttachMode, Device};
-use crate::loader::{LoadError, Running};
+use crate::loader::{all_cpus, LoadError, Running};
 use crate::parallel::map_on_threads;
 use crate::swap::{load_generation, Artifact, Enforced, Generation, StagedTables, SwapError};
 use polc::codegen::header::{BuildOptions, NodeConfig};
@@ -879,10 +879,16 @@ fn discard(prepared: Vec<Prepared>) {
 /// Loads the generations of `jobs`, on as many threads as there are CPUs
 /// (the verifier, most of a load, runs on the loading thread); each job's
 /// outcome, in `jobs` order (the caller decides what a failure undoes).
+/// Fewer jobs than CPUs share the CPUs left: each load's programs are
+/// verified on several threads (one job alone: on every CPU). With a job
+/// per CPU or more, each load runs on one thread: splitting it would add
+/// work (an object opened per thread) and no idle CPU to do it on.
 fn load_all(jobs: Vec<LoadJob>, node_pins: &Path) -> Vec<(Built, Result<Generation, SwapError>)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = all_cpus();
+    let program_threads = (threads / jobs.len().max(1)).max(1);
     let results = map_on_threads(jobs.iter().collect(), threads, |job: &LoadJob| {
-        load_generation(&job.built.artifact, node_pins, &job.dir, job.number, job.running.as_ref())
+        let running = job.running.as_ref();
+        load_generation(&job.built.artifact, node_pins, &job.dir, job.number, running, program_threads)
     });
     jobs.into_iter()
         .zip(results)
