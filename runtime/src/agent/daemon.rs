@@ -100,8 +100,9 @@ pub struct Agent {
     /// The rules of `file_set`, located in their files.
     rules: Vec<RuleInfo>,
     counters: Counters,
-    /// The text of `STATE/identities.lock` as last written.
-    saved_lock: String,
+    /// The lock as last written to `STATE/identities.lock` (compared, not
+    /// rendered, on every change: it seldom changes).
+    saved_lock: Option<IdentityLock>,
 }
 
 pub fn now_ms() -> u64 {
@@ -119,7 +120,11 @@ fn abbreviate(names: &[String]) -> String {
 }
 
 pub fn log(message: &str) {
-    eprintln!("polcd: {message}");
+    use std::io::Write;
+    // One write: stderr is unbuffered, and `eprintln!` writes each piece
+    // of its format on its own.
+    let line = format!("polcd: {message}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The policy set's lock, extended with the numbers a previous polcd gave
@@ -298,7 +303,7 @@ impl Agent {
             ipcache_synced: false,
             rules,
             counters: Counters::default(),
-            saved_lock: String::new(),
+            saved_lock: None,
         };
         agent.adopt();
         let started = Instant::now();
@@ -672,14 +677,15 @@ impl Agent {
     /// logged: enforcement does not depend on it, only the numbers a
     /// restarted polcd would give.
     fn save_lock(&mut self) {
-        let text = self.resolver.lock().render();
-        if text == self.saved_lock {
+        let lock = self.resolver.lock();
+        if self.saved_lock.as_ref() == Some(lock) {
             return;
         }
+        let text = lock.render();
         let path = self.config.state.join(IDENTITIES_FILE);
         let partial = path.with_extension("lock.new");
         match std::fs::write(&partial, &text).and_then(|()| std::fs::rename(&partial, &path)) {
-            Ok(()) => self.saved_lock = text,
+            Ok(()) => self.saved_lock = Some(lock.clone()),
             Err(e) => log(&format!("cannot save the identity numbers to `{}`: {e}", path.display())),
         }
     }
@@ -857,7 +863,12 @@ fn discard(prepared: Vec<Prepared>) {
 /// (the verifier, most of a load, runs on the loading thread); each job's
 /// outcome, in `jobs` order (the caller decides what a failure undoes).
 fn load_all(jobs: Vec<LoadJob>, node_pins: &Path) -> Vec<(Built, Result<Generation, SwapError>)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Asking costs ~0.1 ms (std reads the cgroup's CPU quota): not for a
+    // change that loads one generation or none, as most do.
+    let threads = match jobs.len() {
+        0 | 1 => 1,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let results = map_on_threads(jobs.iter().collect(), threads, |job: &LoadJob| {
         load_generation(&job.built.artifact, node_pins, &job.dir, job.number, job.running.as_ref())
     });
