@@ -6,7 +6,7 @@
 //! - [`pins`]: what a previous agent left pinned: adopted, detached or set aside.
 //! - [`daemon`]: the agent's state and what it does on each event.
 //! - [`bundled`]: `polcd run --bundle`: the agent of a built bundle.
-//! - [`read`]: reading the policy directory, parsing only the files that changed.
+//! - [`read`]: reading the policy directory, reading and parsing only the files that changed.
 //! - [`serve`]: `polcd run`: the socket server and the file watcher.
 //! - [`api`]: the JSON API over the unix socket, and its client.
 //! - [`slot`]: one endpoint as an agent runs it, and its status.

@@ -145,8 +145,11 @@ pub struct LoadSpec<'a> {
 /// [`LoadSpec::program_threads`] for a load that runs alone: one thread per
 /// CPU. Loads that already run side by side (one per CPU) gain nothing from
 /// it: give those 1.
+/// Asked once per process: std reads the cgroup's CPU quota on every call
+/// (~0.1 ms, on every change otherwise).
 pub fn all_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 thread_local! {

@@ -101,8 +101,9 @@ pub struct Agent {
     /// The rules of `file_set`, located in their files.
     rules: Vec<RuleInfo>,
     counters: Counters,
-    /// The text of `STATE/identities.lock` as last written.
-    saved_lock: String,
+    /// The lock as last written to `STATE/identities.lock` (compared, not
+    /// rendered, on every change: it seldom changes).
+    saved_lock: Option<IdentityLock>,
 }
 
 pub fn now_ms() -> u64 {
@@ -120,7 +121,11 @@ fn abbreviate(names: &[String]) -> String {
 }
 
 pub fn log(message: &str) {
-    eprintln!("polcd: {message}");
+    use std::io::Write;
+    // One write: stderr is unbuffered, and `eprintln!` writes each piece
+    // of its format on its own.
+    let line = format!("polcd: {message}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The policy set's lock, extended with the numbers a previous polcd gave
@@ -321,7 +326,7 @@ impl Agent {
             ipcache_synced: false,
             rules,
             counters,
-            saved_lock: String::new(),
+            saved_lock: None,
         };
         agent.adopt();
         let started = Instant::now();
@@ -702,9 +707,9 @@ impl Agent {
     /// Writes the resolver's lock to `STATE/identities.lock` when it changed
     /// (see [`save_identity_lock`]).
     fn save_lock(&mut self) {
-        let text = self.resolver.lock().render();
-        if text != self.saved_lock && save_identity_lock(&self.config.state, &text) {
-            self.saved_lock = text;
+        let lock = self.resolver.lock();
+        if self.saved_lock.as_ref() != Some(lock) && save_identity_lock(&self.config.state, &lock.render()) {
+            self.saved_lock = Some(lock.clone());
         }
     }
 
