@@ -22,7 +22,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
         let meta = std::fs::metadata(path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
         if meta.is_dir() {
             let before = files.len();
-            walk(path, "pol", &mut files)?;
+            walk(path, "pol", &mut files, &mut Vec::new())?;
             if files.len() == before {
                 return Err(LoadError::NoFiles(path.clone()));
             }
@@ -37,18 +37,25 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
 
 /// The files under `dir` whose extension is `extension` (e.g. `poltest`), sorted.
 pub fn find_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, LoadError> {
-    let mut files = Vec::new();
-    walk(dir, extension, &mut files)?;
-    files.sort();
-    Ok(files)
+    Ok(find_files_and_dirs(dir, extension)?.0)
 }
 
-fn walk(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// [`find_files`], and every directory it read (`dir` first): what a
+/// reader that caches the walk watches for changes.
+pub fn find_files_and_dirs(dir: &Path, extension: &str) -> Result<(Vec<PathBuf>, Vec<PathBuf>), LoadError> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    walk(dir, extension, &mut files, &mut dirs)?;
+    files.sort();
+    Ok((files, dirs))
+}
+
+fn walk(dir: &Path, extension: &str, out: &mut Vec<PathBuf>, dirs: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    dirs.push(dir.to_path_buf());
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
         let path = entry.map_err(|source| LoadError::Io { path: dir.to_path_buf(), source })?.path();
         if path.is_dir() {
-            walk(&path, extension, out)?;
+            walk(&path, extension, out, dirs)?;
         } else if path.extension().is_some_and(|e| e == extension) {
             out.push(path);
         }

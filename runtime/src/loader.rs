@@ -148,7 +148,7 @@ pub struct LoadSpec<'a> {
 /// Asked once per process: std reads the cgroup's CPU quota on every call
 /// (~0.1 ms, on every change otherwise).
 pub fn all_cpus() -> usize {
-    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    static CPUS: OnceLock<usize> = OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
@@ -254,19 +254,11 @@ impl LoadedEndpoint {
                 }
             }
         }
-        let mut kept: Vec<Direction> = match running {
-            Some(running) => Direction::BOTH
-                .into_iter()
-                .zip(running.shapes.iter().zip(&shapes))
-                .filter(|(_, (old, new))| old.as_ref().zip(new.as_ref()).is_some_and(|(old, new)| old.keeps(new)))
-                .map(|(direction, _)| direction)
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut kept: Vec<Direction> = Vec::new();
         if let Some(running) = running {
-            let candidates = std::mem::take(&mut kept);
-            for direction in candidates {
-                if keep_direction(&mut open, direction, &shapes, &running.pins)? {
+            for (direction, (old, new)) in Direction::BOTH.into_iter().zip(running.shapes.iter().zip(&shapes)) {
+                let same = old.as_ref().zip(new.as_ref()).is_some_and(|(old, new)| old.keeps(new));
+                if same && keep_direction(&mut open, direction, &shapes, &running.pins)? {
                     kept.push(direction);
                 }
             }
@@ -1137,7 +1129,7 @@ fn keep_direction(
         let Some((_, handle)) = running.iter().find(|(n, _)| *n == name) else { continue };
         // A failure here leaves the object half pointed at the running
         // maps: the load fails rather than loading into them.
-        map.reuse_fd(std::os::fd::AsFd::as_fd(handle)).map_err(bpf_error(format!("reuse the running `{name}`")))?;
+        map.reuse_fd(handle.as_fd()).map_err(bpf_error(format!("reuse the running `{name}`")))?;
     }
     for mut program in open.progs_mut() {
         if Direction::of_program(&program.name().to_string_lossy()) == Some(direction) {

@@ -168,14 +168,20 @@ impl PolicyReader {
         if !meta.is_dir() {
             return Ok(vec![self.dir.clone()]);
         }
-        let mut listing = Listing { dirs: Vec::new(), files: Vec::new() };
-        walk(&self.dir, meta, (now, self.settle), &mut listing)
-            .map_err(|(path, e)| format!("cannot read `{}`: {e}", path.display()))?;
-        if listing.files.is_empty() {
+        let (files, dirs) = polc::driver::find_files_and_dirs(&self.dir, "pol").map_err(|e| e.to_string())?;
+        if files.is_empty() {
             return Err(polc::driver::LoadError::NoFiles(self.dir.clone()).to_string());
         }
-        listing.files.sort();
-        listing.files.dedup();
+        // Stamped after the walk, against `now` taken before it: a directory
+        // changed meanwhile has an unsettled stamp, so the next read walks again.
+        let dirs = dirs
+            .into_iter()
+            .map(|dir| {
+                let stamp = std::fs::metadata(&dir).ok().and_then(|m| Stamp::settled(&m, now, self.settle));
+                (dir, stamp)
+            })
+            .collect();
+        let listing = Listing { dirs, files };
         let files = listing.files.clone();
         self.listing = Some(listing);
         Ok(files)
@@ -201,27 +207,6 @@ impl PolicyReader {
             }
         }
     }
-}
-
-/// Adds the `.pol` files under `dir` (whose metadata is `meta`) to `listing`,
-/// and `dir` and the directories under it to its directories.
-fn walk(
-    dir: &Path,
-    meta: std::fs::Metadata,
-    (now, settle): (SystemTime, Duration),
-    listing: &mut Listing,
-) -> Result<(), (PathBuf, std::io::Error)> {
-    listing.dirs.push((dir.to_path_buf(), Stamp::settled(&meta, now, settle)));
-    let entries = std::fs::read_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| (dir.to_path_buf(), e))?.path();
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => walk(&path, meta, (now, settle), listing)?,
-            _ if path.extension().is_some_and(|e| e == "pol") => listing.files.push(path),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
