@@ -189,7 +189,7 @@ impl Lab {
     pub fn tcp_reaches(&self, from: &str, to: IpAddr, port: u16, timeout: Duration) -> Result<bool, LabError> {
         let from_ns = self.endpoint(from)?.netns.clone();
         let to_ns = self.owner_ns(to)?;
-        let listener = in_netns(&to_ns, move || TcpListener::bind(SocketAddr::new(to, port)))?
+        let listener = in_netns(&to_ns, move || bind_retrying(|| TcpListener::bind(SocketAddr::new(to, port))))?
             .map_err(|source| LabError::Spawn { command: format!("bind tcp {to}:{port}"), source })?;
         let accepted = Arc::new(AtomicBool::new(false));
         let flag = accepted.clone();
@@ -214,7 +214,7 @@ impl Lab {
     pub fn udp_reaches(&self, from: &str, to: IpAddr, port: u16, timeout: Duration) -> Result<bool, LabError> {
         let from_ns = self.endpoint(from)?.netns.clone();
         let to_ns = self.owner_ns(to)?;
-        let server = in_netns(&to_ns, move || UdpSocket::bind(SocketAddr::new(to, port)))?
+        let server = in_netns(&to_ns, move || bind_retrying(|| UdpSocket::bind(SocketAddr::new(to, port))))?
             .map_err(|source| LabError::Spawn { command: format!("bind udp {to}:{port}"), source })?;
         server.set_read_timeout(Some(timeout)).ok();
         let sent = in_netns(&from_ns, move || {
@@ -257,6 +257,23 @@ impl Drop for Lab {
 
 /// Runs `f` on a new thread that has entered network namespace `ns`
 /// (`/run/netns/NAME`). Sockets created there stay in that namespace.
+/// Binds with `bind`, trying again for up to two seconds while the address
+/// is in use. A socket closed a moment ago can still be held by a process
+/// another thread is starting (the child has a copy of the descriptor table
+/// until its exec closes it), so the same address bound again right away
+/// fails now and then when tests run side by side.
+pub fn bind_retrying<S>(bind: impl Fn() -> std::io::Result<S>) -> std::io::Result<S> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match bind() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, LabError> {
     let path = format!("/run/netns/{ns}");
     let ns_name = ns.to_string();

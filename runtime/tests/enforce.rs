@@ -8,7 +8,7 @@
 mod support;
 
 use polc::sema::model::PolicySet;
-use polc_runtime::netlab::{in_netns, require_kernel, Lab};
+use polc_runtime::netlab::{bind_retrying, in_netns, require_kernel, Lab};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn example_matches_the_evaluator(example: &str, probes: &Probes) -> (PolicySet, 
 fn tcp_exchange(lab: &Lab, from: &str, to: &str, to_addr: IpAddr, port: u16) -> bool {
     let from_ns = lab.endpoint(from).unwrap_or_else(|e| panic!("{e}")).netns.clone();
     let to_ns = lab.endpoint(to).unwrap_or_else(|e| panic!("{e}")).netns.clone();
-    let listener = in_netns(&to_ns, move || TcpListener::bind(SocketAddr::new(to_addr, port)))
+    let listener = in_netns(&to_ns, move || bind_retrying(|| TcpListener::bind(SocketAddr::new(to_addr, port))))
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
     let server = std::thread::spawn(move || -> std::io::Result<()> {

@@ -10,7 +10,7 @@
 #![allow(clippy::panic)]
 mod support;
 
-use polc_runtime::netlab::{in_netns, require_kernel};
+use polc_runtime::netlab::{bind_retrying, in_netns, require_kernel};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -195,7 +195,7 @@ fn send_datagrams(ns: &str, to: SocketAddr, count: u64) {
 /// The same from source port `port` (0: any): one flow across calls.
 fn send_datagrams_from(ns: &str, port: u16, to: SocketAddr, count: u64) {
     in_netns(ns, move || {
-        let socket = UdpSocket::bind(("0.0.0.0", port)).unwrap_or_else(|e| panic!("{e}"));
+        let socket = bind_retrying(|| UdpSocket::bind(("0.0.0.0", port))).unwrap_or_else(|e| panic!("{e}"));
         for n in 0..count {
             socket.send_to(&n.to_be_bytes(), to).unwrap_or_else(|e| panic!("{e}"));
             std::thread::sleep(Duration::from_micros(200));

@@ -15,7 +15,7 @@ use polc_runtime::agent::build::{ipcache_entries, NodeBuilder};
 use polc_runtime::attach::{link_pin, AttachMode, Device};
 use polc_runtime::datapath::Direction;
 use polc_runtime::loader::PinDir;
-use polc_runtime::netlab::in_netns;
+use polc_runtime::netlab::{bind_retrying, in_netns};
 use polc_runtime::netlab::{unique_prefix, EndpointSpec, Lab};
 use polc_runtime::seam;
 use polc_runtime::swap::{Artifact, Enforced};
@@ -186,7 +186,7 @@ pub fn two_versions(test: &str, first: &str, second: &str) -> TwoVersions {
 /// A receiver with a large buffer (no loss of our own making), counting
 /// datagrams with a valid sequence number.
 pub fn receiver(ns: &str, addr: IpAddr, port: u16) -> UdpSocket {
-    let socket = in_netns(ns, move || UdpSocket::bind(SocketAddr::new(addr, port)))
+    let socket = in_netns(ns, move || bind_retrying(|| UdpSocket::bind(SocketAddr::new(addr, port))))
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
     let size: libc::c_int = 16 << 20;
