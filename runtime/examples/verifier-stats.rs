@@ -34,8 +34,11 @@ fn capture(_level: PrintLevel, line: String) {
     LOG.with(|log| log.borrow_mut().push_str(&line));
 }
 
-/// Per program in the log: (processed insns, verification time in us).
-fn parse_stats(log: &str) -> BTreeMap<String, (u64, u64)> {
+/// Per program: (processed insns, verification time in us).
+type ProgramStats = BTreeMap<String, (u64, u64)>;
+
+/// The stats of each program in the verifier log.
+fn parse_stats(log: &str) -> ProgramStats {
     let mut out = BTreeMap::new();
     let mut program = None;
     let mut time = 0;
@@ -56,7 +59,7 @@ fn parse_stats(log: &str) -> BTreeMap<String, (u64, u64)> {
     out
 }
 
-fn load_once(object: &Path, pins: &Path) -> Result<(Duration, BTreeMap<String, (u64, u64)>), libbpf_rs::Error> {
+fn load_once(object: &Path, pins: &Path) -> Result<(Duration, ProgramStats), libbpf_rs::Error> {
     let mut open = ObjectBuilder::default().pin_root_path(pins)?.open_file(object)?;
     for mut prog in open.progs_mut() {
         prog.set_log_level(env_or("VERIFIER_STATS_LEVEL", LOG_LEVEL));

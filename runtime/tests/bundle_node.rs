@@ -35,7 +35,7 @@ fn write(path: &Path, text: &str) {
 fn build_policy_only_bundle(work: &Path, policy: &str, out: &Path, cache: &Path) {
     let dir = work.join("policy-only-src");
     write(&dir.join("policy.pol"), policy);
-    let frontend = polc::driver::load(&[dir.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    let frontend = polc::driver::load(std::slice::from_ref(&dir)).unwrap_or_else(|e| panic!("{e}"));
     assert!(!frontend.has_errors() && frontend.checked.inventory.endpoints.is_empty());
     let lock_text = std::fs::read_to_string(example_dir("l3-l4-rule").join(polc::resolve::LOCK_FILE))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -376,14 +376,14 @@ impl<'a> Lowerer<'a> {
                 Some(Definition::Selector(def)) => {
                     out.push((PeerMatch::Endpoints(self.selector(&def.selector)), written));
                 }
-                Some(Definition::Peers(def)) => {
-                    if self.enter(reference) {
-                        for inner in &def.peers {
-                            self.peer(inner, written, out);
-                        }
-                        self.leave();
+                // `enter` reports a cycle; a reference in one lowers to nothing.
+                Some(Definition::Peers(def)) if self.enter(reference) => {
+                    for inner in &def.peers {
+                        self.peer(inner, written, out);
                     }
+                    self.leave();
                 }
+                Some(Definition::Peers(_)) => {}
                 Some(other @ Definition::Ports(_)) => self.wrong_kind(reference, other, "a peer"),
                 None => {}
             },
@@ -541,14 +541,14 @@ impl<'a> Lowerer<'a> {
                 }
             }
             ast::PortItem::Ref(reference) => match self.lookup(reference) {
-                Some(Definition::Ports(def)) => {
-                    if self.enter(reference) {
-                        for inner in &def.ports {
-                            self.port_item(inner, out);
-                        }
-                        self.leave();
+                // `enter` reports a cycle; a reference in one lowers to nothing.
+                Some(Definition::Ports(def)) if self.enter(reference) => {
+                    for inner in &def.ports {
+                        self.port_item(inner, out);
                     }
+                    self.leave();
                 }
+                Some(Definition::Ports(_)) => {}
                 Some(other) => self.wrong_kind(reference, other, "a `ports` definition"),
                 None => {}
             },
