@@ -10,6 +10,8 @@
 #![allow(clippy::panic)]
 mod support;
 
+use support::matrix::REACH_TIMEOUT;
+
 use polc_runtime::netlab::{bind_retrying, in_netns, require_kernel};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -146,7 +148,7 @@ fn monitor_explains_drops_from_the_kernel() {
     assert_eq!((default["from_identity"].as_u64(), default["endpoint"].as_str()), (Some(257), Some("app1")));
 
     // `--trace new`: a new allowed connection, with its rule.
-    assert!(node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")));
+    assert!(node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
     let (_, allowed) = all.wait_for("app2's allowed connect", |e| is(e, "policy-allow", "app2", "tcp"));
     assert_eq!((allowed["verdict"].as_str(), allowed["rule"]["name"].as_str()), (Some("allowed"), Some("app2-web")));
 
