@@ -18,8 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +34,10 @@ pub enum LabError {
     #[error("a thread in namespace `{0}` panicked")]
     ThreadPanicked(String),
 }
+
+/// How long [`Lab::tcp_reaches`] waits for its listener to accept a
+/// connection the client side already sees established.
+const ACCEPT_WAIT: Duration = Duration::from_secs(5);
 
 /// The address endpoints use as their gateway: the node side of every veth.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -191,23 +194,24 @@ impl Lab {
         let to_ns = self.owner_ns(to)?;
         let listener = in_netns(&to_ns, move || bind_retrying(|| TcpListener::bind(SocketAddr::new(to, port))))?
             .map_err(|source| LabError::Spawn { command: format!("bind tcp {to}:{port}"), source })?;
-        let accepted = Arc::new(AtomicBool::new(false));
-        let flag = accepted.clone();
+        let connected = in_netns(&from_ns, move || TcpStream::connect_timeout(&SocketAddr::new(to, port), timeout))?;
+        let Ok(_client) = connected else { return Ok(false) };
+        // Connected: the listener has the connection, or is about to (the
+        // last ACK of the handshake may still be crossing the veths). Waited
+        // for only now, not on a clock started with the attempt: a thread
+        // that starts late on a loaded machine does not turn a reach into
+        // a miss.
         listener.set_nonblocking(true).ok();
-        let acceptor = std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + timeout + Duration::from_millis(200);
-            while std::time::Instant::now() < deadline {
-                if listener.accept().is_ok() {
-                    flag.store(true, Ordering::SeqCst);
-                    return;
+        let deadline = std::time::Instant::now() + ACCEPT_WAIT;
+        loop {
+            match listener.accept() {
+                Ok(_) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                Err(_) => return Ok(false),
             }
-        });
-        let connected =
-            in_netns(&from_ns, move || TcpStream::connect_timeout(&SocketAddr::new(to, port), timeout).is_ok())?;
-        acceptor.join().map_err(|_| LabError::ThreadPanicked(to_ns))?;
-        Ok(connected && accepted.load(Ordering::SeqCst))
+        }
     }
 
     /// Does a UDP datagram from `from` to `to:port` arrive?

@@ -9,6 +9,8 @@
 #![allow(clippy::panic)]
 mod support;
 
+use support::matrix::REACH_TIMEOUT;
+
 use polc_runtime::agent::api;
 use polc_runtime::netlab::{require_kernel, EndpointSpec};
 use std::io::{BufRead, BufReader, Write};
@@ -42,7 +44,10 @@ fn polcd_enforces_reloads_survives_and_resets() {
     };
     let app1 = addr("app1");
     let reaches = |node: &Node, from: &str, port: u16| {
-        node.lab.tcp_reaches(from, app1, port, T).unwrap_or_else(|e| panic!("{e}"))
+        node.lab.tcp_reaches(from, app1, port, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let dropped = |node: &Node, from: &str, port: u16| {
+        !node.lab.tcp_reaches(from, app1, port, T).unwrap_or_else(|e| panic!("{e}"))
     };
 
     let mut polcd = Polcd::start(&policies, &state, node.lab.node_ns(), &pins);
@@ -51,7 +56,7 @@ fn polcd_enforces_reloads_survives_and_resets() {
     let mode = std::fs::metadata(api::socket_path(&state)).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
     assert_eq!(mode, 0o600, "the socket is root's only");
     assert!(
-        reaches(&node, "app2", 80) && !reaches(&node, "app3", 80) && !reaches(&node, "app2", 81),
+        reaches(&node, "app2", 80) && dropped(&node, "app3", 80) && dropped(&node, "app2", 81),
         "the example enforces"
     );
 
@@ -63,7 +68,7 @@ fn polcd_enforces_reloads_survives_and_resets() {
     println!("broken policy reported: {}", error.lines().next().unwrap_or(""));
     assert!(error.contains("policy.pol"), "the error names the file: {error}");
     assert_eq!(broken.policy_version, 1);
-    assert!(reaches(&node, "app2", 80) && !reaches(&node, "app3", 80), "version 1 still enforces");
+    assert!(reaches(&node, "app2", 80) && dropped(&node, "app3", 80), "version 1 still enforces");
     let cli = polcd_cli(&state, &["status"]);
     assert!(String::from_utf8_lossy(&cli.stdout).contains("NOT applied"), "polcd status shows the failure");
 
@@ -81,7 +86,7 @@ fn polcd_enforces_reloads_survives_and_resets() {
     println!("over capacity: {}", over.last_error.as_deref().and_then(|e| e.lines().next()).unwrap_or(""));
     assert!(over.last_error.as_deref().is_some_and(|e| e.contains("`many`")), "the error names the rule: {over:?}");
     assert_eq!(over.policy_version, 1);
-    assert!(reaches(&node, "app2", 80) && !reaches(&node, "app2", 82), "version 1 still enforces");
+    assert!(reaches(&node, "app2", 80) && dropped(&node, "app2", 82), "version 1 still enforces");
 
     // A good change touches app1 only: app2 and app3 are skipped.
     std::fs::write(policies.join("policy.pol"), ONLY_APP3).unwrap_or_else(|e| panic!("{e}"));
@@ -90,7 +95,7 @@ fn polcd_enforces_reloads_survives_and_resets() {
     println!("reload: {reload:?}");
     assert_eq!((reload.regenerated, reload.skipped), (1, 2), "only app1 regenerated");
     assert!(polcd.log().contains("skipped 2"), "the log says how many were skipped:\n{}", polcd.log());
-    let (app3_in, app2_in) = (reaches(&node, "app3", 80), reaches(&node, "app2", 80));
+    let (app3_in, app2_in) = (reaches(&node, "app3", 80), !dropped(&node, "app2", 80));
     assert!(
         app3_in && !app2_in,
         "version 2 enforces: app3 {app3_in}, app2 {app2_in}; {:#?}\nlog:\n{}",
@@ -169,17 +174,17 @@ fn polcd_enforces_reloads_survives_and_resets() {
         "status {after:#?}\nlog:\n{}",
         polcd.log()
     );
-    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "the new device is enforced");
+    assert!(reaches(&node, "app3", 80) && dropped(&node, "app2", 80), "the new device is enforced");
 
     // kill -9: enforcement goes on; a new polcd adopts the links.
     polcd.kill();
-    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "enforcement outlives polcd");
+    assert!(reaches(&node, "app3", 80) && dropped(&node, "app2", 80), "enforcement outlives polcd");
     let mut polcd = Polcd::start(&policies, &state, node.lab.node_ns(), &pins);
     let adopted = wait_for(&state, &polcd, "adoption", all_enforcing);
     assert!(polcd.log().contains("adopted `app1`"), "log:\n{}", polcd.log());
     let app1_status = adopted.endpoints.iter().find(|e| e.name == "app1").unwrap_or_else(|| panic!("app1"));
     assert_eq!(app1_status.generation, 2, "the adopted links were swapped to a fresh generation");
-    assert!(reaches(&node, "app3", 80) && !reaches(&node, "app2", 80), "still enforcing after adoption");
+    assert!(reaches(&node, "app3", 80) && dropped(&node, "app2", 80), "still enforcing after adoption");
 
     // reset: refused while running; afterwards nothing is left.
     assert_eq!(polcd_cli(&state, &["reset"]).status.code(), Some(2), "reset refuses while polcd runs");

@@ -7,6 +7,8 @@
 #![allow(clippy::panic)]
 mod support;
 
+use support::matrix::REACH_TIMEOUT;
+
 use polc_runtime::attach::link_pin;
 use polc_runtime::datapath::{self, Direction};
 use polc_runtime::netlab::{require_kernel, EndpointSpec};
@@ -73,7 +75,7 @@ fn an_endpoint_that_cannot_load_does_not_hold_back_the_others() {
     assert_eq!(failed.state, "failed");
     assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("File name too long")), "{failed:?}");
     let app1 = v4(&example, "app1");
-    assert!(node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")));
+    assert!(node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
     assert!(!node.lab.tcp_reaches("app3", app1, 80, T).unwrap_or_else(|e| panic!("{e}")));
 
     // A later change is applied; the failing endpoint is retried and still says why.
@@ -82,7 +84,10 @@ fn an_endpoint_that_cannot_load_does_not_hold_back_the_others() {
     assert_eq!(changed.last_error, None, "the change is applied");
     let still = changed.endpoints.iter().find(|e| e.name == long).unwrap_or_else(|| panic!("no long endpoint"));
     assert_eq!(still.state, "failed");
-    assert!(node.lab.tcp_reaches("app3", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "the new policy enforces");
+    assert!(
+        node.lab.tcp_reaches("app3", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")),
+        "the new policy enforces"
+    );
     assert!(!node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "the new policy enforces");
     drop(polcd);
     let reset = polcd_cli(&state, &["reset"]);
@@ -209,7 +214,7 @@ fn a_restarted_polcd_prunes_the_ipcache_entry_of_an_endpoint_removed_while_down(
     println!("10.200.1.14: identity {app4_identity} (app4), pruned at restart, then {app5_identity} (app5)");
     let app1 = v4(&set, "app1");
     assert!(!node.lab.tcp_reaches("app5", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "app5 is not app2");
-    assert!(node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")));
+    assert!(node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
     drop(polcd);
     assert!(status(&state).is_none());
     let reset = polcd_cli(&state, &["reset"]);
@@ -240,7 +245,7 @@ fn a_restarted_polcd_gives_every_label_set_its_number_again() {
     assert_eq!(ipcache_identity(&pins, app4), app4_identity);
     let app1 = v4(&set, "app1");
     assert!(!node.lab.tcp_reaches("app4", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "app4 is not app2");
-    assert!(node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")));
+    assert!(node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
     drop(polcd);
     let reset = polcd_cli(&state, &["reset"]);
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));

@@ -6,6 +6,8 @@
 #![allow(clippy::panic)]
 mod support;
 
+use support::matrix::REACH_TIMEOUT;
+
 use polc_runtime::attach::{link_pin, Attachment};
 use polc_runtime::datapath::Direction;
 use polc_runtime::loader::all_cpus;
@@ -49,7 +51,10 @@ fn a_link_that_cannot_be_pinned_leaves_nothing_attached() {
     assert!(!link_pin(&deep, Direction::Ingress).exists(), "the first link is unpinned");
     // app1's policy allows only app2 on tcp/80: had the ingress link stayed,
     // app3 would be dropped. Nothing is attached, so it passes.
-    assert!(node.lab.tcp_reaches("app3", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "no program is attached");
+    assert!(
+        node.lab.tcp_reaches("app3", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")),
+        "no program is attached"
+    );
     generation.discard();
 }
 
@@ -85,6 +90,9 @@ fn a_swap_that_fails_half_way_keeps_both_directions_on_the_old_programs() {
     println!("refused: {error}");
     assert_eq!(enforced.generation(), 1);
     assert_eq!(program_of(Direction::Ingress), before, "the ingress link runs generation 1 again");
-    assert!(node.lab.tcp_reaches("app2", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "generation 1 enforces");
+    assert!(
+        node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")),
+        "generation 1 enforces"
+    );
     assert!(!node.lab.tcp_reaches("app3", app1, 80, T).unwrap_or_else(|e| panic!("{e}")), "generation 1 enforces");
 }

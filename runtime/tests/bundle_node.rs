@@ -19,7 +19,7 @@ use polc_runtime::agent::api::{self, AgentStatus, Request};
 use polc_runtime::netlab::require_kernel;
 use std::net::IpAddr;
 use std::path::Path;
-use support::matrix::{live_matrix, Probes, TIMEOUT};
+use support::matrix::{live_matrix, Probes, REACH_TIMEOUT, TIMEOUT};
 use support::monitor::Monitor;
 use support::{all_enforcing, example_dir, node_config, polcd_cli, resolve_dir, wait_for, Node, Polcd, ONLY_APP3};
 
@@ -106,8 +106,9 @@ fn polcd_specializes_a_policy_only_bundle_to_endpoints_added_at_run_time() {
     // A drop is named by its rule (from the manifest's `rules`), and counted.
     let monitor = Monitor::start(&state, &["--verdict", "dropped"]);
     let app1 = set.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
-    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!reaches("app3"));
+    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let dropped = |from: &str| !node.lab.tcp_reaches(from, app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(dropped("app3"));
     let (_, event) = monitor.wait_for("app3 -> app1 dropped by no-app3", |v| {
         v["from"] == "app3" && v["to"] == "app1" && v["reason"] == "policy-deny"
     });
@@ -130,7 +131,7 @@ fn polcd_specializes_a_policy_only_bundle_to_endpoints_added_at_run_time() {
     let version = first.policy_version;
     let second = wait_for(&state, &polcd, "the new bundle", |s| s.policy_version > version);
     assert!(second.last_error.is_none() && all_enforcing(&second), "{second:#?}");
-    assert!(reaches("app3") && !reaches("app2"), "the new bundle enforces");
+    assert!(reaches("app3") && dropped("app2"), "the new bundle enforces");
     let (count, mismatches) = live_matrix(&set2, &node.lab, &Probes { tcp: &[80], udp: &[] });
     assert!(mismatches.is_empty(), "after the new bundle ({count} probes):\n{}", mismatches.join("\n"));
 
@@ -138,11 +139,11 @@ fn polcd_specializes_a_policy_only_bundle_to_endpoints_added_at_run_time() {
     // (not added again), their pinned links are adopted.
     let mut polcd = polcd;
     polcd.kill();
-    assert!(reaches("app3") && !reaches("app2"), "enforcement outlives polcd");
+    assert!(reaches("app3") && dropped("app2"), "enforcement outlives polcd");
     let polcd = Polcd::start_bundle(&out, &state, node.lab.node_ns(), node.pins.path());
     let second = wait_for(&state, &polcd, "the restart", |s| s.endpoints.len() == 3 && all_enforcing(s));
     assert!(second.last_error.is_none() && second.endpoints.iter().all(|e| e.source == "api"), "{second:#?}");
-    assert!(reaches("app3") && !reaches("app2"), "the restarted polcd enforces");
+    assert!(reaches("app3") && dropped("app2"), "the restarted polcd enforces");
 
     // del app3: detached and gone from status; app2 (whose tables do not
     // change) keeps its generation; app1 loses its peer.
@@ -153,7 +154,7 @@ fn polcd_specializes_a_policy_only_bundle_to_endpoints_added_at_run_time() {
     assert_eq!(reload.removed, 1, "{third:#?}");
     assert!(!reload.regenerated_endpoints.contains(&"app2".to_string()), "{third:#?}");
     assert_eq!(generation(&third, "app2"), generation(&second, "app2"));
-    assert!(!reaches("app2"), "app1 still enforces");
+    assert!(dropped("app2"), "app1 still enforces");
     let saved = std::fs::read_to_string(state.join("endpoints.json")).unwrap_or_default();
     assert!(saved.contains("app1") && !saved.contains("app3"), "{saved}");
     let missing = polcd_cli(&state, &["endpoint", "del", "app3"]);

@@ -15,7 +15,7 @@ use polc::sema::model::PolicySet;
 use polc_runtime::netlab::require_kernel;
 use std::net::IpAddr;
 use std::path::Path;
-use support::matrix::{live_matrix, Probes, TIMEOUT};
+use support::matrix::{live_matrix, Probes, REACH_TIMEOUT, TIMEOUT};
 use support::{
     all_enforcing, example_dir, node_config, polcd_cli, resolve_dir, status, wait_for, Node, Polcd, ONLY_APP3,
 };
@@ -82,8 +82,9 @@ fn polcd_runs_a_built_bundle_and_applies_new_ones_all_or_nothing() {
     let reload = second.last_reload.clone().unwrap_or_else(|| panic!("no reload"));
     assert_eq!(reload.regenerated_endpoints, vec!["app1".to_string()], "{second:#?}");
     let app1 = set.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
-    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(reaches("app3") && !reaches("app2"), "the new bundle enforces");
+    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let dropped = |from: &str| !node.lab.tcp_reaches(from, app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(reaches("app3") && dropped("app2"), "the new bundle enforces");
     let (count, mismatches) = live_matrix(&set2, &node.lab, &Probes { tcp: &[80], udp: &[] });
     assert!(mismatches.is_empty(), "after the change ({count} probes):\n{}", mismatches.join("\n"));
 
@@ -107,7 +108,7 @@ fn polcd_runs_a_built_bundle_and_applies_new_ones_all_or_nothing() {
     let generations =
         |s: &polc_runtime::agent::api::AgentStatus| -> Vec<u64> { s.endpoints.iter().map(|e| e.generation).collect() };
     assert_eq!(generations(&refused), generations(&second), "no endpoint was switched");
-    assert!(reaches("app3") && !reaches("app2"), "the previous bundle enforces");
+    assert!(reaches("app3") && dropped("app2"), "the previous bundle enforces");
 
     let add = polcd_cli(&state, &["endpoint", "add", "app4", "--iface", "x", "--ipv4", "10.200.1.14"]);
     assert_eq!(add.status.code(), Some(1), "endpoints come from the bundle");

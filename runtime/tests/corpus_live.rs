@@ -19,10 +19,8 @@ use polc_runtime::netlab::{require_kernel, Lab};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use support::matrix::timeout;
 use support::Node;
-
-const TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The cases: a default deny, an allow by pod selector within a namespace,
 /// a namespace selector AND a pod selector, a port-restricted allow, and a
@@ -106,7 +104,8 @@ fn live_case(family: &str, case: &str) -> (usize, Vec<String>) {
                 scope.spawn(move || {
                     let mut mismatches = Vec::new();
                     for (line, from, port, want) in probes {
-                        let live = lab.tcp_reaches(from, dst, *port, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+                        let live =
+                            lab.tcp_reaches(from, dst, *port, timeout(*want)).unwrap_or_else(|e| panic!("{e}"));
                         if live != *want {
                             mismatches.push(format!(
                                 "{family}/{case}/reachability.txt:{line}: {from} -> {to} tcp/{port}: live {live}, expected {want}"

@@ -11,8 +11,7 @@ use polc::sema::model::PolicySet;
 use polc_runtime::netlab::{bind_retrying, in_netns, require_kernel, Lab};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
-use support::matrix::{expected, live_matrix, Probes, TCP, TIMEOUT};
+use support::matrix::{expected, live_matrix, Probes, REACH_TIMEOUT, TCP, TIMEOUT};
 use support::{example_dir, resolve_dir, Node};
 
 /// Enforces an example on a lab of its inventory and compares the live
@@ -28,7 +27,8 @@ fn example_matches_the_evaluator(example: &str, probes: &Probes) -> (PolicySet, 
 }
 
 /// A TCP exchange from `from` to `to:port`: the client sends, the server
-/// answers; true when both messages arrive.
+/// answers; true when both messages arrive (expected to: given time, see
+/// [`REACH_TIMEOUT`]).
 fn tcp_exchange(lab: &Lab, from: &str, to: &str, to_addr: IpAddr, port: u16) -> bool {
     let from_ns = lab.endpoint(from).unwrap_or_else(|e| panic!("{e}")).netns.clone();
     let to_ns = lab.endpoint(to).unwrap_or_else(|e| panic!("{e}")).netns.clone();
@@ -37,14 +37,14 @@ fn tcp_exchange(lab: &Lab, from: &str, to: &str, to_addr: IpAddr, port: u16) -> 
         .unwrap_or_else(|e| panic!("{e}"));
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut stream, _) = listener.accept()?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_read_timeout(Some(REACH_TIMEOUT))?;
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf)?;
         stream.write_all(if &buf == b"ping" { b"pong" } else { b"what" })
     });
     let client = in_netns(&from_ns, move || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&SocketAddr::new(to_addr, port), TIMEOUT)?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
+        let mut stream = TcpStream::connect_timeout(&SocketAddr::new(to_addr, port), REACH_TIMEOUT)?;
+        stream.set_read_timeout(Some(REACH_TIMEOUT))?;
         stream.write_all(b"ping")?;
         let mut buf = [0u8; 4];
         stream.read_exact(&mut buf)?;
@@ -54,7 +54,7 @@ fn tcp_exchange(lab: &Lab, from: &str, to: &str, to_addr: IpAddr, port: u16) -> 
     let exchanged = matches!(client, Ok(true));
     if !exchanged {
         // Unblock the server's accept if the connection never came.
-        let _ = in_netns(&from_ns, move || TcpStream::connect_timeout(&SocketAddr::new(to_addr, port), TIMEOUT));
+        let _ = in_netns(&from_ns, move || TcpStream::connect_timeout(&SocketAddr::new(to_addr, port), REACH_TIMEOUT));
     }
     let served = server.join().map(|r| r.is_ok()).unwrap_or(false);
     exchanged && served
@@ -76,10 +76,7 @@ fn l3_l4_rule_on_real_veths_matches_the_evaluator() {
     assert!(!expected(&set, app2, app1, TCP, 8080), "the reverse direction is denied");
     assert!(!node.lab.tcp_reaches("app2", app1, 8080, TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
     assert!(tcp_exchange(&node.lab, "app1", "app2", app2, 8080), "app1 -> app2:8080 exchanges data both ways");
-    assert!(
-        node.lab.ping_reaches("app1", app2, Duration::from_secs(1)).unwrap_or_else(|e| panic!("{e}")),
-        "echo replies pass"
-    );
+    assert!(node.lab.ping_reaches("app1", app2, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")), "echo replies pass");
 }
 
 #[test]

@@ -8,6 +8,8 @@
 #![allow(clippy::panic)]
 mod support;
 
+use support::matrix::REACH_TIMEOUT;
+
 use polc_runtime::datapath::Direction;
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::swap::Artifact;
@@ -36,7 +38,10 @@ fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {
 
     let app1 = set1.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
     let t = Duration::from_millis(400);
-    assert!(node.lab.tcp_reaches("app2", app1, 80, t).unwrap_or_else(|e| panic!("{e}")), "v1 allows tcp/80");
+    assert!(
+        node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")),
+        "v1 allows tcp/80"
+    );
 
     let ns = |name: &str| node.lab.endpoint(name).unwrap_or_else(|e| panic!("{e}")).netns.clone();
     let stop_receivers = Arc::new(AtomicBool::new(false));
@@ -83,7 +88,7 @@ fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {
 
     // The links run the last version: an even count ends on v1 (tcp/80
     // allowed); one more swap to v2 denies it.
-    assert!(node.lab.tcp_reaches("app2", app1, 80, t).unwrap_or_else(|e| panic!("{e}")), "v1 again");
+    assert!(node.lab.tcp_reaches("app2", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")), "v1 again");
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1 enforced"));
     enforced.swap(&versions[1]).unwrap_or_else(|e| panic!("{e}"));
     assert!(!node.lab.tcp_reaches("app2", app1, 80, t).unwrap_or_else(|e| panic!("{e}")), "v2 denies tcp/80");
@@ -109,7 +114,7 @@ fn swaps_under_load_lose_nothing_allowed_and_pass_nothing_denied() {
     assert_eq!(generations, vec![format!("gen-{before}")], "only the running generation is pinned");
     assert!(!node.lab.tcp_reaches("app2", app1, 80, t).unwrap_or_else(|e| panic!("{e}")), "v2 still enforces");
     assert!(
-        node.lab.udp_reaches("app2", app1, ALLOWED_PORT, t).unwrap_or_else(|e| panic!("{e}")),
+        node.lab.udp_reaches("app2", app1, ALLOWED_PORT, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")),
         "and still allows the flow"
     );
 }

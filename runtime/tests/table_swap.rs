@@ -8,6 +8,8 @@
 #![allow(clippy::panic)]
 mod support;
 
+use support::matrix::REACH_TIMEOUT;
+
 use polc::codegen::entries::{EntryAction, EntryInterval, EntryKind};
 use polc_runtime::netlab::require_kernel;
 use polc_runtime::seam::PolicyEntry;
@@ -31,15 +33,17 @@ fn table_swaps_change_verdicts_without_a_program_swap() {
 
     let app1 = set1.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
     let t = Duration::from_millis(400);
-    let reaches = |node: &Node, port| node.lab.tcp_reaches("app2", app1, port, t).unwrap_or_else(|e| panic!("{e}"));
+    let reaches =
+        |node: &Node, port| node.lab.tcp_reaches("app2", app1, port, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let dropped = |node: &Node, port| !node.lab.tcp_reaches("app2", app1, port, t).unwrap_or_else(|e| panic!("{e}"));
     let dir = node.endpoint_dir("app1");
     let programs = program_ids(&dir);
-    assert!(reaches(&node, 80) && !reaches(&node, 8080), "v1 enforces");
+    assert!(reaches(&node, 80) && dropped(&node, 8080), "v1 enforces");
 
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1 enforced"));
     let generation = enforced.generation();
     enforced.swap_tables(&versions[1]).unwrap_or_else(|e| panic!("{e}"));
-    assert!(!reaches(&node, 80) && reaches(&node, 8080), "v2 enforces after a table swap");
+    assert!(dropped(&node, 80) && reaches(&node, 8080), "v2 enforces after a table swap");
     assert_eq!(program_ids(&dir), programs, "the links run the same programs");
 
     // Over capacity (the node's policy map holds 4096 entries): the fill
@@ -59,14 +63,14 @@ fn table_swaps_change_verdicts_without_a_program_swap() {
     // A direction the running programs do not enforce is refused too.
     let egress = Artifact { egress: Some(vec![entry(1000)]), ..versions[0].clone() };
     assert!(matches!(enforced.swap_tables(&egress), Err(SwapError::NeedsProgramSwap { .. })));
-    assert!(!reaches(&node, 80) && reaches(&node, 8080), "v2 still enforces");
+    assert!(dropped(&node, 80) && reaches(&node, 8080), "v2 still enforces");
 
     // A second process adopts the pinned endpoint and swaps its tables back.
     let mut adopted =
         Enforced::adopt(&node.pins.node_maps(), &dir, Some(node.lab.node_ns())).unwrap_or_else(|e| panic!("{e}"));
     assert!(adopted.current().is_none());
     adopted.swap_tables(&versions[0]).unwrap_or_else(|e| panic!("{e}"));
-    assert!(reaches(&node, 80) && !reaches(&node, 8080), "v1 enforces again");
+    assert!(reaches(&node, 80) && dropped(&node, 8080), "v1 enforces again");
     assert_eq!(program_ids(&dir), programs, "still the same programs");
     assert_eq!(adopted.generation(), generation);
     let enforced = node.enforced.get_mut("app1").unwrap_or_else(|| panic!("app1 enforced"));

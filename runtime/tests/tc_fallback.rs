@@ -15,7 +15,7 @@ use polc_runtime::netlab::require_kernel;
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
-use support::matrix::{live_matrix, Probes, TIMEOUT};
+use support::matrix::{live_matrix, Probes, REACH_TIMEOUT, TIMEOUT};
 use support::{
     all_enforcing, copy_example, example_dir, polcd_cli, resolve_dir, status, wait_for, Flow, Flows, Node, Polcd,
     ONLY_APP3,
@@ -87,7 +87,7 @@ fn tc_filters_enforce_an_example_and_swap_in_place_under_load() {
     let enforced = node.enforced.remove("app1").unwrap_or_else(|| panic!("app1"));
     enforced.remove().unwrap_or_else(|e| panic!("{e}"));
     assert!(!tc_filters(node.lab.node_ns(), "polc-app1").contains("direct-action"));
-    assert!(node.lab.tcp_reaches("app3", app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
+    assert!(node.lab.tcp_reaches("app3", app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}")));
 }
 
 #[test]
@@ -111,26 +111,27 @@ fn polcd_attach_tc_enforces_swaps_adopts_and_resets() {
 
     // A policy change swaps app1's filters in place.
     let app1 = set.inventory.endpoint("app1").and_then(|e| e.ipv4).map(IpAddr::V4).unwrap_or_else(|| panic!("app1"));
-    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    assert!(reaches("app2") && !reaches("app3"));
+    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let dropped = |from: &str| !node.lab.tcp_reaches(from, app1, 80, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(reaches("app2") && dropped("app3"));
     std::fs::write(policies.join("policy.pol"), ONLY_APP3).unwrap_or_else(|e| panic!("{e}"));
     let changed = wait_for(&state, &polcd, "the change", |s| s.policy_version == 2 && s.last_error.is_none());
     let before: std::collections::BTreeMap<String, u64> =
         changed.endpoints.iter().map(|e| (e.name.clone(), e.generation)).collect();
-    assert!(reaches("app3") && !reaches("app2"), "the new policy enforces");
+    assert!(reaches("app3") && dropped("app2"), "the new policy enforces");
     let filters = tc_filters(node.lab.node_ns(), "polc-app1");
     assert_eq!(filters.matches("direct-action").count(), 2, "the filters were replaced, not added:\n{filters}");
 
     // kill -9: the filters keep enforcing; a new polcd adopts them.
     polcd.kill();
-    assert!(reaches("app3") && !reaches("app2"), "enforcement outlives polcd");
+    assert!(reaches("app3") && dropped("app2"), "enforcement outlives polcd");
     let polcd = start();
     let adopted = wait_for(&state, &polcd, "adoption", |s| all_enforcing(s) && s.policy_version == 1);
     assert!(polcd.log().contains("adopted `app1`"), "log:\n{}", polcd.log());
     // Each adopted endpoint is swapped, in place, to a fresh generation.
     let fresh = |e: &polc_runtime::agent::api::EndpointStatus| Some(&(e.generation - 1)) == before.get(&e.name);
     assert!(adopted.endpoints.iter().all(|e| e.hook.as_deref() == Some("tc") && fresh(e)), "{adopted:#?}");
-    assert!(reaches("app3") && !reaches("app2"), "still enforcing after adoption");
+    assert!(reaches("app3") && dropped("app2"), "still enforcing after adoption");
     drop(polcd);
     assert!(status(&state).is_none());
 

@@ -104,8 +104,14 @@ fn run_with<D: Daemon>(config: Config, start: impl FnOnce(Config) -> Result<D, A
     if UnixStream::connect(&socket).is_ok() {
         return Err(RunError::AlreadyRunning(socket));
     }
-    let mut agent = start(config.clone())?;
+    // Watching starts before the agent's first read of the directory: a
+    // change made while it starts (after that read) is then reloaded, not
+    // missed until the next one. The agent's own error (a missing
+    // directory, say) is still the one reported.
     let (events, inbox) = mpsc::channel::<Event>();
+    let watcher = watch(&config.policies, events.clone());
+    let mut agent = start(config.clone())?;
+    let _watcher = watcher?;
     let listener = listen(&socket)?;
     let hub = Hub::new();
     agent.observe(&hub);
@@ -118,7 +124,6 @@ fn run_with<D: Daemon>(config: Config, start: impl FnOnce(Config) -> Result<D, A
     let to_loop = events.clone();
     let for_clients = hub.clone();
     std::thread::spawn(move || serve(listener, to_loop, for_clients));
-    let _watcher = watch(&config.policies, events)?;
     log(&format!("listening on `{}`, watching `{}`", socket.display(), config.policies.display()));
 
     let mut reload_due: Option<Instant> = None;
@@ -216,4 +221,60 @@ fn watch(dir: &Path, events: mpsc::Sender<Event>) -> Result<notify::RecommendedW
     .map_err(error)?;
     watcher.watch(dir, RecursiveMode::Recursive).map_err(error)?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A daemon that counts its reloads.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Daemon for Counting {
+        fn handle(&mut self, _: Request) -> Response {
+            Response::error("not in this test")
+        }
+        fn reload(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn tick(&mut self) {}
+        fn catalog(&self) -> Catalog {
+            Catalog::default()
+        }
+        fn follow_counters(&mut self, _: &Catalog) {}
+    }
+
+    #[test]
+    fn a_change_made_while_the_agent_starts_is_reloaded() {
+        let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (policies, state) = (work.path().join("policies"), work.path().join("state"));
+        for dir in [&policies, &state] {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let config = Config {
+            policies: policies.clone(),
+            state,
+            netns: None,
+            pin_root: work.path().join("pins"),
+            debounce: Duration::ZERO,
+            observe: Default::default(),
+            attach: Default::default(),
+        };
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reloads);
+        // The agent has read the directory; a file is written before it is up.
+        std::thread::spawn(move || {
+            run_with(config, move |_| {
+                std::fs::write(policies.join("late.pol"), "policy late {\n}\n").unwrap_or_else(|e| panic!("{e}"));
+                Ok(Counting(counted))
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reloads.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the change made while the agent started was never reloaded");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

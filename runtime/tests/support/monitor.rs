@@ -16,17 +16,9 @@ pub struct Monitor {
 impl Monitor {
     /// Starts it and waits until it streams (its stderr says so).
     pub fn start(state: &Path, filters: &[&str]) -> Monitor {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_polcd"))
-            .args(["--state", &state.display().to_string(), "monitor", "--format", "json"])
-            .args(filters)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut banner = String::new();
-        BufReader::new(stderr).read_line(&mut banner).unwrap_or_else(|e| panic!("{e}"));
-        assert!(banner.contains("streaming"), "monitor did not start: {banner}");
+        let mut args = vec!["--format", "json"];
+        args.extend_from_slice(filters);
+        let mut child = streaming(state, &args);
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -45,9 +37,11 @@ impl Monitor {
         self.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// The first event matching `what` (waits up to 5 s for it).
+    /// The first event matching `what` (waits up to 20 s for it: it comes
+    /// through polcd's reader thread and this child, both slow to be
+    /// scheduled on a loaded machine; found, it returns at once).
     pub fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> (Instant, Value) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(found) = self.events().into_iter().find(|(_, v)| matches(v)) {
                 return found;
@@ -56,6 +50,24 @@ impl Monitor {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+}
+
+/// `polcd monitor ARGS` with stdout piped, once it streams: its banner on
+/// stderr comes after polcd has subscribed it, so no event sent from then
+/// on is missed (a fixed pause before the first probe would be a guess).
+pub fn streaming(state: &Path, args: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_polcd"))
+        .args(["--state", &state.display().to_string(), "monitor"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut banner = String::new();
+    BufReader::new(stderr).read_line(&mut banner).unwrap_or_else(|e| panic!("{e}"));
+    assert!(banner.contains("streaming"), "monitor did not start: {banner}");
+    child
 }
 
 impl Drop for Monitor {
