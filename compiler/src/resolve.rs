@@ -34,7 +34,7 @@ pub mod table;
 
 pub use capacity::CapacityError;
 pub use identity::{IdentityLock, LockError};
-pub use resolver::{ChangeSet, Resolver};
+pub use resolver::{ChangeSet, Resolver, Undo};
 
 use crate::ir;
 use crate::sema::model::PolicySet;

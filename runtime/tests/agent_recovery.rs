@@ -1,5 +1,7 @@
 //! polcd when part of the node is broken: an endpoint that cannot be loaded
-//! does not hold the others back; links a previous polcd left half pinned
+//! does not hold the others back; a change whose load fails for an enforced
+//! endpoint leaves the last good state, and the same change is seen (and
+//! applied) again once the load can work; links a previous polcd left half pinned
 //! keep enforcing until their replacement is attached; an endpoint removed
 //! while polcd was down loses its ipcache entry at restart. Real kernel,
 //! real veths. Needs root (skipped with a reason otherwise).
@@ -7,14 +9,14 @@
 #![allow(clippy::panic)]
 mod support;
 
-use support::matrix::REACH_TIMEOUT;
-
+use polc_runtime::agent::daemon::Agent;
 use polc_runtime::attach::link_pin;
 use polc_runtime::datapath::{self, Direction};
 use polc_runtime::netlab::{require_kernel, EndpointSpec};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
+use support::matrix::REACH_TIMEOUT;
 use support::{
     add_app4_via_api, all_enforcing, copy_example, example_dir, polcd_cli, resolve_dir, status, wait_for, Flow, Flows,
     Node, Polcd,
@@ -92,6 +94,64 @@ fn an_endpoint_that_cannot_load_does_not_hold_back_the_others() {
     drop(polcd);
     let reset = polcd_cli(&state, &["reset"]);
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+}
+
+/// app2 denied and app3 allowed on tcp/80: a deny rule, so another code
+/// shape than [`INGRESS_APP2_80`] (a new generation is loaded).
+const DENY_APP2_ALLOW_APP3_80: &str = "policy web {\n  select {id=app1}\n  ingress {\n    \
+    deny no2: from {id=app2} on tcp/80\n    allow web: from {id=app3} on tcp/80\n  }\n}\n";
+
+#[test]
+fn a_change_whose_load_fails_leaves_the_last_good_state_and_is_applied_when_it_can_be() {
+    if !require_kernel("a_change_whose_load_fails_leaves_the_last_good_state_and_is_applied_when_it_can_be") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = policies(work.path(), INGRESS_APP2_80, "");
+    let (set, _) = resolve_dir(&dir);
+    let node = Node::new("undo", &set);
+    let config = support::agent_config(&dir, &work.path().join("state"), node.lab.node_ns(), node.pins.path());
+    let mut agent = Agent::start(config).unwrap_or_else(|e| panic!("{e}"));
+    let app1 = v4(&set, "app1");
+    let reaches = |from: &str| node.lab.tcp_reaches(from, app1, 80, REACH_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let dropped = |from: &str| !node.lab.tcp_reaches(from, app1, 80, T).unwrap_or_else(|e| panic!("{e}"));
+    assert!(reaches("app2") && dropped("app3"), "version 1 enforces");
+
+    // The next load cannot reuse the node's pinned conntrack map: another
+    // map (an array of one entry) is pinned in its place. The running
+    // programs keep theirs.
+    let ct_pin = node.pins.node_maps().join(datapath::CONNTRACK4_MAP);
+    let mut ct = libbpf_rs::MapHandle::from_pinned_path(&ct_pin).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&ct_pin).unwrap_or_else(|e| panic!("{e}"));
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut wrong = libbpf_rs::MapHandle::create(libbpf_rs::MapType::Array, Some("wrong"), 4, 4, 1, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wrong.pin(&ct_pin).unwrap_or_else(|e| panic!("{e}"));
+
+    // A change of code shape for app1: resolution succeeds, its load fails.
+    std::fs::write(dir.join("policy.pol"), DENY_APP2_ALLOW_APP3_80).unwrap_or_else(|e| panic!("{e}"));
+    agent.reload();
+    let failed = agent.status();
+    println!("failed change: {}", failed.last_error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+    assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("app1")), "{failed:?}");
+    assert_eq!(failed.policy_version, 1);
+    assert!(reaches("app2") && dropped("app3"), "version 1 still enforces");
+
+    // The map back: the same files again are a change from version 1 (the
+    // resolver took its update back), so app1 is regenerated now.
+    wrong.unpin(&ct_pin).unwrap_or_else(|e| panic!("{e}"));
+    ct.pin(&ct_pin).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("policy.pol"), DENY_APP2_ALLOW_APP3_80).unwrap_or_else(|e| panic!("{e}"));
+    agent.reload();
+    let applied = agent.status();
+    assert_eq!(applied.last_error, None);
+    assert_eq!(applied.policy_version, 2);
+    let reload = applied.last_reload.unwrap_or_else(|| panic!("no reload"));
+    assert_eq!(reload.regenerated_endpoints, vec!["app1".to_string()], "{reload:?}");
+    assert!(dropped("app2") && reaches("app3"), "version 2 enforces");
 }
 
 const EGRESS_FLOW: &str =

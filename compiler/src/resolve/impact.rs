@@ -12,11 +12,11 @@ use super::selector::SelectorCache;
 use crate::ir::Identity;
 use crate::sema::model::{PeerMatch, Policy, RuleId};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use petgraph::Direction::{Incoming, Outgoing};
 use std::collections::{BTreeSet, HashMap};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Node {
     Policy(String),
     Rule(RuleId),
@@ -25,7 +25,7 @@ pub enum Node {
     Endpoint(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Edge {
     /// policy -> its rule
     Contains,
@@ -44,6 +44,16 @@ pub struct ImpactGraph {
     graph: StableDiGraph<Node, Edge>,
     index: HashMap<Node, NodeIndex>,
 }
+
+/// Graphs are equal when they have the same nodes and edges, whatever the
+/// order they were added in (node indexes differ).
+impl PartialEq for ImpactGraph {
+    fn eq(&self, other: &ImpactGraph) -> bool {
+        self.contents() == other.contents()
+    }
+}
+
+impl Eq for ImpactGraph {}
 
 impl ImpactGraph {
     /// The graph of a policy set: `endpoints` are (name, identity) pairs.
@@ -81,6 +91,19 @@ impl ImpactGraph {
         if let Some(index) = self.index.remove(node) {
             self.graph.remove_node(index);
         }
+    }
+
+    /// Every node and every edge (from, kind, to), sorted.
+    fn contents(&self) -> (Vec<&Node>, Vec<(&Node, Edge, &Node)>) {
+        let mut nodes: Vec<&Node> = self.graph.node_weights().collect();
+        nodes.sort();
+        let mut edges: Vec<(&Node, Edge, &Node)> = self
+            .graph
+            .edge_references()
+            .map(|e| (&self.graph[e.source()], *e.weight(), &self.graph[e.target()]))
+            .collect();
+        edges.sort();
+        (nodes, edges)
     }
 
     pub fn node_count(&self) -> usize {

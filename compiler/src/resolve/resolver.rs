@@ -16,14 +16,16 @@ use super::l4::NamedPorts;
 use super::selector::{reserved_universe, Peer, SelectorCache};
 use super::table::{endpoint_named_ports, Context};
 use super::{capacity, ipcache, ResolveConfig, ResolveError};
-use crate::ir::{DirectionTable, EndpointPolicy, Identity, Resolved};
+use crate::ir::{DirectionTable, EndpointPolicy, Identity, IdentityInfo, Resolved};
 use crate::sema::model::{EndpointDef, Inventory, Labels, PeerMatch, Policy, PolicySet, Rule};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-/// Resolution state for one node's policy set and inventory.
-#[derive(Debug, Clone)]
+/// Resolution state for one node's policy set and inventory. Equal
+/// resolvers hold the same state, so any later update gives both the same
+/// result.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resolver {
     config: ResolveConfig,
     set: PolicySet,
@@ -51,6 +53,57 @@ pub struct ChangeSet {
     pub ipcache_changed: bool,
 }
 
+/// What one [`Resolver::update_undoable`] replaced or added: given to
+/// [`Resolver::undo`], it puts the resolver back as it was before that
+/// update (its tables, set, lock, and the selector cache and impact graph
+/// the next update starts from); dropped, it frees the previous state.
+/// Unlike a copy of the resolver kept in case, it holds only what the
+/// update moved out, so a policy edit makes no copy of the whole state.
+#[must_use = "dropping it keeps the update; `Resolver::undo` takes it back"]
+#[derive(Debug)]
+pub struct Undo {
+    set: PolicySet,
+    inputs: Arc<Inputs>,
+    /// The lock before, when the update replaced it.
+    lock: Option<IdentityLock>,
+    endpoints: EndpointsUndo,
+    /// The identities and ipcache before, when the update replaced them.
+    tables: Option<NodeTables>,
+    cache: CacheUndo,
+    graph: GraphUndo,
+}
+
+/// The identities in use and the ipcache ([`Resolved`]'s node-wide part).
+type NodeTables = (Vec<IdentityInfo>, Vec<(IpNet, Identity)>);
+
+#[derive(Debug)]
+enum EndpointsUndo {
+    /// The same endpoint names: the tables replaced, by index.
+    Replaced(Vec<(usize, EndpointPolicy)>),
+    /// The names changed: the whole list before.
+    All(Vec<EndpointPolicy>),
+}
+
+#[derive(Debug)]
+enum CacheUndo {
+    /// The same identities: the selectors added, and those removed with their identities.
+    Edits { added: Vec<PeerMatch>, removed: Vec<(PeerMatch, BTreeSet<Identity>)> },
+    /// Identities came or went: the cache before.
+    Whole(SelectorCache),
+}
+
+#[derive(Debug)]
+enum GraphUndo {
+    /// The same inventory and prefixes, so the same identities and
+    /// endpoints: the graph moved by the policies that changed (added,
+    /// removed or edited), the selectors added and those removed.
+    Edits { policies: BTreeSet<String>, added: Vec<PeerMatch>, removed: Vec<(PeerMatch, BTreeSet<Identity>)> },
+    /// The graph before.
+    Whole(ImpactGraph),
+    /// Not kept ([`Resolver::update`] cannot be undone).
+    None,
+}
+
 /// What an endpoint contributes to resolution besides its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EndpointShape {
@@ -60,7 +113,7 @@ struct EndpointShape {
 
 /// Identities and per-endpoint inputs of a policy set: everything that
 /// depends only on the inventory and the policy prefixes.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Inputs {
     allocation: Allocation,
     prefixes: BTreeSet<IpNet>,
@@ -263,6 +316,69 @@ impl Resolver {
     /// endpoints the change can touch. Identity numbers continue from the
     /// current lock. On error nothing changes.
     pub fn update(&mut self, new_set: PolicySet) -> Result<ChangeSet, ResolveError> {
+        self.update_keeping(new_set, false).map(|(changes, _)| changes)
+    }
+
+    /// [`Resolver::update`], and what [`Resolver::undo`] needs to take it
+    /// back (when what the change set names cannot be applied, say).
+    pub fn update_undoable(&mut self, new_set: PolicySet) -> Result<(ChangeSet, Undo), ResolveError> {
+        self.update_keeping(new_set, true)
+    }
+
+    /// Puts back the state before the update that gave `undo` (the last
+    /// update: undos apply in the reverse order of their updates).
+    pub fn undo(&mut self, undo: Undo) {
+        let Undo { set, inputs, lock, endpoints, tables, cache, graph } = undo;
+        match endpoints {
+            EndpointsUndo::Replaced(replaced) => {
+                for (index, policy) in replaced {
+                    if let Some(slot) = self.resolved.endpoints.get_mut(index) {
+                        *slot = policy;
+                    }
+                }
+            }
+            EndpointsUndo::All(all) => self.resolved.endpoints = all,
+        }
+        if let Some((identities, ipcache)) = tables {
+            self.resolved.identities = identities;
+            self.resolved.ipcache = ipcache;
+        }
+        match cache {
+            CacheUndo::Edits { added, removed } => {
+                self.cache.retain(|p| !added.contains(p));
+                for (peer, ids) in removed {
+                    self.cache.put_back(peer, ids);
+                }
+            }
+            CacheUndo::Whole(cache) => self.cache = cache,
+        }
+        match graph {
+            GraphUndo::Edits { policies, added, removed } => {
+                for name in &policies {
+                    self.graph.remove_policy(name);
+                }
+                for peer in &added {
+                    self.graph.remove_selector(peer);
+                }
+                for (peer, ids) in &removed {
+                    self.graph.set_selection(peer, ids);
+                }
+                for policy in set.policies.iter().filter(|p| policies.contains(&p.name)) {
+                    self.graph.add_policy(policy);
+                }
+            }
+            GraphUndo::Whole(graph) => self.graph = graph,
+            GraphUndo::None => {}
+        }
+        self.set = set;
+        self.inputs = inputs;
+        if let Some(lock) = lock {
+            self.lock = lock;
+        }
+    }
+
+    /// The update; with `undoable`, everything [`Resolver::undo`] needs.
+    fn update_keeping(&mut self, new_set: PolicySet, undoable: bool) -> Result<(ChangeSet, Undo), ResolveError> {
         // Same inventory and prefixes: same identities, shapes and ipcache.
         let unchanged_inputs = same_inventory(&self.set.inventory, &new_set.inventory)
             && policy_prefixes(&new_set) == self.inputs.prefixes;
@@ -281,6 +397,7 @@ impl Resolver {
         let mut cache = if old_ids == new_ids {
             std::mem::take(&mut self.cache)
         } else {
+            // `self.cache` stays as it was until the commit.
             let mut cache = self.cache.clone();
             let universe = inputs.universe();
             for id in old_ids.difference(&new_ids) {
@@ -333,28 +450,57 @@ impl Resolver {
         let mut changes = ChangeSet { recomputed: recomputed.len(), ..ChangeSet::default() };
         let same_names = old_set.inventory.endpoints.len() == new_set.inventory.endpoints.len()
             && old_set.inventory.endpoints.iter().zip(&new_set.inventory.endpoints).all(|(a, b)| a.name == b.name);
-        if same_names {
+        let endpoints_undo = if same_names {
             // In place: the common case of a policy edit (`recomputed` is in inventory order).
+            let mut replaced = Vec::new();
             for (index, policy) in recomputed {
                 if self.resolved.endpoints[index] != policy {
                     changes.changed_endpoints.push(policy.name.clone());
-                    self.resolved.endpoints[index] = policy;
+                    let before = std::mem::replace(&mut self.resolved.endpoints[index], policy);
+                    if undoable {
+                        replaced.push((index, before));
+                    }
                 }
             }
+            EndpointsUndo::Replaced(replaced)
         } else {
+            let before = if undoable { self.resolved.endpoints.clone() } else { Vec::new() };
             self.reassemble(&old_set, &new_set, recomputed, &mut changes);
-        }
+            EndpointsUndo::All(before)
+        };
         changes.skipped = self.resolved.endpoints.len() - changes.recomputed;
 
-        if !Arc::ptr_eq(&inputs, &self.inputs) {
+        let policy_only = Arc::ptr_eq(&inputs, &self.inputs);
+        let mut tables_undo = None;
+        if !policy_only {
             let ids: Vec<Identity> = inputs.shapes.iter().map(|s| s.identity).collect();
             let identities = ipcache::identities(&inputs.allocation);
             let ipcache = ipcache::build(&inputs.allocation, &new_set.inventory, &ids);
             changes.identities_changed = identities != self.resolved.identities;
             changes.ipcache_changed = ipcache != self.resolved.ipcache;
-            self.resolved.identities = identities;
-            self.resolved.ipcache = ipcache;
+            let identities = std::mem::replace(&mut self.resolved.identities, identities);
+            let ipcache = std::mem::replace(&mut self.resolved.ipcache, ipcache);
+            tables_undo = Some((identities, ipcache));
         }
+        // What the cache and graph lose and gain, for the undo.
+        let (added, removed): (Vec<PeerMatch>, Vec<(PeerMatch, BTreeSet<Identity>)>) = if undoable {
+            (
+                delta.new_selectors.clone(),
+                previous_selectors.iter().map(|p| (p.clone(), cache.get(p).clone())).collect(),
+            )
+        } else {
+            Default::default()
+        };
+        let graph_undo = match (undoable, policy_only) {
+            (false, _) => GraphUndo::None,
+            (true, false) => GraphUndo::Whole(self.graph.clone()),
+            (true, true) => GraphUndo::Edits {
+                policies: delta.changed_policies.iter().map(|name| name.to_string()).collect(),
+                added: added.clone(),
+                removed: removed.clone(),
+            },
+        };
+        let same_ids = delta.old_ids == delta.new_ids;
         for peer in &previous_selectors {
             self.graph.remove_selector(peer);
         }
@@ -362,12 +508,21 @@ impl Resolver {
         self.update_graph(&new_set, &cache, &delta);
         drop(delta);
         self.set = new_set;
-        self.cache = cache;
-        self.inputs = inputs;
-        if let Some(lock) = lock {
-            self.lock = lock;
-        }
-        Ok(changes)
+        let old_cache = std::mem::replace(&mut self.cache, cache);
+        // With other identities `self.cache` was not worked on: it is the cache before.
+        let cache_undo = if same_ids { CacheUndo::Edits { added, removed } } else { CacheUndo::Whole(old_cache) };
+        let old_inputs = std::mem::replace(&mut self.inputs, inputs);
+        let old_lock = lock.map(|lock| std::mem::replace(&mut self.lock, lock));
+        let undo = Undo {
+            set: old_set,
+            inputs: old_inputs,
+            lock: old_lock,
+            endpoints: endpoints_undo,
+            tables: tables_undo,
+            cache: cache_undo,
+            graph: graph_undo,
+        };
+        Ok((changes, undo))
     }
 
     /// Builds the endpoint list when the inventory's names changed.

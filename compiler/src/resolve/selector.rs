@@ -74,7 +74,7 @@ pub fn selects(peer: &PeerMatch, id: Identity, what: &Peer) -> bool {
 }
 
 /// Selector -> selected identities, over a universe of identities in use.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelectorCache {
     universe: BTreeMap<Identity, Peer>,
     sets: HashMap<PeerMatch, BTreeSet<Identity>>,
@@ -134,6 +134,11 @@ impl SelectorCache {
             }
         }
         changed
+    }
+
+    /// Puts back a selector [`Self::retain`] dropped, with the identities it selected.
+    pub fn put_back(&mut self, peer: PeerMatch, ids: BTreeSet<Identity>) {
+        self.sets.insert(peer, ids);
     }
 
     /// Forget selectors no policy uses any more.

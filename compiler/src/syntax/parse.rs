@@ -12,15 +12,41 @@ use pest::Parser;
 type P<'a> = Pair<'a, R>;
 
 pub fn parse_module(file: FileId, text: &str) -> Result<Module, Diagnostic> {
-    // Idempotent and cheap: lets syntax errors name the punctuation expected.
-    pest::set_error_detail(true);
-    let mut pairs = PolGrammar::parse(R::file, text).map_err(|e| syntax_error(file, text, e))?;
+    let mut pairs = match PolGrammar::parse(R::file, text) {
+        Ok(pairs) => pairs,
+        Err(_) => return Err(syntax_error(file, text, parse_with_error_detail(text))),
+    };
     let root = pairs.next().ok_or_else(|| {
         Diagnostic::error(codes::SYNTAX, Span::new(file, 0, 0), "empty parse").with_help("this is a bug in polc")
     })?;
     let b = Builder { file };
     let items = children(root).filter(|p| p.as_rule() != R::EOI).map(|p| b.item(p)).collect();
     Ok(Module { items })
+}
+
+/// Serializes the parses that collect error detail (see [`parse_with_error_detail`]).
+static ERROR_DETAIL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The error of a text that did not parse, parsed again with pest's error
+/// detail on, which lets syntax errors name the punctuation expected. The
+/// detail is collected only then: it takes about half of a parse's work
+/// (pest records every token it tries). pest has one switch for it, read
+/// when a parse starts and left off (its default) by every other parse: it
+/// is turned on and off again only here, under a lock, so a parse running
+/// meanwhile on another thread only collects detail it does not need.
+fn parse_with_error_detail(text: &str) -> pest::error::Error<R> {
+    let _only_one = ERROR_DETAIL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pest::set_error_detail(true);
+    let result = PolGrammar::parse(R::file, text);
+    pest::set_error_detail(false);
+    match result {
+        Err(e) => e,
+        // Cannot be: the same text failed a moment ago.
+        Ok(_) => pest::error::Error::new_from_pos(
+            pest::error::ErrorVariant::CustomError { message: "the text parsed when parsed again".to_string() },
+            pest::Position::from_start(text),
+        ),
+    }
 }
 
 /// The children of a node, without keyword tokens (they carry no information).

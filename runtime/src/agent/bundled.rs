@@ -132,7 +132,7 @@ fn specialize_error(e: &policy_only::SpecializeError) -> String {
 
 /// The inventory of the API's endpoints.
 fn api_inventory(api: &BTreeMap<String, EndpointSpec>) -> Result<Inventory, String> {
-    Ok(with_api_endpoints(&PolicySet::default(), api)?.inventory)
+    Ok(with_api_endpoints(PolicySet::default(), api)?.inventory)
 }
 
 /// Numbers for `inventory`'s endpoints: those in `ids` keep theirs, the

@@ -86,9 +86,9 @@ pub struct Agent {
     reader: PolicyReader,
     builder: NodeBuilder,
     node: NodeMaps,
+    /// Resolution of the last good policy set: the files' set, the API's
+    /// endpoints added to its inventory (see [`Agent::file_set`]).
     resolver: Resolver,
-    /// The last policy set read from the files without errors.
-    file_set: PolicySet,
     api: BTreeMap<String, EndpointSpec>,
     slots: BTreeMap<String, Slot>,
     ids: BTreeMap<String, u32>,
@@ -98,7 +98,7 @@ pub struct Agent {
     /// Whether the node ipcache holds the resolver's entries: then a change
     /// that leaves the ipcache as it was does not rewrite it.
     ipcache_synced: bool,
-    /// The rules of `file_set`, located in their files.
+    /// The rules of the files' set, located in their files.
     rules: Vec<RuleInfo>,
     counters: Counters,
     /// The lock as last written to `STATE/identities.lock` (compared, not
@@ -170,8 +170,10 @@ pub(super) fn save_identity_lock(state: &Path, text: &str) -> bool {
 }
 
 /// The file set with the API's endpoints added to its inventory.
-pub(super) fn with_api_endpoints(set: &PolicySet, api: &BTreeMap<String, EndpointSpec>) -> Result<PolicySet, String> {
-    let mut set = set.clone();
+pub(super) fn with_api_endpoints(
+    mut set: PolicySet,
+    api: &BTreeMap<String, EndpointSpec>,
+) -> Result<PolicySet, String> {
     for spec in api.values() {
         if set.inventory.endpoint(&spec.name).is_some() {
             return Err(format!("endpoint `{}` is declared in the policy files and added through the API", spec.name));
@@ -302,7 +304,7 @@ impl Agent {
 
         let mut reader = PolicyReader::new(&config.policies);
         let (file_set, rules) = reader.read().map_err(AgentError::Policy)?;
-        let set = with_api_endpoints(&file_set, &api).map_err(AgentError::Policy)?;
+        let set = with_api_endpoints(file_set, &api).map_err(AgentError::Policy)?;
         let lock = read_lock(&config).map_err(AgentError::Policy)?;
         let resolver =
             Resolver::new(set, &lock, ResolveConfig::default()).map_err(|e| AgentError::Policy(e.to_string()))?;
@@ -316,7 +318,6 @@ impl Agent {
             builder,
             node,
             resolver,
-            file_set,
             api,
             slots: BTreeMap::new(),
             ids: BTreeMap::new(),
@@ -679,17 +680,23 @@ impl Agent {
         });
     }
 
+    /// The policy set of the files (the resolver's, without the API's endpoints).
+    fn file_set(&self) -> PolicySet {
+        let mut set = self.resolver.set().clone();
+        set.inventory.endpoints.retain(|e| !self.api.contains_key(&e.name));
+        set
+    }
+
     /// Moves to `file_set` + `api`: resolution, then [`Agent::apply`]; on any
-    /// error everything stays as it was.
+    /// error everything stays as it was (the resolver takes back what its
+    /// update replaced).
     fn change(&mut self, file_set: PolicySet, api: BTreeMap<String, EndpointSpec>) -> Result<(), String> {
         let started = Instant::now();
-        let set = with_api_endpoints(&file_set, &api)?;
-        let backup = self.resolver.clone();
-        let changes = self.resolver.update(set).map_err(|e| e.to_string())?;
+        let set = with_api_endpoints(file_set, &api)?;
+        let (changes, undo) = self.resolver.update_undoable(set).map_err(|e| e.to_string())?;
         let total = self.resolver.set().inventory.endpoints.len();
         match self.apply(&changes.changed_endpoints, &changes.removed_endpoints, changes.ipcache_changed) {
             Ok(applied) => {
-                self.file_set = file_set;
                 self.api = api;
                 self.policy_version += 1;
                 let skipped = total.saturating_sub(changes.changed_endpoints.len());
@@ -698,7 +705,7 @@ impl Agent {
                 Ok(())
             }
             Err(e) => {
-                self.resolver = backup;
+                self.resolver.undo(undo);
                 Err(e)
             }
         }
@@ -786,7 +793,8 @@ impl Agent {
             }
             Request::EndpointDel { name } => {
                 if !self.api.contains_key(&name) {
-                    return match self.file_set.inventory.endpoint(&name) {
+                    // Not the API's: from the files, if the set has it.
+                    return match self.resolver.set().inventory.endpoint(&name) {
                         Some(_) => Response::error(format!(
                             "endpoint `{name}` is declared in the policy files: remove it there"
                         )),
@@ -805,7 +813,7 @@ impl Agent {
     }
 
     fn api_change(&mut self, api: BTreeMap<String, EndpointSpec>) -> Response {
-        match self.change(self.file_set.clone(), api) {
+        match self.change(self.file_set(), api) {
             Ok(()) => match write_json(&self.config.state.join(API_ENDPOINTS_FILE), &self.api) {
                 Ok(()) => Response::ok(),
                 Err(e) => Response::error(e.to_string()),

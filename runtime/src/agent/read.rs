@@ -8,7 +8,8 @@
 //!   only when its text changed: in a one-file edit, the other files' text
 //!   and modules come from memory.
 //!
-//! Checking always runs over the whole set.
+//! Checking always runs over the whole set; its warnings-only passes run
+//! only when there are errors to show them with.
 //!
 //! Metadata is trusted to show a change only once it is *settled*: its
 //! change time (ctime) at least [`SETTLE`] older than the moment it was
@@ -136,18 +137,20 @@ impl PolicyReader {
             files.push(file);
         }
         self.files = files;
-        let (checked, check_diagnostics) = if modules.iter().all(Option::is_some) {
-            let parsed: Vec<Module> = modules.into_iter().flatten().collect();
-            let checked = polc::sema::check(&sources, &parsed);
-            self.modules = parsed.into_iter().map(Some).collect();
-            checked
+        // The modules are kept for the next read, by position.
+        let (parsed, unparsed): (Vec<Module>, _) = if modules.iter().all(Option::is_some) {
+            (modules.into_iter().flatten().collect(), None)
         } else {
-            let parsed: Vec<Module> = modules.iter().flatten().cloned().collect();
-            self.modules = modules;
-            polc::sema::check(&sources, &parsed)
+            (modules.iter().flatten().cloned().collect(), Some(modules))
         };
-        diagnostics.extend(check_diagnostics);
-        if diagnostics.has_errors() {
+        // Warnings are shown only with errors: checked for when there are.
+        let (checked, check_diagnostics) = polc::sema::check_for_errors(&sources, &parsed);
+        let failed = diagnostics.has_errors() || check_diagnostics.has_errors();
+        if failed {
+            diagnostics.extend(polc::sema::check(&sources, &parsed).1);
+        }
+        self.modules = unparsed.unwrap_or_else(|| parsed.into_iter().map(Some).collect());
+        if failed {
             let all: Vec<_> = diagnostics.iter().cloned().collect();
             return Err(polc::diag::render::render_all_text(&sources, &all).trim_end().to_string());
         }
@@ -272,6 +275,23 @@ mod tests {
             assert_eq!(format!("{:?}", reader.read()), fresh(dir.path()));
             assert_eq!(format!("{:?}", reader.read()), fresh(dir.path()));
         }
+    }
+
+    #[test]
+    fn errors_are_shown_with_the_warnings_of_the_set() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        write(&dir.path().join("a.pol"), ENDPOINTS);
+        write(&dir.path().join("b.pol"), "policy nobody {\n  select {id=zzz}\n}\n");
+        let mut reader = PolicyReader::new(dir.path());
+        reader.read().unwrap_or_else(|e| panic!("a warning alone is no error: {e}"));
+        // A broken file: the error names it, and the warning is shown with it,
+        // as `polc check` shows it (its text here is polc's rendering of both).
+        write(&dir.path().join("c.pol"), "policy p {\n  select {id=a\n");
+        let error = reader.read().err().unwrap_or_else(|| panic!("c.pol is broken"));
+        assert!(error.contains("c.pol") && error.contains("policy `nobody` selects no endpoint"), "{error}");
+        let frontend = polc::driver::load(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+        let all: Vec<_> = frontend.diagnostics.iter().cloned().collect();
+        assert_eq!(error, polc::diag::render::render_all_text(&frontend.sources, &all).trim_end());
     }
 
     #[test]
