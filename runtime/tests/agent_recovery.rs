@@ -136,7 +136,8 @@ fn a_change_whose_load_fails_leaves_the_last_good_state_and_is_applied_when_it_c
     agent.reload();
     let failed = agent.status();
     println!("failed change: {}", failed.last_error.as_deref().unwrap_or("").lines().next().unwrap_or(""));
-    assert!(failed.last_error.as_deref().is_some_and(|e| e.contains("app1")), "{failed:?}");
+    assert!(failed.last_error.as_deref().is_some_and(|e| e.starts_with("endpoint `app1`: ")), "{failed:?}");
+    assert!(!failed.last_error.as_deref().unwrap_or("").contains("`app1`: endpoint `app1`"), "named once: {failed:?}");
     assert_eq!(failed.policy_version, 1);
     assert!(reaches("app2") && dropped("app3"), "version 1 still enforces");
 

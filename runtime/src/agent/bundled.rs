@@ -35,7 +35,7 @@ use super::daemon::{
 };
 use super::node::NodeMaps;
 use super::pins::PinRoot;
-use super::slot::{Described, Slot};
+use super::slot::{endpoint_error, Described, Slot};
 use super::stats::{Counters, Runs, Stats, COUNTERS_FILE};
 use crate::attach::Device;
 use crate::bundle::{Bundle, EndpointEntry};
@@ -253,7 +253,7 @@ impl BundleAgent {
             match loaded {
                 Ok(generation) => prepared.push((name.clone(), generation, device)),
                 Err(e) => {
-                    let message = format!("endpoint `{name}`: {e}");
+                    let message = endpoint_error(name, &e);
                     self.slots.entry(name.clone()).or_default().last_error = Some(message.clone());
                     if pending {
                         log(&format!("{message} (not enforced; retried with the next bundle)"));

@@ -18,7 +18,7 @@ use super::monitor::Observe;
 use super::node::NodeMaps;
 use super::pins::PinRoot;
 use super::read::PolicyReader;
-use super::slot::{Constants, Described, Slot, SwapKind};
+use super::slot::{endpoint_error, Constants, Described, Slot, SwapKind};
 use super::stats::{Counters, Runs, Stats, COUNTERS_FILE};
 use crate::attach::{AttachMode, Device};
 use crate::loader::{all_cpus, LoadError, Running};
@@ -475,7 +475,7 @@ impl Agent {
                     regenerated.push((name, kind));
                 }
                 Err(e) => {
-                    log(&format!("endpoint `{name}`: {e}"));
+                    log(&endpoint_error(&name, &e.to_string()));
                     slot.last_error = Some(e.to_string());
                 }
             }
@@ -641,7 +641,7 @@ impl Agent {
 
     /// Records a build or load failure on the endpoint; the change's error.
     fn endpoint_failed(&mut self, name: &str, error: &str) -> String {
-        let message = format!("endpoint `{name}`: {error}");
+        let message = endpoint_error(name, error);
         self.slots.entry(name.to_string()).or_default().last_error = Some(message.clone());
         message
     }

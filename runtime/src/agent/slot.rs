@@ -8,6 +8,17 @@ use super::pins::PinRoot;
 use crate::attach::Device;
 use crate::swap::{Enforced, Generation};
 
+/// `error` as said of endpoint `name`: prefixed with its name unless the
+/// error already starts with it (load and swap errors do).
+pub fn endpoint_error(name: &str, error: &str) -> String {
+    let prefix = format!("endpoint `{name}`");
+    if error.starts_with(&prefix) {
+        error.to_string()
+    } else {
+        format!("{prefix}: {error}")
+    }
+}
+
 /// `.rodata` values by variable name, as in [`crate::swap::Artifact::constants`].
 pub type Constants = Vec<(String, Vec<u8>)>;
 
@@ -64,7 +75,7 @@ impl Slot {
                 self.last_error = None;
             }
             Err(e) => {
-                log(&format!("endpoint `{name}`: {e}"));
+                log(&endpoint_error(name, &e.to_string()));
                 self.last_error = Some(e.to_string());
             }
         }
@@ -111,5 +122,19 @@ impl Described<'_> {
                 .map(|loaded| loaded.loaded().iter().map(|d| d.name().to_string()).collect()),
             last_error: slot.and_then(|s| s.last_error.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_error;
+
+    #[test]
+    fn an_error_names_its_endpoint_once() {
+        assert_eq!(endpoint_error("app1", "clang failed"), "endpoint `app1`: clang failed");
+        let load = "endpoint `app1`: the kernel rejected `x.o`: Invalid argument";
+        assert_eq!(endpoint_error("app1", load), load);
+        // Another endpoint's name is not this one's.
+        assert_eq!(endpoint_error("app", load), format!("endpoint `app`: {load}"));
     }
 }
