@@ -206,7 +206,7 @@ impl Lab {
         loop {
             match listener.accept() {
                 Ok(_) => return Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                Err(e) if accept_again(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(_) => return Ok(false),
@@ -259,8 +259,14 @@ impl Drop for Lab {
     }
 }
 
-/// Runs `f` on a new thread that has entered network namespace `ns`
-/// (`/run/netns/NAME`). Sockets created there stay in that namespace.
+/// Whether an `accept` that failed with `e` is worth trying again: nothing
+/// yet, a signal, or a connection reset before it was taken (the next one
+/// may be ours).
+fn accept_again(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
+    matches!(e.kind(), WouldBlock | Interrupted | ConnectionAborted)
+}
+
 /// Binds with `bind`, trying again for up to two seconds while the address
 /// is in use. A socket closed a moment ago can still be held by a process
 /// another thread is starting (the child has a copy of the descriptor table
@@ -278,6 +284,8 @@ pub fn bind_retrying<S>(bind: impl Fn() -> std::io::Result<S>) -> std::io::Resul
     }
 }
 
+/// Runs `f` on a new thread that has entered network namespace `ns`
+/// (`/run/netns/NAME`). Sockets created there stay in that namespace.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, LabError> {
     let path = format!("/run/netns/{ns}");
     let ns_name = ns.to_string();

@@ -152,11 +152,18 @@ fn monitor_explains_drops_from_the_kernel() {
     let (_, allowed) = all.wait_for("app2's allowed connect", |e| is(e, "policy-allow", "app2", "tcp"));
     assert_eq!((allowed["verdict"].as_str(), allowed["rule"]["name"].as_str()), (Some("allowed"), Some("app2-web")));
 
-    // The filtered monitors saw only what they asked for (the last of
-    // app3's drops there too: each monitor is a reader of its own).
-    from_app3.wait_for("app3's connect", |e| e["proto"] == "tcp" && e["to_port"] == 80);
+    // The filtered monitors saw only what they asked for. A last datagram
+    // from app3 marks the end: events reach each monitor in order, so once
+    // it has the marker, an app2 event its filter let through would be
+    // there too.
+    in_netns(&app3_ns, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+        socket.send_to(b"end", SocketAddr::new(app1, 7999)).unwrap_or_else(|e| panic!("{e}"));
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    from_app3.wait_for("app3's last datagram", |e| e["proto"] == "udp" && e["to_port"] == 7999);
     let filtered = from_app3.events();
-    assert!(filtered.len() >= 3, "ping, datagram, connect: {filtered:#?}");
+    assert!(filtered.len() >= 4, "ping, datagrams, connect, marker: {filtered:#?}");
     assert!(
         filtered.iter().all(|(_, e)| e["verdict"] == "dropped" && e["from"] == "app3" && e["to"] == "app1"),
         "{filtered:#?}"

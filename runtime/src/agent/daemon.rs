@@ -2,13 +2,13 @@
 //!
 //! Everything that touches BPF runs on the loop's thread; the socket server
 //! and the file watcher are threads that send it [`Event`]s. A change (policy
-//! files, an endpoint added or removed) goes through [`Resolver::update`],
-//! whose impact graph names the endpoints to regenerate; the others are not
+//! files, an endpoint added or removed) goes through
+//! [`Resolver::update_undoable`], whose impact graph names the endpoints to regenerate; the others are not
 //! touched. A change is applied all or nothing: every affected endpoint is
 //! built and loaded first (new generations, maps filled), then the node
 //! ipcache is brought up to date, then the links switch. If anything fails
 //! before the switch, the loaded generations are discarded, the resolver
-//! goes back to its previous state and the running programs keep enforcing.
+//! goes back to its previous state (`Resolver::undo`) and the running programs keep enforcing.
 
 use super::api::{AgentStatus, EndpointSpec, ReloadStatus, Request, Response};
 use super::build::{ipcache_entries, NodeBuilder};

@@ -11,9 +11,12 @@ use std::time::Duration;
 /// probe waits it out: short).
 pub const TIMEOUT: Duration = Duration::from_millis(400);
 /// How long a probe expected to arrive may take (it returns as soon as it
-/// does): generous, since a loaded machine can run the softirqs that carry
-/// packets across the veths late.
-pub const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// does): more than twice [`TIMEOUT`], since a loaded machine can run the
+/// softirqs that carry packets across the veths late, but under TCP's first
+/// retransmission (1 s): a TCP reach still means the first SYN passed, so a
+/// policy enforced only a moment after polcd said so does not pass for one
+/// enforced at once.
+pub const REACH_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// The timeout of a probe whose expected outcome is `reaches`.
 pub fn timeout(reaches: bool) -> Duration {

@@ -64,9 +64,18 @@ pub fn streaming(state: &Path, args: &[&str]) -> Child {
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut stderr = BufReader::new(stderr);
     let mut banner = String::new();
-    BufReader::new(stderr).read_line(&mut banner).unwrap_or_else(|e| panic!("{e}"));
+    stderr.read_line(&mut banner).unwrap_or_else(|e| panic!("{e}"));
     assert!(banner.contains("streaming"), "monitor did not start: {banner}");
+    // The rest of stderr is read, and passed on to the test's, until the
+    // monitor ends: a closed pipe would make its next line (say, "events
+    // lost") end it with EPIPE, and the test would wait without knowing why.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("polcd monitor: {line}");
+        }
+    });
     child
 }
 
