@@ -345,6 +345,7 @@ impl Resolver {
         }
         match cache {
             CacheUndo::Edits { added, removed } => {
+                let added: HashSet<&PeerMatch> = added.iter().collect();
                 self.cache.retain(|p| !added.contains(p));
                 for (peer, ids) in removed {
                     self.cache.put_back(peer, ids);
